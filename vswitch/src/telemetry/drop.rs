@@ -1,0 +1,85 @@
+//! Why a packet was dropped: one list, from which the enum, the names shown by `vswitchctl`
+//! and the metric labels, and the human descriptions are all generated (as VPP generates its
+//! error strings from one list), so a new reason cannot be counted without being named.
+
+macro_rules! drop_reasons {
+    ($( $variant:ident = $name:literal : $help:literal, )*) => {
+        /// Why a packet was dropped. Every drop on the data path is counted under one of these,
+        /// per port.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $( #[doc = $help] $variant, )*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
+            /// Number of reasons (the width of a per-port counter row).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Short snake_case name, used by `vswitchctl` and as a metric label.
+            pub const fn name(self) -> &'static str {
+                match self { $(DropReason::$variant => $name,)* }
+            }
+
+            /// One-line description for humans.
+            pub const fn help(self) -> &'static str {
+                match self { $(DropReason::$variant => $help,)* }
+            }
+
+            /// Index into a counter row.
+            #[inline]
+            pub const fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    EthTruncated = "eth_truncated": "frame shorter than an Ethernet header (14 bytes)",
+    VlanTruncated = "vlan_truncated": "802.1Q tag cut off by the end of the frame",
+    VlanStacked = "vlan_stacked": "stacked tags (QinQ or a second 802.1Q tag) are not switched",
+    SrcMacInvalid = "src_mac_invalid": "source MAC is a group (multicast/broadcast) or all-zero address",
+    ArpMalformed = "arp_malformed": "ARP packet truncated or not Ethernet/IPv4",
+    Ipv4Malformed = "ipv4_malformed": "IPv4 header truncated, wrong version, bad header or total length",
+    Ipv6Malformed = "ipv6_malformed": "IPv6 header truncated, wrong version or payload length past the frame",
+    TcpMalformed = "tcp_malformed": "TCP header truncated or data offset outside the packet",
+    UdpMalformed = "udp_malformed": "UDP header truncated or length field inconsistent",
+    IcmpMalformed = "icmp_malformed": "ICMP header truncated",
+    PortUnknown = "port_unknown": "packet from a port the current configuration does not know",
+    PortDown = "port_down": "ingress or egress port administratively down",
+    VlanTaggedOnAccess = "vlan_tagged_on_access": "tagged frame on an access port",
+    VlanNotAllowed = "vlan_not_allowed": "VLAN not in the trunk port's allowed list",
+    VlanUntaggedOnTrunk = "vlan_untagged_on_trunk": "untagged frame on a trunk port without a native VLAN",
+    StaticMacMoved = "static_mac_moved": "source MAC is a static FDB entry on another port (spoofing)",
+    SamePort = "same_port": "destination MAC is on the port the frame came in on",
+    NoFloodMembers = "no_flood_members": "broadcast/unknown destination and no other port in the VLAN",
+    MtuExceeded = "mtu_exceeded": "frame longer than the egress port's MTU",
+    NoBuffer = "no_buffer": "buffer pool exhausted (flood copy or VLAN push)",
+    NoHeadroom = "no_headroom": "no headroom left to push a header",
+    TxRingFull = "tx_ring_full": "egress port's transmit ring was full",
+    TxError = "tx_error": "egress port failed to transmit",
+    Unhandled = "unhandled": "no pipeline stage decided what to do with the packet",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case() {
+        let mut names: Vec<_> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')));
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(!r.help().is_empty());
+        }
+    }
+}
