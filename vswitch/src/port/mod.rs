@@ -1,0 +1,51 @@
+//! Ports: where packets enter and leave the switch.
+//!
+//! A port moves whole batches: `rx` appends up to a batch's room of packets, `tx` consumes a
+//! batch. A port never blocks: when its transmit ring is full it frees the packets it could not
+//! send and reports them, so the worker counts `tx_ring_full` (Snabb's "drop and count" links).
+//!
+//! Port types:
+//! - [`ring`]: in-memory SPSC rings, for tests and benchmarks with no kernel involved.
+//! - `afxdp`: AF_XDP sockets sharing the worker's UMEM (the daemon's default).
+
+pub mod afxdp;
+pub mod netdev;
+pub mod ring;
+
+use crate::packet::{Batch, Pool};
+use crate::types::PortId;
+
+/// What a transmit call did with a batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxReport {
+    pub sent: usize,
+    pub sent_bytes: u64,
+    /// Packets freed because the transmit ring had no room.
+    pub ring_full: usize,
+    /// Packets freed because the port failed to send them.
+    pub errors: usize,
+}
+
+/// A switch port as a worker drives it.
+pub trait Port<const N: usize>: Send {
+    /// The port's name (the interface name for kernel-backed ports).
+    fn name(&self) -> &str;
+
+    /// A short description of the port's type and mode (e.g. "ring", "afxdp native copy").
+    fn kind(&self) -> String;
+
+    /// Receives up to `batch.room()` packets and appends them with `Meta::rx(id)`. Returns how
+    /// many were appended.
+    fn rx(&mut self, id: PortId, pool: &mut Pool, batch: &mut Batch<N>) -> usize;
+
+    /// Transmits every packet of `batch`, leaving it empty.
+    fn tx(&mut self, pool: &mut Pool, batch: &mut Batch<N>) -> TxReport;
+
+    /// Work off the per-packet path, called every housekeeping interval: refilling rings,
+    /// reaping completions, waking the kernel.
+    fn housekeep(&mut self, _pool: &mut Pool) {}
+
+    /// Gives back every buffer the port holds (kernel rings, in-flight queues) before the port
+    /// is dropped, so the pool's books balance.
+    fn drain(&mut self, _pool: &mut Pool) {}
+}
