@@ -1,0 +1,574 @@
+//! The daemon's configuration file (TOML): schema, defaults, and validation of the whole file
+//! before anything is touched.
+//!
+//! Unknown keys are refused (a typo must not silently fall back to a default), and validation
+//! collects every problem it finds, each naming the field and the value, e.g.
+//! `port[2] ("pod-c").vlan: 4095 is out of range 1..=4094`. See `config/vswitchd.toml` for an
+//! annotated example.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet::PoolConfig;
+use crate::pipeline::{PortEntry, Snapshot, VlanMode, VlanSet};
+use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub switch: SwitchSection,
+    #[serde(default)]
+    pub pool: PoolSection,
+    #[serde(default = "default_workers", rename = "worker")]
+    pub workers: Vec<WorkerSection>,
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortSection>,
+}
+
+/// `[switch]`: forwarding tunables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwitchSection {
+    /// Packets per batch: 32, 64, 128 or 256.
+    pub batch_size: usize,
+    /// Flow cache entries per worker (a power of two).
+    pub flow_cache_entries: usize,
+    /// Most MAC addresses the FDB holds.
+    pub fdb_max_entries: usize,
+    /// Seconds after which an idle MAC is forgotten.
+    pub fdb_aging_secs: u64,
+}
+
+impl Default for SwitchSection {
+    fn default() -> Self {
+        SwitchSection {
+            batch_size: 32,
+            flow_cache_entries: 8192,
+            fdb_max_entries: 65536,
+            fdb_aging_secs: 300,
+        }
+    }
+}
+
+/// `[pool]`: each worker's buffers (its AF_XDP UMEM).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSection {
+    pub frames: usize,
+    pub frame_size: usize,
+    pub headroom: usize,
+    pub big_buffers: usize,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        let d = PoolConfig::default();
+        PoolSection {
+            frames: d.frames,
+            frame_size: d.frame_size,
+            headroom: d.headroom,
+            big_buffers: d.big_buffers,
+        }
+    }
+}
+
+impl PoolSection {
+    pub fn to_pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            frames: self.frames,
+            frame_size: self.frame_size,
+            headroom: self.headroom,
+            big_buffers: self.big_buffers,
+        }
+    }
+}
+
+/// What a worker does when its ports are idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdlePolicy {
+    /// Poll without pause: lowest latency, one core at 100%. For dedicated cores.
+    BusyPoll,
+    /// Spin briefly, then sleep in poll(2) on the ports until a packet arrives: ~0% CPU idle,
+    /// and the core is left to the pods when there is nothing to switch.
+    Adaptive,
+}
+
+/// `[[worker]]`: one poll-mode thread.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    /// CPU the worker is pinned to; unpinned when absent.
+    #[serde(default)]
+    pub core: Option<usize>,
+    #[serde(default = "default_idle")]
+    pub idle: IdlePolicy,
+    /// Adaptive: microseconds of empty polling before sleeping.
+    #[serde(default = "default_spin_us")]
+    pub spin_us: u64,
+}
+
+fn default_idle() -> IdlePolicy {
+    IdlePolicy::Adaptive
+}
+
+fn default_spin_us() -> u64 {
+    50
+}
+
+fn default_workers() -> Vec<WorkerSection> {
+    vec![WorkerSection { core: None, idle: default_idle(), spin_us: default_spin_us() }]
+}
+
+/// How a port reaches its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortKind {
+    /// AF_XDP sockets on the worker's shared UMEM (the default).
+    Afxdp,
+    /// AF_PACKET with TPACKET_V3 rings, for devices without XDP.
+    Afpacket,
+}
+
+/// Which XDP attach mode an AF_XDP port uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum XdpMode {
+    /// Native (driver) mode if the device supports it, generic otherwise.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// A port's VLAN mode as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VlanModeName {
+    Access,
+    Trunk,
+}
+
+/// `[[port]]`: one switch port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSection {
+    /// The port's name in the switch (ctl, counters).
+    pub name: String,
+    /// The Linux interface; defaults to `name`.
+    #[serde(default)]
+    pub interface: Option<String>,
+    #[serde(default = "default_kind", rename = "type")]
+    pub kind: PortKind,
+    #[serde(default = "default_xdp_mode")]
+    pub xdp_mode: XdpMode,
+    /// Receive queues to open (one AF_XDP socket each).
+    #[serde(default = "default_queues")]
+    pub queues: u16,
+    /// Index of the worker that polls the port.
+    #[serde(default)]
+    pub worker: usize,
+    #[serde(default = "default_mode")]
+    pub mode: VlanModeName,
+    /// Access mode: the port's VLAN (default 1).
+    #[serde(default)]
+    pub vlan: Option<VlanId>,
+    /// Trunk mode: VLANs carried tagged.
+    #[serde(default)]
+    pub allowed_vlans: Vec<VlanId>,
+    /// Trunk mode: the VLAN of untagged frames.
+    #[serde(default)]
+    pub native_vlan: Option<VlanId>,
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+    #[serde(default = "default_up")]
+    pub up: bool,
+    /// The pod's network namespace (a path such as /var/run/netns/pod1) and interface, when the
+    /// port's interface is the host end of a pod's veth: the switch turns off the pod
+    /// interface's transmit checksum offload there, since AF_XDP and AF_PACKET carry no
+    /// checksum-offload state and a partial checksum would reach the receiver as garbage.
+    #[serde(default)]
+    pub pod_netns: Option<String>,
+    #[serde(default)]
+    pub pod_interface: Option<String>,
+}
+
+fn default_kind() -> PortKind {
+    PortKind::Afxdp
+}
+fn default_xdp_mode() -> XdpMode {
+    XdpMode::Auto
+}
+fn default_queues() -> u16 {
+    1
+}
+fn default_mode() -> VlanModeName {
+    VlanModeName::Access
+}
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_up() -> bool {
+    true
+}
+
+impl PortSection {
+    /// The Linux interface name.
+    pub fn interface(&self) -> &str {
+        self.interface.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The VLAN mode (assumes the section validated).
+    pub fn vlan_mode(&self) -> VlanMode {
+        match self.mode {
+            VlanModeName::Access => VlanMode::Access(self.vlan.unwrap_or(1)),
+            VlanModeName::Trunk => {
+                let mut allowed = VlanSet::default();
+                for v in &self.allowed_vlans {
+                    allowed.insert(*v);
+                }
+                VlanMode::Trunk { allowed, native: self.native_vlan }
+            }
+        }
+    }
+
+    /// The entry the pipeline sees.
+    pub fn entry(&self) -> PortEntry {
+        PortEntry { name: self.name.clone(), up: self.up, mode: self.vlan_mode(), mtu: self.mtu }
+    }
+}
+
+/// One problem in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Where: `switch.batch_size`, `port[2] ("pod-c").vlan`, ...
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    #[error("{path}: {} problem(s):\n{}", .errors.len(), .errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, errors: Vec<FieldError> },
+}
+
+impl ConfigError {
+    /// The field errors, if the file parsed but did not validate.
+    pub fn field_errors(&self) -> &[FieldError] {
+        match self {
+            ConfigError::Invalid { errors, .. } => errors,
+            _ => &[],
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let errors = cfg.validate();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid { path: origin.to_string(), errors })
+        }
+    }
+
+    /// Every problem of the configuration; empty when it is valid.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        let mut err = |field: String, message: String| errs.push(FieldError { field, message });
+        let s = &self.switch;
+        if ![32, 64, 128, 256].contains(&s.batch_size) {
+            err(
+                "switch.batch_size".into(),
+                format!("{} is not one of 32, 64, 128, 256", s.batch_size),
+            );
+        }
+        if !s.flow_cache_entries.is_power_of_two()
+            || !(64..=1 << 20).contains(&s.flow_cache_entries)
+        {
+            err(
+                "switch.flow_cache_entries".into(),
+                format!("{} is not a power of two between 64 and 1048576", s.flow_cache_entries),
+            );
+        }
+        if !(1..=1 << 22).contains(&s.fdb_max_entries) {
+            err(
+                "switch.fdb_max_entries".into(),
+                format!("{} is out of range 1..=4194304", s.fdb_max_entries),
+            );
+        }
+        if !(10..=1_000_000).contains(&s.fdb_aging_secs) {
+            err(
+                "switch.fdb_aging_secs".into(),
+                format!("{} is out of range 10..=1000000", s.fdb_aging_secs),
+            );
+        }
+        let p = &self.pool;
+        if ![2048, 4096].contains(&p.frame_size) {
+            err("pool.frame_size".into(), format!("{} is not 2048 or 4096", p.frame_size));
+        }
+        if !(256..=1 << 20).contains(&p.frames) {
+            err("pool.frames".into(), format!("{} is out of range 256..=1048576", p.frames));
+        }
+        if !(64..=1024).contains(&p.headroom) || !p.headroom.is_multiple_of(64) {
+            err(
+                "pool.headroom".into(),
+                format!("{} is not a multiple of 64 in 64..=1024", p.headroom),
+            );
+        }
+        if p.big_buffers > 4096 {
+            err("pool.big_buffers".into(), format!("{} is out of range 0..=4096", p.big_buffers));
+        }
+        if self.workers.is_empty() {
+            err("worker".into(), "at least one [[worker]] is needed".into());
+        }
+        let mut cores = HashSet::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Some(c) = w.core {
+                if !cores.insert(c) {
+                    err(format!("worker[{i}].core"), format!("core {c} is given to two workers"));
+                }
+            }
+            if w.spin_us > 1_000_000 {
+                err(
+                    format!("worker[{i}].spin_us"),
+                    format!("{} is out of range 0..=1000000", w.spin_us),
+                );
+            }
+        }
+        if self.ports.len() > MAX_PORTS {
+            err(
+                "port".into(),
+                format!("{} ports exceed the limit of {MAX_PORTS}", self.ports.len()),
+            );
+        }
+        let mut names = HashSet::new();
+        let mut ifaces = HashSet::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            let at = |f: &str| format!("port[{i}] ({:?}).{f}", port.name);
+            if port.name.is_empty() || port.name.len() > 64 {
+                err(
+                    format!("port[{i}].name"),
+                    format!("{:?} must be 1 to 64 characters", port.name),
+                );
+            } else if !names.insert(port.name.clone()) {
+                err(at("name"), format!("{:?} is used by another port", port.name));
+            }
+            let ifname = port.interface();
+            if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\0']) {
+                err(at("interface"), format!("{ifname:?} is not a valid Linux interface name (1-15 characters, no '/' or spaces)"));
+            } else if !ifaces.insert(ifname.to_string()) {
+                err(at("interface"), format!("{ifname:?} is used by another port"));
+            }
+            if port.worker >= self.workers.len().max(1) {
+                err(
+                    at("worker"),
+                    format!(
+                        "{} is not a worker index (there are {} workers)",
+                        port.worker,
+                        self.workers.len()
+                    ),
+                );
+            }
+            if !(1..=64).contains(&port.queues) {
+                err(at("queues"), format!("{} is out of range 1..=64", port.queues));
+            }
+            if !(68..=9000).contains(&port.mtu) {
+                err(at("mtu"), format!("{} is out of range 68..=9000", port.mtu));
+            } else if port.mtu as usize + 18 + p.headroom > p.frame_size {
+                err(
+                    at("mtu"),
+                    format!(
+                        "{} does not fit a {}-byte frame with {} bytes of headroom (at most {})",
+                        port.mtu,
+                        p.frame_size,
+                        p.headroom,
+                        p.frame_size.saturating_sub(18 + p.headroom)
+                    ),
+                );
+            }
+            let vlan_ok = |v: VlanId| vlan_is_valid(v);
+            match port.mode {
+                VlanModeName::Access => {
+                    if let Some(v) = port.vlan.filter(|v| !vlan_ok(*v)) {
+                        err(at("vlan"), format!("{v} is out of range 1..=4094"));
+                    }
+                    if !port.allowed_vlans.is_empty() {
+                        err(
+                            at("allowed_vlans"),
+                            "only a trunk port has allowed_vlans (set mode = \"trunk\")".into(),
+                        );
+                    }
+                    if port.native_vlan.is_some() {
+                        err(
+                            at("native_vlan"),
+                            "only a trunk port has a native_vlan (set mode = \"trunk\")".into(),
+                        );
+                    }
+                }
+                VlanModeName::Trunk => {
+                    if port.vlan.is_some() {
+                        err(
+                            at("vlan"),
+                            "a trunk port uses allowed_vlans and native_vlan, not vlan".into(),
+                        );
+                    }
+                    for v in port.allowed_vlans.iter().filter(|v| !vlan_ok(**v)) {
+                        err(at("allowed_vlans"), format!("{v} is out of range 1..=4094"));
+                    }
+                    if let Some(v) = port.native_vlan.filter(|v| !vlan_ok(*v)) {
+                        err(at("native_vlan"), format!("{v} is out of range 1..=4094"));
+                    }
+                    if port.allowed_vlans.is_empty() && port.native_vlan.is_none() {
+                        err(
+                            at("allowed_vlans"),
+                            "a trunk port needs allowed_vlans or a native_vlan".into(),
+                        );
+                    }
+                }
+            }
+            if port.pod_netns.is_some() != port.pod_interface.is_some() {
+                err(at("pod_netns"), "pod_netns and pod_interface go together".into());
+            }
+            if port.kind == PortKind::Afpacket && port.queues != 1 {
+                err(at("queues"), "an afpacket port has one queue".into());
+            }
+        }
+        errs
+    }
+
+    /// The batch size, for choosing the worker's const generic.
+    pub fn batch_size(&self) -> usize {
+        self.switch.batch_size
+    }
+
+    /// The snapshot this configuration compiles to (port `i` gets id `i`).
+    pub fn snapshot(&self, generation: u64) -> Snapshot {
+        Snapshot::build(
+            generation,
+            self.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.entry())),
+        )
+        .expect("a validated configuration compiles")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [switch]
+        batch_size = 64
+        [[worker]]
+        core = 1
+        [[port]]
+        name = "pod-a"
+        interface = "vsp-a"
+        vlan = 10
+        [[port]]
+        name = "uplink"
+        mode = "trunk"
+        allowed_vlans = [10, 20]
+        native_vlan = 1
+    "#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.switch.batch_size, 64);
+        assert_eq!(c.switch.fdb_aging_secs, 300);
+        assert_eq!(c.workers[0].idle, IdlePolicy::Adaptive);
+        assert_eq!(c.ports[0].interface(), "vsp-a");
+        assert_eq!(c.ports[1].interface(), "uplink");
+        assert_eq!(c.ports[0].kind, PortKind::Afxdp);
+        let s = c.snapshot(1);
+        assert_eq!(s.flood_members(10), &[0, 1]);
+        assert_eq!(s.flood_members(1), &[1]);
+    }
+
+    #[test]
+    fn an_empty_file_is_a_switch_with_no_ports() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert_eq!(c.workers.len(), 1);
+        assert!(c.ports.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_syntax_errors_naming_the_key() {
+        let e = Config::parse("[switch]\nbatchsize = 32\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("batchsize"), "{e}");
+        let e = Config::parse("[[port]]\nname = \"a\"\nvlan = \"ten\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("vlan"), "{e}");
+        let e = Config::parse("[[port]]\nname = \"a\"\ntype = \"tap\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("tap"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_field_and_value() {
+        let text = r#"
+            [switch]
+            batch_size = 48
+            [[worker]]
+            core = 1
+            [[worker]]
+            core = 1
+            [[port]]
+            name = "a"
+            vlan = 4095
+            [[port]]
+            name = "a"
+            interface = "this-name-is-too-long"
+            worker = 5
+            [[port]]
+            name = "t"
+            mode = "trunk"
+            [[port]]
+            name = "m"
+            mtu = 9000
+        "#;
+        let e = Config::parse(text, "t.toml").unwrap_err();
+        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
+        let want = [
+            "switch.batch_size: 48 is not one of 32, 64, 128, 256",
+            "worker[1].core: core 1 is given to two workers",
+            "port[0] (\"a\").vlan: 4095 is out of range 1..=4094",
+            "port[1] (\"a\").name: \"a\" is used by another port",
+            "port[1] (\"a\").interface: \"this-name-is-too-long\" is not a valid Linux interface name",
+            "port[1] (\"a\").worker: 5 is not a worker index (there are 2 workers)",
+            "port[2] (\"t\").allowed_vlans: a trunk port needs allowed_vlans or a native_vlan",
+            "port[3] (\"m\").mtu: 9000 does not fit a 2048-byte frame",
+        ];
+        for w in want {
+            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
+        }
+        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+    }
+}

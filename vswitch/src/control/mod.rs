@@ -1,0 +1,3 @@
+//! The control plane: configuration, validation, and compiling it into what workers read.
+
+pub mod config;

@@ -1,0 +1,6 @@
+//! The pipeline's stages, one file each, in the order a packet meets them.
+
+pub mod l2;
+pub mod output;
+pub mod parse;
+pub mod vlan;

@@ -1,0 +1,202 @@
+//! The poll-mode worker: one thread, its own buffer pool, its ports, its pipeline.
+//!
+//! One iteration ([`Worker::poll_once`]): load the current snapshot (one atomic load), then for
+//! every port: receive a batch, run it through the pipeline to completion, flush the outputs.
+//! Every `housekeeping_interval` iterations the ports get their housekeeping call (refill
+//! rings, reap completions). Time comes in from the caller, read once per iteration, so tests
+//! drive the worker with a fake clock.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::packet::{Batch, Pool};
+use crate::pipeline::nodes::l2::LearnEvent;
+use crate::pipeline::nodes::output::Egress;
+use crate::pipeline::{Ctx, Pipeline, Snapshot};
+use crate::port::Port;
+use crate::tables::fdb::Fdb;
+use crate::telemetry::WorkerCounters;
+use crate::types::{PortId, MAX_PORTS};
+
+/// A worker's tunables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Flow cache entries (a power of two).
+    pub flow_cache_entries: usize,
+    /// Iterations between housekeeping calls.
+    pub housekeeping_interval: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig { flow_cache_entries: 8192, housekeeping_interval: 1024 }
+    }
+}
+
+/// Why a port could not be attached.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerError {
+    #[error("port id {0} is out of range (0..{MAX_PORTS})")]
+    PortId(PortId),
+    #[error("port id {0} is already attached to this worker")]
+    PortBusy(PortId),
+}
+
+/// A poll-mode worker with batches of `N` packets.
+pub struct Worker<const N: usize> {
+    pool: Pool,
+    ports: Vec<Option<Egress<N>>>,
+    /// Ids of the attached ports, in polling order.
+    rx_order: Vec<PortId>,
+    pipeline: Pipeline,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    fdb: Arc<Fdb>,
+    counters: Arc<WorkerCounters>,
+    batch: Box<Batch<N>>,
+    cfg: WorkerConfig,
+    iterations: u64,
+    last_now: u64,
+    last_busy: bool,
+}
+
+impl<const N: usize> Worker<N> {
+    pub fn new(
+        cfg: WorkerConfig,
+        pool: Pool,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        fdb: Arc<Fdb>,
+        learn: rtrb::Producer<LearnEvent>,
+    ) -> Self {
+        Worker {
+            pool,
+            ports: Vec::new(),
+            rx_order: Vec::new(),
+            pipeline: Pipeline::new(cfg.flow_cache_entries, learn),
+            snapshot,
+            fdb,
+            counters: Arc::new(WorkerCounters::default()),
+            batch: Box::new(Batch::new()),
+            cfg,
+            iterations: 0,
+            last_now: 0,
+            last_busy: false,
+        }
+    }
+
+    /// Attaches a port under `id` (the id the snapshot knows it by).
+    pub fn add_port(&mut self, id: PortId, port: Box<dyn Port<N>>) -> Result<(), WorkerError> {
+        let i = id as usize;
+        if i >= MAX_PORTS {
+            return Err(WorkerError::PortId(id));
+        }
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+        }
+        if self.ports[i].is_some() {
+            return Err(WorkerError::PortBusy(id));
+        }
+        self.counters.reset_port(id);
+        self.ports[i] = Some(Egress::new(port));
+        self.rx_order.push(id);
+        Ok(())
+    }
+
+    /// Detaches port `id`, giving back every buffer it held, and returns it.
+    pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port<N>>> {
+        let mut e = self.ports.get_mut(id as usize)?.take()?;
+        self.rx_order.retain(|&p| p != id);
+        e.queue.free_all(&mut self.pool);
+        e.port.drain(&mut self.pool);
+        Some(e.port)
+    }
+
+    /// Ids of the attached ports.
+    pub fn port_ids(&self) -> &[PortId] {
+        &self.rx_order
+    }
+
+    /// The worker's counters (shared with the control plane).
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn pool_mut(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// One iteration at time `now` (ns, monotonic). Returns the packets received.
+    pub fn poll_once(&mut self, now: u64) -> usize {
+        let snap = self.snapshot.load();
+        let mut moved = 0;
+        for i in 0..self.rx_order.len() {
+            let id = self.rx_order[i];
+            let Some(Some(e)) = self.ports.get_mut(id as usize) else { continue };
+            let n = e.port.rx(id, &mut self.pool, &mut self.batch);
+            if n == 0 {
+                continue;
+            }
+            let c = self.counters.port(id);
+            c.rx_packets.add(n as u64);
+            c.rx_bytes.add(self.batch.pkts().iter().map(|p| p.len() as u64).sum());
+            moved += n;
+            let mut cx = Ctx {
+                now,
+                pool: &mut self.pool,
+                snap: &snap,
+                fdb: &self.fdb,
+                ports: &mut self.ports,
+                counters: &self.counters,
+            };
+            self.pipeline.process(&mut self.batch, &mut cx);
+        }
+        self.account(now, moved);
+        if self.iterations.is_multiple_of(self.cfg.housekeeping_interval) {
+            self.housekeep();
+        }
+        moved
+    }
+
+    fn account(&mut self, now: u64, moved: usize) {
+        let c = &self.counters;
+        let elapsed = now.saturating_sub(self.last_now);
+        if self.iterations > 0 {
+            if self.last_busy {
+                c.busy_ns.add(elapsed);
+            } else {
+                c.idle_ns.add(elapsed);
+            }
+        }
+        self.last_now = now;
+        self.last_busy = moved > 0;
+        self.iterations += 1;
+        c.iterations.add(1);
+        if moved > 0 {
+            c.busy_iterations.add(1);
+            c.packets.add(moved as u64);
+        }
+    }
+
+    /// Housekeeping for every port.
+    pub fn housekeep(&mut self) {
+        for e in self.ports.iter_mut().flatten() {
+            e.port.housekeep(&mut self.pool);
+        }
+    }
+}
+
+impl<const N: usize> Drop for Worker<N> {
+    fn drop(&mut self) {
+        for id in self.rx_order.clone() {
+            self.remove_port(id);
+        }
+    }
+}
