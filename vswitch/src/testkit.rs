@@ -27,7 +27,7 @@ use crate::telemetry::PortStats;
 use crate::types::PortId;
 
 /// Default ring size of a rig's ports.
-pub const RING: usize = 1024;
+pub const RING: usize = 8192;
 
 /// One worker, its learner, and the outside ends of its in-memory ports (port `i` has id `i`).
 pub struct Rig<const N: usize> {

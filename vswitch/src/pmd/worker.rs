@@ -97,7 +97,10 @@ impl<const N: usize> Worker<N> {
             return Err(WorkerError::PortBusy(id));
         }
         self.counters.reset_port(id);
-        self.ports[i] = Some(Egress::new(port));
+        let mut e = Egress::new(port);
+        // Fill kernel rings now: a port whose rings start empty would never receive.
+        e.port.housekeep(&mut self.pool);
+        self.ports[i] = Some(e);
         self.rx_order.push(id);
         Ok(())
     }
@@ -182,6 +185,13 @@ impl<const N: usize> Worker<N> {
         if moved > 0 {
             c.busy_iterations.add(1);
             c.packets.add(moved as u64);
+        }
+    }
+
+    /// The descriptors to sleep on while idle: every port's readable-when-packets fds.
+    pub fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        for e in self.ports.iter().flatten() {
+            e.port.poll_fds(out);
         }
     }
 

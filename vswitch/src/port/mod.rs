@@ -6,8 +6,10 @@
 //!
 //! Port types:
 //! - [`ring`]: in-memory SPSC rings, for tests and benchmarks with no kernel involved.
-//! - `afxdp`: AF_XDP sockets sharing the worker's UMEM (the daemon's default).
+//! - [`afxdp`]: AF_XDP sockets sharing the worker's UMEM (the daemon's default).
+//! - [`netdev`]: interface helpers (ifindex, checksum offload, network namespaces).
 
+pub mod afpacket;
 pub mod afxdp;
 pub mod netdev;
 pub mod ring;
@@ -46,6 +48,10 @@ pub trait Port<const N: usize>: Send {
     fn housekeep(&mut self, _pool: &mut Pool) {}
 
     /// Gives back every buffer the port holds (kernel rings, in-flight queues) before the port
-    /// is dropped, so the pool's books balance.
+    /// is dropped, so the pool's books balance. The port is unusable afterwards.
     fn drain(&mut self, _pool: &mut Pool) {}
+
+    /// File descriptors that become readable when the port has packets, for a worker that
+    /// sleeps in poll(2) while idle. A port with none is polled on the next timeout.
+    fn poll_fds(&self, _out: &mut Vec<std::os::fd::RawFd>) {}
 }

@@ -96,6 +96,7 @@
 #![allow(unsafe_code)]
 
 pub mod bpf;
+pub mod port;
 pub mod ring;
 pub mod sys;
 pub mod xsk;
@@ -104,6 +105,7 @@ pub mod xsk;
 mod tests;
 
 pub use bpf::{XdpAttachment, XdpLink, XdpMode, XdpModePreference, XdpProgram, XskMap};
+pub use port::{AfXdpConfig, AfXdpPort, AfXdpPortStats};
 pub use sys::{poll, XDP_PACKET_HEADROOM};
 pub use xsk::{BindMode, SocketConfig, Umem, UmemConfig, XskMode, XskSocket, XskStats};
 

@@ -236,6 +236,25 @@ impl<T: Copy> ProducerRing<T> {
     pub(super) fn needs_wakeup(&self) -> bool {
         self.ring.needs_wakeup()
     }
+
+    /// Hands every entry we published that the kernel has not consumed to `f`, oldest first,
+    /// and returns how many there were. Only for tearing a socket down after the kernel has
+    /// stopped consuming from this ring (the socket is out of the XSKMAP and no tx kick is
+    /// pending): the entries stay in the ring, so a kernel still consuming could use a frame we
+    /// also give back.
+    pub(super) fn reclaim(&mut self, mut f: impl FnMut(T)) -> u32 {
+        // Ordering: Acquire as in `free`, so the kernel's reads of the slots it consumed happen
+        // before we decide which slots it did not consume.
+        let cons = self.ring.consumer().load(Ordering::Acquire);
+        let n = self.published.wrapping_sub(cons).min(self.ring.size);
+        for i in 0..n {
+            // SAFETY: the slot is in bounds (`slot`), holds a descriptor we wrote and published,
+            // and by this method's contract the kernel no longer reads or writes it, so a raw
+            // read races with nothing and creates no reference into the shared mapping.
+            f(unsafe { self.ring.slot(cons.wrapping_add(i)).read() });
+        }
+        n
+    }
 }
 
 /// A ring userspace consumes from: rx (`xdp_desc`) or completion (`u64` addresses).

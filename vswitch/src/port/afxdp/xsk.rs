@@ -602,6 +602,36 @@ impl XskSocket {
         n as usize
     }
 
+    /// Closes the socket and hands the address of every frame it still holds to `f`: frames
+    /// received but not read, transmitted but not completed, and given to the fill or tx ring
+    /// but never consumed. Call it only after the socket left the XSKMAP (or the XDP program
+    /// was detached) and the kernel had time to finish the frames already redirected to it
+    /// (a few milliseconds), so the kernel no longer consumes from the fill ring.
+    pub fn reclaim(mut self, mut f: impl FnMut(u64)) -> usize {
+        let mut n = 0;
+        let mut buf = [(0u64, 0u32); 64];
+        loop {
+            let k = self.rx_burst(&mut buf);
+            buf[..k].iter().for_each(|&(a, _)| f(a));
+            n += k;
+            if k == 0 {
+                break;
+            }
+        }
+        let mut comp = [0u64; 64];
+        loop {
+            let k = self.complete(&mut comp);
+            comp[..k].iter().for_each(|&a| f(a));
+            n += k;
+            if k == 0 {
+                break;
+            }
+        }
+        n += self.fill.reclaim(&mut f) as usize;
+        n += self.tx.reclaim(|d| f(d.addr)) as usize;
+        n
+    }
+
     /// Whether the tx ring has `XDP_RING_NEED_WAKEUP` set (always, in copy mode).
     pub fn tx_needs_wakeup(&self) -> bool {
         self.tx.needs_wakeup()

@@ -1,0 +1,272 @@
+//! The AF_XDP switch port: one XDP program on the interface, one socket per receive queue, all
+//! on the worker's UMEM (the buffer pool's frames).
+//!
+//! - rx: read a burst of descriptors from a queue's rx ring into the batch (each descriptor
+//!   becomes a packet handle on the frame the kernel wrote; no copy), then top the fill ring up
+//!   with as many fresh frames from the pool as were taken.
+//! - tx: reap completions (frames back to the pool), put the batch's descriptors on queue 0's
+//!   tx ring (a packet received on another AF_XDP port of the worker goes out of the frame it
+//!   arrived in), kick the kernel once (copy mode needs a `sendto` per burst), reap again.
+//! - removal: detach the XDP program so no new frames are redirected, let in-flight ones land,
+//!   then take every frame the sockets still hold back into the pool.
+//!
+//! This file is safe code over [`super::xsk`]; the `unsafe` stays in the ring and syscall
+//! modules.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use super::bpf::{XdpAttachment, XdpMode, XdpModePreference};
+use super::xsk::{SocketConfig, Umem, XskMode, XskSocket};
+use super::AfXdpError;
+use crate::packet::{Batch, Meta, Pool, MAX_BATCH};
+use crate::port::{Port, TxReport};
+use crate::types::PortId;
+
+/// How to open an AF_XDP port.
+#[derive(Debug, Clone)]
+pub struct AfXdpConfig {
+    pub ifname: String,
+    pub queues: u16,
+    pub xdp_mode: XdpModePreference,
+    /// Entries of each ring (rx, tx, fill, completion), a power of two.
+    pub ring_size: u32,
+    /// Frames kept on each queue's fill ring.
+    pub fill_target: u32,
+}
+
+impl AfXdpConfig {
+    pub fn new(ifname: &str) -> AfXdpConfig {
+        AfXdpConfig {
+            ifname: ifname.to_string(),
+            queues: 1,
+            xdp_mode: XdpModePreference::Auto,
+            ring_size: 2048,
+            fill_target: 1024,
+        }
+    }
+
+    /// Frames of the pool this port keeps on the kernel's fill rings.
+    pub fn frames_needed(&self) -> usize {
+        self.queues as usize * self.fill_target as usize
+    }
+}
+
+/// Counters of what the port saw below the pipeline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AfXdpPortStats {
+    /// Descriptors the kernel handed back that point outside the UMEM (never expected).
+    pub invalid_rx: u64,
+    /// Fill-ring top-ups that found the pool empty.
+    pub pool_empty: u64,
+    /// Transmit kicks the kernel refused (device down, ...).
+    pub kick_errors: u64,
+}
+
+/// An AF_XDP port. See the module documentation.
+pub struct AfXdpPort {
+    name: String,
+    cfg: AfXdpConfig,
+    attach: Option<XdpAttachment>,
+    socks: Vec<XskSocket>,
+    next_rx: usize,
+    rx_scratch: Vec<(u64, u32)>,
+    tx_scratch: Vec<(u64, u32)>,
+    comp_scratch: Vec<u64>,
+    stats: AfXdpPortStats,
+}
+
+impl AfXdpPort {
+    /// Attaches the XDP program to `cfg.ifname` and binds one socket per queue on `umem`
+    /// (the worker's). The fill rings are filled on the first housekeeping or receive.
+    pub fn open(name: &str, umem: &mut Umem, cfg: AfXdpConfig) -> Result<AfXdpPort, AfXdpError> {
+        let attach = XdpAttachment::attach(&cfg.ifname, cfg.xdp_mode)?;
+        let scfg = SocketConfig {
+            rx_size: cfg.ring_size,
+            tx_size: cfg.ring_size,
+            fill_size: cfg.ring_size,
+            comp_size: cfg.ring_size,
+            ..SocketConfig::default()
+        };
+        let mut socks = Vec::with_capacity(cfg.queues as usize);
+        for q in 0..u32::from(cfg.queues) {
+            let sock = XskSocket::new(umem, &cfg.ifname, q, &scfg)?;
+            attach.insert(q, sock.fd())?;
+            socks.push(sock);
+        }
+        Ok(AfXdpPort {
+            name: name.to_string(),
+            cfg,
+            attach: Some(attach),
+            socks,
+            next_rx: 0,
+            rx_scratch: vec![(0, 0); MAX_BATCH],
+            tx_scratch: Vec::with_capacity(MAX_BATCH),
+            comp_scratch: vec![0; MAX_BATCH],
+            stats: AfXdpPortStats::default(),
+        })
+    }
+
+    /// The XDP mode the program got (native or generic).
+    pub fn xdp_mode(&self) -> Option<XdpMode> {
+        self.attach.as_ref().map(XdpAttachment::mode)
+    }
+
+    /// Copy or zero-copy, as the kernel bound the sockets.
+    pub fn bind_mode(&self) -> Option<XskMode> {
+        self.socks.first().map(XskSocket::mode)
+    }
+
+    pub fn stats(&self) -> AfXdpPortStats {
+        self.stats
+    }
+
+    /// Returns transmitted frames to the pool.
+    #[inline]
+    fn reap(&mut self, pool: &mut Pool) {
+        for sock in &mut self.socks {
+            loop {
+                let n = sock.complete(&mut self.comp_scratch);
+                for &addr in &self.comp_scratch[..n] {
+                    pool.release_desc(addr);
+                }
+                if n < self.comp_scratch.len() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Tops queue `q`'s fill ring up to the target.
+    #[inline]
+    fn refill(&mut self, q: usize, pool: &mut Pool) {
+        let sock = &mut self.socks[q];
+        let size = self.cfg.ring_size;
+        let held = size - sock.fill_free();
+        let want = self.cfg.fill_target.saturating_sub(held) as usize;
+        if want == 0 {
+            return;
+        }
+        let mut empty = false;
+        let n = sock.fill(
+            std::iter::from_fn(|| {
+                let d = pool.fill_desc();
+                empty |= d.is_none();
+                d
+            })
+            .take(want),
+        );
+        if empty && n < want {
+            self.stats.pool_empty += 1;
+        }
+        if sock.fill_needs_wakeup() {
+            // Zero-copy drivers only; nothing to do about a failure but try again next time.
+            let _ = sock.wake_fill();
+        }
+    }
+}
+
+impl<const N: usize> Port<N> for AfXdpPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> String {
+        match (self.xdp_mode(), self.bind_mode()) {
+            (Some(x), Some(b)) => format!("afxdp {x} {b}"),
+            _ => "afxdp (closed)".to_string(),
+        }
+    }
+
+    #[inline]
+    fn rx(&mut self, id: PortId, pool: &mut Pool, batch: &mut Batch<N>) -> usize {
+        let nq = self.socks.len();
+        let mut got = 0;
+        for k in 0..nq {
+            let room = batch.room();
+            if room == 0 {
+                break;
+            }
+            let q = (self.next_rx + k) % nq;
+            let n = self.socks[q].rx_burst(&mut self.rx_scratch[..room]);
+            for &(addr, len) in &self.rx_scratch[..n] {
+                match pool.from_desc(addr, len) {
+                    Some(p) => {
+                        // Cannot fail: at most `room` descriptors were read.
+                        if let Err(p) = batch.push(p, Meta::rx(id)) {
+                            pool.free(p);
+                        }
+                    }
+                    None => self.stats.invalid_rx += 1,
+                }
+            }
+            got += n;
+            if n > 0 {
+                self.refill(q, pool);
+            }
+        }
+        self.next_rx = self.next_rx.wrapping_add(1);
+        got
+    }
+
+    #[inline]
+    fn tx(&mut self, pool: &mut Pool, batch: &mut Batch<N>) -> TxReport {
+        let mut r = TxReport::default();
+        if self.socks.is_empty() {
+            r.errors = batch.len();
+            batch.free_all(pool);
+            return r;
+        }
+        self.reap(pool);
+        self.tx_scratch.clear();
+        let scratch = &mut self.tx_scratch;
+        batch.drain(|p, _| match pool.into_desc(p) {
+            Ok(d) => scratch.push(d),
+            // A packet larger than a frame cannot go out of AF_XDP without segmentation.
+            Err(p) => {
+                pool.free(p);
+                r.errors += 1;
+            }
+        });
+        let sock = &mut self.socks[0];
+        let n = sock.tx_burst(&self.tx_scratch);
+        for &(addr, _) in &self.tx_scratch[n..] {
+            pool.release_desc(addr);
+        }
+        r.ring_full = self.tx_scratch.len() - n;
+        r.sent = n;
+        r.sent_bytes = self.tx_scratch[..n].iter().map(|&(_, l)| u64::from(l)).sum();
+        if n > 0 && sock.tx_needs_wakeup() && sock.kick_tx().is_err() {
+            self.stats.kick_errors += 1;
+        }
+        self.reap(pool);
+        r
+    }
+
+    fn housekeep(&mut self, pool: &mut Pool) {
+        self.reap(pool);
+        for q in 0..self.socks.len() {
+            self.refill(q, pool);
+        }
+        for sock in &mut self.socks {
+            if sock.tx_pending() > 0 && sock.kick_tx().is_err() {
+                self.stats.kick_errors += 1;
+            }
+        }
+    }
+
+    fn drain(&mut self, pool: &mut Pool) {
+        // Stop redirects first: detaching the program sends new frames to the kernel stack.
+        self.attach = None;
+        // Frames already redirected land on the rx rings within the current NAPI poll.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        for sock in self.socks.drain(..) {
+            sock.reclaim(|addr| {
+                pool.release_desc(addr);
+            });
+        }
+    }
+
+    fn poll_fds(&self, out: &mut Vec<RawFd>) {
+        out.extend(self.socks.iter().map(|s| s.fd().as_raw_fd()));
+    }
+}
