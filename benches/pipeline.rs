@@ -29,8 +29,8 @@ fn far_mac(i: u32) -> [u8; 6] {
     [0x06, 0, b[0], b[1], b[2], b[3]]
 }
 
-/// An access<->trunk rig with `macs` MACs learned behind the trunk, and a stock of packets in
-/// flight: `flows` packets from port 0 to distinct far MACs.
+/// An access<->trunk rig with `macs` MACs learned behind the trunk, and a stock of `flows`
+/// packets in flight from port 0 to far MACs spread over the learned ones.
 struct L2Bench<const N: usize> {
     rig: Rig<N>,
     flows: usize,
@@ -40,7 +40,8 @@ impl<const N: usize> L2Bench<N> {
     fn new(macs: u32) -> Self {
         let mut allowed = VlanSet::default();
         allowed.insert(10);
-        let flows = (macs as usize).min(16384);
+        // A stock of packets in flight, with destinations spread over the learned MACs.
+        let flows = 4096;
         let pool = PoolConfig { frames: 65536, ..PoolConfig::default() };
         let fdb = FdbConfig { max_entries: 131072, ..FdbConfig::default() };
         let mut rig: Rig<N> = Rig::with(

@@ -1,3 +1,4 @@
 //! The control plane: configuration, validation, and compiling it into what workers read.
 
 pub mod config;
+pub mod daemon;

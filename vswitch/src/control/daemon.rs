@@ -1,0 +1,609 @@
+//! The daemon's runtime: builds the switch from a validated configuration, runs the workers on
+//! their cores, and keeps the control loop.
+//!
+//! ```text
+//!  main thread (control loop, every 5 ms or on request)     worker threads (one per core)
+//!   learner: learn rings -> FDB writer, aging                  poll ports -> pipeline -> tx
+//!   signals: SIGTERM/SIGINT stop, SIGHUP reload                 idle: spin, then poll(2)
+//!   reload: diff ports -> new snapshot + port commands  ──►     commands: add/remove port
+//!   API requests (vswitchctl)                           ◄──     events: port added/removed
+//! ```
+//!
+//! Start-up touches nothing until the whole configuration validated and every interface and
+//! core it names exists; then every port is opened before any worker starts, and a failure
+//! closes everything opened so far (XDP programs are attached through BPF links, so the kernel
+//! detaches them when their descriptors close, even if the process is killed).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use rtrb::{Consumer, Producer, RingBuffer};
+use tracing::{error, info, warn};
+
+use super::config::{Config, IdlePolicy, PortKind, PortSection, WorkerSection, XdpMode};
+use crate::packet::Pool;
+use crate::pipeline::Snapshot;
+use crate::pmd::{learn_ring, monotonic_ns, Learner, Worker, WorkerConfig};
+use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, Umem, UmemConfig, XdpModePreference};
+use crate::port::{netdev, Port};
+use crate::tables::fdb::{Fdb, FdbConfig, FdbWriter};
+use crate::telemetry::WorkerCounters;
+use crate::types::PortId;
+
+/// Ring entries of each AF_XDP socket ring.
+const RING_SIZE: u32 = 2048;
+/// Frames kept on each AF_XDP queue's fill ring.
+const FILL_TARGET: u32 = 1024;
+/// Frames a worker needs beyond its ports' fill rings: a batch in flight per port and flood
+/// copies.
+const POOL_MARGIN: usize = 1024;
+/// How often the control loop runs when nothing asks it to.
+const CONTROL_TICK: Duration = Duration::from_millis(5);
+
+/// Why the daemon stopped or could not start. Each maps to a documented exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl DaemonError {
+    /// The process exit code: 3 invalid configuration, 4 set-up failed, 1 runtime failure.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) => 3,
+            DaemonError::Setup(_) => 4,
+            DaemonError::Runtime(_) => 1,
+        }
+    }
+}
+
+/// A port handed to a worker, or taken from it.
+pub enum Command<const N: usize> {
+    Add(PortId, Box<dyn Port<N>>),
+    Remove(PortId),
+}
+
+/// What a worker reports back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Added(PortId),
+    Removed(PortId),
+}
+
+/// Checks what the configuration names exists on this machine, before anything is touched.
+pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
+    let mut problems = Vec::new();
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    for (i, w) in cfg.workers.iter().enumerate() {
+        if let Some(c) = w.core {
+            if !cores.iter().any(|id| id.id == c) {
+                problems.push(format!(
+                    "worker[{i}].core: CPU {c} is not available to this process (available: {})",
+                    cores.iter().map(|c| c.id.to_string()).collect::<Vec<_>>().join(",")
+                ));
+            }
+        }
+    }
+    for (i, p) in cfg.ports.iter().enumerate() {
+        if let Err(e) = netdev::ifindex(p.interface()) {
+            problems.push(format!(
+                "port[{i}] ({:?}).interface: {:?} does not exist: {e}",
+                p.name,
+                p.interface()
+            ));
+        }
+        if let Some(ns) = &p.pod_netns {
+            if !Path::new(ns).exists() {
+                problems.push(format!("port[{i}] ({:?}).pod_netns: {ns:?} does not exist", p.name));
+            }
+        }
+    }
+    for (wi, _) in cfg.workers.iter().enumerate() {
+        let need: usize =
+            cfg.ports.iter().filter(|p| p.worker == wi).map(frames_needed).sum::<usize>()
+                + POOL_MARGIN;
+        if need > cfg.pool.frames {
+            problems.push(format!(
+                "pool.frames: {} frames are too few for worker {wi}'s ports, which need {need}",
+                cfg.pool.frames
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(DaemonError::Setup(problems.join("\n")))
+    }
+}
+
+fn frames_needed(p: &PortSection) -> usize {
+    match p.kind {
+        PortKind::Afxdp => p.queues as usize * FILL_TARGET as usize,
+        PortKind::Afpacket => 0,
+    }
+}
+
+/// Opens the port described by `p` on a worker whose UMEM is `umem`.
+fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn Port<N>>, String> {
+    if let (Some(ns), Some(ifname)) = (&p.pod_netns, &p.pod_interface) {
+        let ifn = ifname.clone();
+        netdev::in_netns(ns, move || netdev::set_tx_checksum(&ifn, false))
+            .and_then(|r| r)
+            .map_err(|e| {
+                format!(
+                    "port {:?}: turning off transmit checksum offload of {ifname:?} in {ns}: {e}",
+                    p.name
+                )
+            })?;
+    }
+    match p.kind {
+        PortKind::Afxdp => {
+            let cfg = AfXdpConfig {
+                ifname: p.interface().to_string(),
+                queues: p.queues,
+                xdp_mode: match p.xdp_mode {
+                    XdpMode::Auto => XdpModePreference::Auto,
+                    XdpMode::Native => XdpModePreference::Native,
+                    XdpMode::Generic => XdpModePreference::Generic,
+                },
+                ring_size: RING_SIZE,
+                fill_target: FILL_TARGET,
+            };
+            let port = AfXdpPort::open(&p.name, umem, cfg)
+                .map_err(|e| format!("port {:?}: {e}", p.name))?;
+            Ok(Box::new(port))
+        }
+        PortKind::Afpacket => crate::port::afpacket::AfPacketPort::open(
+            p.interface(),
+            crate::port::afpacket::AfPacketConfig::default(),
+        )
+        .map(|port| Box::new(port) as Box<dyn Port<N>>)
+        .map_err(|e| format!("port {:?}: {e}", p.name)),
+    }
+}
+
+/// A worker as the control loop sees it.
+struct WorkerHandle<const N: usize> {
+    cfg: WorkerSection,
+    join: Option<JoinHandle<()>>,
+    commands: Producer<Command<N>>,
+    events: Consumer<Event>,
+    counters: Arc<WorkerCounters>,
+    /// The worker's UMEM registration, for opening ports added later. Dropped after the
+    /// worker (and its sockets).
+    umem: Umem,
+    pool_frames: usize,
+}
+
+/// A port as the control loop sees it.
+#[derive(Debug, Clone)]
+struct PortState {
+    section: PortSection,
+    /// The worker confirmed it polls the port.
+    attached: bool,
+}
+
+/// The running switch.
+pub struct Daemon<const N: usize> {
+    cfg: Config,
+    path: PathBuf,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    fdb: Arc<Fdb>,
+    learner: Learner,
+    ports: Vec<Option<PortState>>,
+    /// Ports removed from the snapshot whose worker has not yet let go of them.
+    draining: Vec<PortId>,
+    workers: Vec<WorkerHandle<N>>,
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+    started: Instant,
+}
+
+impl<const N: usize> Daemon<N> {
+    /// Builds the whole switch: FDB, snapshot, pools, UMEMs, ports, workers (started).
+    pub fn start(cfg: Config, path: PathBuf) -> Result<Daemon<N>, DaemonError> {
+        preflight(&cfg)?;
+        let fdb_cfg = FdbConfig { max_entries: cfg.switch.fdb_max_entries, ..FdbConfig::default() };
+        let (fdb, writer) = Fdb::new(fdb_cfg)
+            .map_err(|e| DaemonError::Setup(format!("switch.fdb_max_entries: {e}")))?;
+        let learner = Learner::new(writer, cfg.switch.fdb_aging_secs * 1_000_000_000);
+        let snapshot = Arc::new(ArcSwap::from_pointee(cfg.snapshot(1)));
+        let ports: Vec<Option<PortState>> = cfg
+            .ports
+            .iter()
+            .map(|s| Some(PortState { section: s.clone(), attached: true }))
+            .collect();
+        let mut d = Daemon {
+            path,
+            snapshot,
+            fdb,
+            learner,
+            ports,
+            draining: Vec::new(),
+            workers: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+            cfg,
+        };
+        // Open everything first; spawn only when all of it is there.
+        let mut built = Vec::new();
+        for (wi, wcfg) in d.cfg.workers.clone().into_iter().enumerate() {
+            let pool = Pool::new(d.cfg.pool.to_pool_config())
+                .map_err(|e| DaemonError::Setup(format!("pool: {e}")))?;
+            let headroom = (d.cfg.pool.headroom as u32).saturating_sub(afxdp::XDP_PACKET_HEADROOM);
+            let mut umem = Umem::new(
+                pool.region(),
+                UmemConfig {
+                    frame_size: d.cfg.pool.frame_size as u32,
+                    headroom,
+                    fill_size: RING_SIZE,
+                    comp_size: RING_SIZE,
+                },
+            )
+            .map_err(|e| DaemonError::Setup(format!("worker {wi}: registering the UMEM: {e}")))?;
+            let mut opened = Vec::new();
+            for (pi, p) in d.cfg.ports.iter().enumerate().filter(|(_, p)| p.worker == wi) {
+                let port = open_port::<N>(p, &mut umem).map_err(DaemonError::Setup)?;
+                info!(port = %p.name, interface = p.interface(), kind = %port.kind(), worker = wi, "port opened");
+                opened.push((pi as PortId, port));
+            }
+            built.push((wcfg, pool, umem, opened));
+        }
+        for (wi, (wcfg, pool, umem, opened)) in built.into_iter().enumerate() {
+            d.spawn_worker(wi, wcfg, pool, umem, opened)?;
+        }
+        d.install_signals()?;
+        Ok(d)
+    }
+
+    fn spawn_worker(
+        &mut self,
+        wi: usize,
+        wcfg: WorkerSection,
+        pool: Pool,
+        umem: Umem,
+        ports: Vec<(PortId, Box<dyn Port<N>>)>,
+    ) -> Result<(), DaemonError> {
+        let (learn_tx, learn_rx) = learn_ring();
+        self.learner.attach(learn_rx);
+        let pool_frames = pool.frames();
+        let wc = WorkerConfig {
+            flow_cache_entries: self.cfg.switch.flow_cache_entries,
+            ..WorkerConfig::default()
+        };
+        let mut worker =
+            Worker::<N>::new(wc, pool, self.snapshot.clone(), self.fdb.clone(), learn_tx);
+        for (id, port) in ports {
+            worker.add_port(id, port).map_err(|e| DaemonError::Setup(e.to_string()))?;
+        }
+        let counters = worker.counters().clone();
+        let (commands, cmd_rx) = RingBuffer::new(64);
+        let (ev_tx, events) = RingBuffer::new(64);
+        let stop = self.stop.clone();
+        let wcfg2 = wcfg.clone();
+        let join = std::thread::Builder::new()
+            .name(format!("vswitch-worker-{wi}"))
+            .spawn(move || worker_main(wi, worker, wcfg2, cmd_rx, ev_tx, stop))
+            .map_err(|e| DaemonError::Setup(format!("worker {wi}: spawning its thread: {e}")))?;
+        self.workers.push(WorkerHandle {
+            cfg: wcfg,
+            join: Some(join),
+            commands,
+            events,
+            counters,
+            umem,
+            pool_frames,
+        });
+        Ok(())
+    }
+
+    fn install_signals(&self) -> Result<(), DaemonError> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for sig in [SIGTERM, SIGINT] {
+            signal_hook::flag::register(sig, self.stop.clone())
+                .map_err(|e| DaemonError::Setup(format!("installing signal handler: {e}")))?;
+        }
+        signal_hook::flag::register(SIGHUP, self.reload.clone())
+            .map_err(|e| DaemonError::Setup(format!("installing signal handler: {e}")))?;
+        Ok(())
+    }
+
+    /// A flag that stops the daemon when set (signals set it too).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Runs the control loop until stopped; then stops the workers and closes every port.
+    pub fn run(mut self) -> Result<(), DaemonError> {
+        info!(
+            ports = self.ports.iter().flatten().count(),
+            workers = self.workers.len(),
+            "vswitchd running"
+        );
+        let result = loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break Ok(());
+            }
+            std::thread::sleep(CONTROL_TICK);
+            if let Err(e) = self.tick() {
+                break Err(e);
+            }
+        };
+        self.shutdown();
+        result
+    }
+
+    /// One pass of the control loop.
+    pub fn tick(&mut self) -> Result<(), DaemonError> {
+        self.learner.run_once(monotonic_ns());
+        self.collect_events();
+        if self.reload.swap(false, Ordering::Relaxed) {
+            match Config::load(&self.path) {
+                Ok(cfg) => {
+                    if let Err(e) = self.apply(cfg) {
+                        error!(
+                            "reload of {} refused, running configuration kept: {e}",
+                            self.path.display()
+                        );
+                    }
+                }
+                Err(e) => error!("reload refused, running configuration kept: {e}"),
+            }
+        }
+        for (i, w) in self.workers.iter().enumerate() {
+            if w.join.as_ref().is_some_and(|j| j.is_finished()) {
+                return Err(DaemonError::Runtime(format!("worker {i} stopped unexpectedly")));
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_events(&mut self) {
+        for wi in 0..self.workers.len() {
+            while let Ok(ev) = self.workers[wi].events.pop() {
+                match ev {
+                    Event::Added(id) => {
+                        if let Some(Some(p)) = self.ports.get_mut(id as usize) {
+                            p.attached = true;
+                        }
+                    }
+                    Event::Removed(id) => {
+                        self.draining.retain(|&d| d != id);
+                        let purged = self.learner.writer().purge_port(id);
+                        info!(port_id = id, fdb_entries_removed = purged, "port removed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let gen = self.snapshot.load().generation + 1;
+        let entries = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some((i as PortId, p.as_ref()?.section.entry())));
+        match Snapshot::build(gen, entries) {
+            Ok(s) => self.snapshot.store(Arc::new(s)),
+            // Sections were validated; this would be a bug worth a loud log, not a crash.
+            Err(e) => error!("snapshot not published: {e}"),
+        }
+    }
+
+    /// Applies a new, validated configuration as a diff: ports removed, added, or changed in
+    /// place. Changes that need a restart (pool, workers, batch size) are refused whole.
+    pub fn apply(&mut self, new: Config) -> Result<(), String> {
+        if new.switch != self.cfg.switch
+            || new.pool != self.cfg.pool
+            || new.workers != self.cfg.workers
+        {
+            return Err("[switch], [pool] and [[worker]] changes need a restart of vswitchd".into());
+        }
+        let old_by_name: HashMap<String, (PortId, PortSection)> = self
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                Some((p.as_ref()?.section.name.clone(), (i as PortId, p.as_ref()?.section.clone())))
+            })
+            .collect();
+        let structural = |a: &PortSection, b: &PortSection| {
+            a.interface() != b.interface()
+                || a.kind != b.kind
+                || a.queues != b.queues
+                || a.worker != b.worker
+                || a.xdp_mode != b.xdp_mode
+                || a.pod_netns != b.pod_netns
+                || a.pod_interface != b.pod_interface
+        };
+        // Open new ports first, so a failure changes nothing.
+        let mut to_remove: Vec<PortId> = Vec::new();
+        let mut to_add: Vec<&PortSection> = Vec::new();
+        let mut in_place: Vec<(PortId, PortSection)> = Vec::new();
+        for (name, (id, old)) in &old_by_name {
+            match new.ports.iter().find(|p| &p.name == name) {
+                None => to_remove.push(*id),
+                Some(p) if structural(old, p) => {
+                    to_remove.push(*id);
+                    to_add.push(p);
+                }
+                Some(p) if p != old => in_place.push((*id, p.clone())),
+                Some(_) => {}
+            }
+        }
+        for p in &new.ports {
+            if !old_by_name.contains_key(&p.name) {
+                to_add.push(p);
+            }
+        }
+        let mut opened = Vec::new();
+        for p in &to_add {
+            let w = &mut self.workers[p.worker];
+            opened.push((p.worker, (*p).clone(), open_port::<N>(p, &mut w.umem)?));
+        }
+        // Remove: out of the snapshot first, then out of the worker.
+        for id in &to_remove {
+            let p = self.ports[*id as usize].take().expect("known port");
+            self.draining.push(*id);
+            let w = &mut self.workers[p.section.worker];
+            if w.commands.push(Command::Remove(*id)).is_err() {
+                warn!(port = %p.section.name, "worker command ring full; port removal retried on next reload");
+            }
+            info!(port = %p.section.name, "removing port");
+        }
+        for (id, s) in in_place {
+            info!(port = %s.name, "port reconfigured");
+            self.ports[id as usize] = Some(PortState { section: s, attached: true });
+        }
+        for (wi, section, port) in opened {
+            let id = self.free_id().ok_or("no free port id (1024 ports in use)")?;
+            if self.ports.len() <= id as usize {
+                self.ports.resize(id as usize + 1, None);
+            }
+            info!(port = %section.name, kind = %port.kind(), id, "adding port");
+            self.ports[id as usize] = Some(PortState { section, attached: false });
+            if let Err(rtrb::PushError::Full(Command::Add(_, p))) =
+                self.workers[wi].commands.push(Command::Add(id, port))
+            {
+                drop(p);
+                self.ports[id as usize] = None;
+                return Err("worker command ring full".into());
+            }
+        }
+        self.cfg = new;
+        self.publish();
+        Ok(())
+    }
+
+    fn free_id(&self) -> Option<PortId> {
+        (0..crate::types::MAX_PORTS as PortId).find(|&i| {
+            self.ports.get(i as usize).is_none_or(|p| p.is_none()) && !self.draining.contains(&i)
+        })
+    }
+
+    /// Stops the workers and waits for them (they close their ports on the way out).
+    fn shutdown(&mut self) {
+        info!("stopping");
+        self.stop.store(true, Ordering::Relaxed);
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            if let Some(j) = w.join.take() {
+                if j.join().is_err() {
+                    error!(worker = i, "worker panicked");
+                }
+            }
+        }
+        info!("stopped: every port closed and XDP program detached");
+    }
+
+    /// The FDB's writer (for the API: static entries, flushes).
+    pub fn fdb_writer(&mut self) -> &mut FdbWriter {
+        self.learner.writer()
+    }
+
+    /// Seconds since start.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Counters of every worker.
+    pub fn worker_counters(&self) -> Vec<Arc<WorkerCounters>> {
+        self.workers.iter().map(|w| w.counters.clone()).collect()
+    }
+
+    /// Each worker's configuration section.
+    pub fn worker_configs(&self) -> Vec<&WorkerSection> {
+        self.workers.iter().map(|w| &w.cfg).collect()
+    }
+
+    /// Frames per worker pool.
+    pub fn pool_frames(&self) -> Vec<usize> {
+        self.workers.iter().map(|w| w.pool_frames).collect()
+    }
+}
+
+impl<const N: usize> Drop for Daemon<N> {
+    fn drop(&mut self) {
+        if self.workers.iter().any(|w| w.join.is_some()) {
+            self.shutdown();
+        }
+    }
+}
+
+/// A worker thread: pin, then poll until stopped.
+fn worker_main<const N: usize>(
+    wi: usize,
+    mut w: Worker<N>,
+    cfg: WorkerSection,
+    mut commands: Consumer<Command<N>>,
+    mut events: Producer<Event>,
+    stop: Arc<AtomicBool>,
+) {
+    if let Some(core) = cfg.core {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+            warn!(worker = wi, core, "could not pin the worker to its core");
+        }
+    }
+    info!(worker = wi, core = ?cfg.core, idle = ?cfg.idle, ports = w.port_ids().len(), "worker started");
+    let spin_ns = cfg.spin_us * 1000;
+    let mut idle_since: Option<u64> = None;
+    let mut fds = Vec::new();
+    let mut pollfds: Vec<libc::pollfd> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = monotonic_ns();
+        let n = w.poll_once(now);
+        while let Ok(cmd) = commands.pop() {
+            match cmd {
+                Command::Add(id, port) => match w.add_port(id, port) {
+                    Ok(()) => {
+                        let _ = events.push(Event::Added(id));
+                    }
+                    Err(e) => error!(worker = wi, "adding port {id}: {e}"),
+                },
+                Command::Remove(id) => {
+                    drop(w.remove_port(id));
+                    let _ = events.push(Event::Removed(id));
+                }
+            }
+        }
+        if n > 0 {
+            idle_since = None;
+            continue;
+        }
+        match cfg.idle {
+            IdlePolicy::BusyPoll => std::hint::spin_loop(),
+            IdlePolicy::Adaptive => {
+                let since = *idle_since.get_or_insert(now);
+                if now - since < spin_ns {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                // Sleep until a port has packets (or 10 ms pass, for housekeeping and stop).
+                fds.clear();
+                w.poll_fds(&mut fds);
+                pollfds.clear();
+                pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }));
+                let _ = afxdp::poll(&mut pollfds, 10);
+                w.housekeep();
+                idle_since = None;
+            }
+        }
+    }
+    info!(worker = wi, "worker stopping");
+    drop(w);
+}
