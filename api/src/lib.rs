@@ -1,0 +1,71 @@
+//! The control API of `vswitchd`: HTTP/JSON over a Unix socket, like Docker's and
+//! Firecracker's, so `curl` reaches it too:
+//!
+//! ```text
+//! curl --unix-socket /run/vswitch/vswitchd.sock http://localhost/v1/ports
+//! ```
+//!
+//! The types are declared once here and used by the daemon, `vswitchctl` and the CNI shim.
+//! Clients are thin: every check of a value (VLAN ranges, MAC syntax, port names) happens in
+//! the daemon, whose messages name the problem and travel back unchanged.
+//!
+//! # Routes
+//!
+//! | method | path | request | reply body (200) |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | [`Request::Status`] | [`Status`] |
+//! | GET | `/v1/ports` | [`Request::ListPorts`] | `[`[`PortInfo`]`]` |
+//! | GET | `/v1/ports/{name}` | [`Request::GetPort`] | [`PortInfo`] |
+//! | PATCH | `/v1/ports/{name}` (body [`PortUpdate`]) | [`Request::UpdatePort`] | [`PortInfo`] after the change, or `{"message"}` |
+//! | GET | `/v1/fdb?vlan=&port=` | [`Request::ListFdb`] | `[`[`FdbEntry`]`]` |
+//! | POST | `/v1/fdb` (body [`StaticMac`]) | [`Request::AddStaticMac`] | `{"message": "..."}` |
+//! | DELETE | `/v1/fdb/{vlan}/{mac}` | [`Request::DelMac`] | `{"message": "..."}` |
+//! | POST | `/v1/fdb/flush?port=&vlan=` | [`Request::FlushFdb`] | `{"message": "..."}` |
+//! | GET | `/v1/vlans` | [`Request::ListVlans`] | `[`[`VlanInfo`]`]` |
+//! | GET | `/v1/workers` | [`Request::ListWorkers`] | `[`[`WorkerInfo`]`]` |
+//! | GET | `/v1/drop-reasons` | [`Request::DropReasons`] | `[`[`DropReasonInfo`]`]` |
+//! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
+//!
+//! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
+//! empty value counts as absent. A `{"message"}` body is [`Reply::Done`].
+//!
+//! # Errors
+//!
+//! Every failure is a JSON body `{"error": {"kind": "...", "message": "..."}}` ([`ErrorBody`]):
+//!
+//! | kind | status | when |
+//! |---|---|---|
+//! | `not_found` | 404 | unknown port, MAC, ...; also an unknown route |
+//! | `invalid` | 400 | a value out of range, a bad query parameter, a JSON body that does not parse (serde's message) |
+//! | `invalid` | 405 | known path, wrong method (with an `Allow` header) |
+//! | `invalid` | 413 | body over 1 MiB |
+//! | `conflict` | 409 | the request contradicts the current state |
+//! | `unavailable` | 503 | the daemon cannot serve it now |
+//! | `internal` | 500 | a bug in the daemon |
+//!
+//! # Features
+//!
+//! - `client` (default): [`Client`], for `vswitchctl` and the CNI shim.
+//! - `server`: [`serve_unix`], [`ApiListener`], [`serve_metrics_tcp`] and the [`Backend`]
+//!   trait the daemon implements.
+//!
+//! The HTTP mapping itself ([`wire`]) is always there and has no I/O.
+
+mod types;
+pub mod wire;
+
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "server")]
+mod server;
+
+pub use types::{
+    ApiError, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, PortInfo, PortStats, PortUpdate,
+    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+};
+
+#[cfg(feature = "client")]
+pub use client::{Client, ClientError, RawResponse, DEFAULT_SOCKET};
+
+#[cfg(feature = "server")]
+pub use server::{serve_metrics, serve_metrics_tcp, serve_unix, ApiListener, Backend};

@@ -1,0 +1,356 @@
+//! The request and response types, declared once for the daemon, `vswitchctl` and the CNI shim.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One port of the switch, as `GET /v1/ports` and `GET /v1/ports/{name}` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// The switch's port number.
+    pub id: u16,
+    /// The port's name (for a pod: the name the CNI plugin gave it).
+    pub name: String,
+    /// The kernel interface the port is attached to.
+    pub interface: String,
+    /// How packets move, e.g. `"afxdp native copy"`, `"afpacket"`, `"ring"`.
+    pub kind: String,
+    /// The worker that polls this port.
+    pub worker: usize,
+    /// Number of queues polled.
+    pub queues: u16,
+    /// Administrative state.
+    pub up: bool,
+    /// `"access"` or `"trunk"`.
+    pub mode: String,
+    /// The access VLAN (access ports only).
+    pub vlan: Option<u16>,
+    /// VLANs a trunk port carries tagged.
+    pub allowed_vlans: Vec<u16>,
+    /// The VLAN a trunk port carries untagged, if any.
+    pub native_vlan: Option<u16>,
+    /// MTU in bytes.
+    pub mtu: u16,
+    /// Counters.
+    pub stats: PortStats,
+}
+
+/// Per-port counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Packets dropped, all reasons together.
+    pub dropped: u64,
+    /// Drops by reason name (see `GET /v1/drop-reasons`); only nonzero counters.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One forwarding-database entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    /// The VLAN the MAC was learned (or configured) on.
+    pub vlan: u16,
+    /// The MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The port name it forwards to.
+    pub port: String,
+    /// Configured (never ages) rather than learned.
+    pub is_static: bool,
+    /// Seconds since the MAC was last seen (0 for static entries).
+    pub age_secs: u64,
+}
+
+/// One VLAN and its member ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanInfo {
+    /// The VLAN id.
+    pub vlan: u16,
+    /// Names of the ports that carry it (access, trunk or native).
+    pub ports: Vec<String>,
+}
+
+/// One poll-mode worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's number.
+    pub id: usize,
+    /// The CPU core it is pinned to, if pinned.
+    pub core: Option<usize>,
+    /// Idle policy, e.g. `"busy-poll"`, `"adaptive"`.
+    pub idle: String,
+    /// Names of the ports it polls.
+    pub ports: Vec<String>,
+    /// Loop iterations since start.
+    pub iterations: u64,
+    /// Packets processed since start.
+    pub packets: u64,
+    /// Share of iterations that found work, in percent.
+    pub busy_percent: f64,
+    /// Average nanoseconds spent per packet, when there were packets.
+    pub ns_per_packet: Option<f64>,
+    /// Free frames in the worker's buffer pool.
+    pub pool_free: usize,
+    /// Total frames in the worker's buffer pool.
+    pub pool_frames: usize,
+}
+
+/// The daemon's overall state, `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The daemon's version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Number of ports.
+    pub ports: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// Entries in the FDB.
+    pub fdb_entries: usize,
+    /// The FDB's size limit.
+    pub fdb_max: usize,
+}
+
+/// A drop reason and what it means, so a counter can be explained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropReasonInfo {
+    /// The name used as key in [`PortStats::drops`].
+    pub name: String,
+    /// One sentence on what causes it.
+    pub help: String,
+}
+
+/// Changes to one port, `PATCH /v1/ports/{name}`; fields left out stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortUpdate {
+    /// Administrative state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up: Option<bool>,
+    /// `"access"` or `"trunk"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The access VLAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The VLANs a trunk carries tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_vlans: Option<Vec<u16>>,
+    /// The VLAN a trunk carries untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<u16>,
+    /// MTU in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u16>,
+}
+
+/// A static FDB entry to add, `POST /v1/fdb`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticMac {
+    /// The VLAN.
+    pub vlan: u16,
+    /// The MAC address, as the operator wrote it (the daemon parses it).
+    pub mac: String,
+    /// The port name to forward it to.
+    pub port: String,
+}
+
+/// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The named port, MAC, VLAN... does not exist (404).
+    NotFound,
+    /// The request is malformed or a value is out of range (400).
+    Invalid,
+    /// The request contradicts the current state, e.g. a MAC already static on another port (409).
+    Conflict,
+    /// The daemon cannot serve it now, e.g. still starting or shutting down (503).
+    Unavailable,
+    /// A bug or an unexpected failure in the daemon (500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The HTTP status this kind is sent with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::NotFound => 404,
+            ErrorKind::Invalid => 400,
+            ErrorKind::Conflict => 409,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The kind for an HTTP error status, for replies whose body carries no kind.
+    pub fn from_http_status(status: u16) -> ErrorKind {
+        match status {
+            404 => ErrorKind::NotFound,
+            409 => ErrorKind::Conflict,
+            503 => ErrorKind::Unavailable,
+            400..=499 => ErrorKind::Invalid,
+            _ => ErrorKind::Internal,
+        }
+    }
+
+    /// The name used on the wire: `not_found`, `invalid`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused request: what kind of failure, and a message that names the problem
+/// (`unknown port "pod-x"`, `VLAN 5000 out of range 1..=4094`).
+///
+/// On the wire: the HTTP status of [`ErrorKind::http_status`] and the body
+/// `{"error": {"kind": "not_found", "message": "unknown port \"pod-x\""}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into() }
+    }
+
+    /// [`ErrorKind::NotFound`].
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::NotFound, message)
+    }
+
+    /// [`ErrorKind::Invalid`].
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Invalid, message)
+    }
+
+    /// [`ErrorKind::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Conflict, message)
+    }
+
+    /// [`ErrorKind::Unavailable`].
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Unavailable, message)
+    }
+
+    /// [`ErrorKind::Internal`].
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorKind::Internal, message)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The JSON body of every error reply: `{"error": {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+/// Everything a client can ask the daemon; each variant is one route (see the crate docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `GET /v1/status` -> [`Reply::Status`].
+    Status,
+    /// `GET /v1/ports` -> [`Reply::Ports`].
+    ListPorts,
+    /// `GET /v1/ports/{name}` -> [`Reply::Port`].
+    GetPort(String),
+    /// `PATCH /v1/ports/{name}` -> [`Reply::Port`] (the port after the change) or [`Reply::Done`].
+    UpdatePort(String, PortUpdate),
+    /// `GET /v1/fdb?vlan=&port=` -> [`Reply::Fdb`].
+    ListFdb {
+        /// Only entries on this VLAN.
+        vlan: Option<u16>,
+        /// Only entries on this port.
+        port: Option<String>,
+    },
+    /// `POST /v1/fdb` -> [`Reply::Done`].
+    AddStaticMac(StaticMac),
+    /// `DELETE /v1/fdb/{vlan}/{mac}` -> [`Reply::Done`].
+    DelMac {
+        /// The VLAN.
+        vlan: u16,
+        /// The MAC address.
+        mac: String,
+    },
+    /// `POST /v1/fdb/flush?port=&vlan=` -> [`Reply::Done`]; learned entries only.
+    FlushFdb {
+        /// Only entries on this port.
+        port: Option<String>,
+        /// Only entries on this VLAN.
+        vlan: Option<u16>,
+    },
+    /// `GET /v1/vlans` -> [`Reply::Vlans`].
+    ListVlans,
+    /// `GET /v1/workers` -> [`Reply::Workers`].
+    ListWorkers,
+    /// `GET /v1/drop-reasons` -> [`Reply::DropReasons`].
+    DropReasons,
+    /// `GET /metrics` -> [`Reply::Metrics`].
+    Metrics,
+}
+
+/// A successful answer; which variant depends on the [`Request`] (see its variants).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The daemon's status.
+    Status(Status),
+    /// All ports.
+    Ports(Vec<PortInfo>),
+    /// One port.
+    Port(PortInfo),
+    /// FDB entries.
+    Fdb(Vec<FdbEntry>),
+    /// VLANs and their ports.
+    Vlans(Vec<VlanInfo>),
+    /// Workers.
+    Workers(Vec<WorkerInfo>),
+    /// Every drop reason with its help text.
+    DropReasons(Vec<DropReasonInfo>),
+    /// Prometheus text exposition, rendered by the daemon.
+    Metrics(String),
+    /// A change was made; `message` says what (e.g. `flushed 12 entries`).
+    Done {
+        /// What was done.
+        message: String,
+    },
+}
+
+/// What a [`Backend`](crate::Backend) answers.
+pub type Response = Result<Reply, ApiError>;

@@ -1,0 +1,599 @@
+//! The one mapping between [`Request`]s / [`Reply`]s and HTTP: methods, paths, query strings and
+//! bodies. The client and the server both use it, so a route is declared once.
+//!
+//! Pure functions, no I/O: they are usable (and tested) without the `client` or `server`
+//! features.
+
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTROLS};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{
+    ApiError, ErrorBody, ErrorKind, PortInfo, PortUpdate, Reply, Request, StaticMac,
+};
+
+/// Content type of JSON bodies.
+pub const JSON: &str = "application/json";
+/// Content type of `GET /metrics` (Prometheus text exposition format 0.0.4).
+pub const METRICS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Largest request body the server reads.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Characters escaped in a path segment (a port name or MAC): everything that would end or
+/// change the segment, plus `%` itself. Non-ASCII is always escaped.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// A request as HTTP: what the client sends for a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// `GET`, `PATCH`, `POST` or `DELETE`.
+    pub method: &'static str,
+    /// Path and query string, percent-encoded, e.g. `/v1/fdb?vlan=10`.
+    pub path_and_query: String,
+    /// JSON body, for `PATCH /v1/ports/{name}` and `POST /v1/fdb`.
+    pub body: Option<Vec<u8>>,
+}
+
+/// The body of [`Reply::Done`]: `{"message": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoneBody {
+    message: String,
+}
+
+fn segment(s: &str) -> String {
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+fn with_query(path: String, pairs: &[(&str, Option<String>)]) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            query.append_pair(key, value);
+            any = true;
+        }
+    }
+    if any {
+        format!("{path}?{}", query.finish())
+    } else {
+        path
+    }
+}
+
+fn json_body<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (string keys, no custom impls).
+    serde_json::to_vec(value).expect("request bodies serialize")
+}
+
+impl Request {
+    /// The HTTP request for this API request.
+    pub fn to_http(&self) -> HttpRequest {
+        let (method, path_and_query, body) = match self {
+            Request::Status => ("GET", "/v1/status".to_string(), None),
+            Request::ListPorts => ("GET", "/v1/ports".to_string(), None),
+            Request::GetPort(name) => ("GET", format!("/v1/ports/{}", segment(name)), None),
+            Request::UpdatePort(name, update) => {
+                ("PATCH", format!("/v1/ports/{}", segment(name)), Some(json_body(update)))
+            }
+            Request::ListFdb { vlan, port } => (
+                "GET",
+                with_query(
+                    "/v1/fdb".to_string(),
+                    &[("vlan", vlan.map(|v| v.to_string())), ("port", port.clone())],
+                ),
+                None,
+            ),
+            Request::AddStaticMac(mac) => ("POST", "/v1/fdb".to_string(), Some(json_body(mac))),
+            Request::DelMac { vlan, mac } => {
+                ("DELETE", format!("/v1/fdb/{vlan}/{}", segment(mac)), None)
+            }
+            Request::FlushFdb { port, vlan } => (
+                "POST",
+                with_query(
+                    "/v1/fdb/flush".to_string(),
+                    &[("port", port.clone()), ("vlan", vlan.map(|v| v.to_string()))],
+                ),
+                None,
+            ),
+            Request::ListVlans => ("GET", "/v1/vlans".to_string(), None),
+            Request::ListWorkers => ("GET", "/v1/workers".to_string(), None),
+            Request::DropReasons => ("GET", "/v1/drop-reasons".to_string(), None),
+            Request::Metrics => ("GET", "/metrics".to_string(), None),
+        };
+        HttpRequest { method, path_and_query, body }
+    }
+
+    /// The route pattern, for messages and logs: `PATCH /v1/ports/{name}`.
+    pub fn route(&self) -> &'static str {
+        match self {
+            Request::Status => "GET /v1/status",
+            Request::ListPorts => "GET /v1/ports",
+            Request::GetPort(_) => "GET /v1/ports/{name}",
+            Request::UpdatePort(..) => "PATCH /v1/ports/{name}",
+            Request::ListFdb { .. } => "GET /v1/fdb",
+            Request::AddStaticMac(_) => "POST /v1/fdb",
+            Request::DelMac { .. } => "DELETE /v1/fdb/{vlan}/{mac}",
+            Request::FlushFdb { .. } => "POST /v1/fdb/flush",
+            Request::ListVlans => "GET /v1/vlans",
+            Request::ListWorkers => "GET /v1/workers",
+            Request::DropReasons => "GET /v1/drop-reasons",
+            Request::Metrics => "GET /metrics",
+        }
+    }
+}
+
+/// Why an HTTP request is not an API request: the status to answer with, the error for the
+/// body, and for 405 the methods the path allows (the `Allow` header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// HTTP status: 400, 404, 405 or 413.
+    pub status: u16,
+    /// The error for the JSON body.
+    pub error: ApiError,
+    /// For 405: the methods the path allows, e.g. `"GET, PATCH"`.
+    pub allow: Option<&'static str>,
+}
+
+impl RouteError {
+    fn new(status: u16, kind: ErrorKind, message: String) -> RouteError {
+        RouteError { status, error: ApiError::new(kind, message), allow: None }
+    }
+
+    fn invalid(message: String) -> RouteError {
+        RouteError::new(400, ErrorKind::Invalid, message)
+    }
+
+    /// 413: the body is larger than [`MAX_BODY`].
+    pub fn body_too_large() -> RouteError {
+        RouteError::new(
+            413,
+            ErrorKind::Invalid,
+            format!("request body larger than {MAX_BODY} bytes"),
+        )
+    }
+}
+
+/// What a path names, before the method is looked at.
+enum Resource {
+    Status,
+    Ports,
+    Port(String),
+    Fdb,
+    FdbEntry(u16, String),
+    FdbFlush,
+    Vlans,
+    Workers,
+    DropReasons,
+    Metrics,
+}
+
+impl Resource {
+    fn allow(&self) -> &'static str {
+        match self {
+            Resource::Port(_) => "GET, PATCH",
+            Resource::Fdb => "GET, POST",
+            Resource::FdbEntry(..) => "DELETE",
+            Resource::FdbFlush => "POST",
+            _ => "GET",
+        }
+    }
+}
+
+fn decode_segment(raw: &str, what: &str) -> Result<String, RouteError> {
+    percent_decode_str(raw).decode_utf8().map(|s| s.into_owned()).map_err(|_| {
+        RouteError::invalid(format!("{what} {raw:?} in the path is not UTF-8 once decoded"))
+    })
+}
+
+fn parse_vlan(raw: &str, whence: &str) -> Result<u16, RouteError> {
+    raw.parse::<u16>().map_err(|_| {
+        RouteError::invalid(format!("{whence} {raw:?} is not a VLAN number (0..=65535)"))
+    })
+}
+
+fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let resource = match segments.as_slice() {
+        ["metrics"] => Resource::Metrics,
+        ["v1", "status"] => Resource::Status,
+        ["v1", "ports"] => Resource::Ports,
+        ["v1", "ports", name] => Resource::Port(decode_segment(name, "port name")?),
+        ["v1", "fdb"] => Resource::Fdb,
+        ["v1", "fdb", "flush"] => Resource::FdbFlush,
+        ["v1", "fdb", vlan, mac] => {
+            Resource::FdbEntry(parse_vlan(vlan, "VLAN")?, decode_segment(mac, "MAC address")?)
+        }
+        ["v1", "vlans"] => Resource::Vlans,
+        ["v1", "workers"] => Resource::Workers,
+        ["v1", "drop-reasons"] => Resource::DropReasons,
+        _ => {
+            return Err(RouteError::new(
+                404,
+                ErrorKind::NotFound,
+                format!("no such route: {method} {path}"),
+            ))
+        }
+    };
+    Ok(resource)
+}
+
+/// Query parameters, checked against the ones a route accepts. An empty value counts as absent.
+fn query_params(
+    query: Option<&str>,
+    accepted: &[&str],
+) -> Result<Vec<(String, String)>, RouteError> {
+    let mut params: Vec<(String, String)> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if !accepted.contains(&key.as_ref()) {
+            let expected = if accepted.is_empty() {
+                "this route takes none".to_string()
+            } else {
+                format!("expected {}", accepted.join(", "))
+            };
+            return Err(RouteError::invalid(format!(
+                "unknown query parameter {key:?} ({expected})"
+            )));
+        }
+        if params.iter().any(|(k, _)| *k == key) {
+            return Err(RouteError::invalid(format!("query parameter {key:?} given twice")));
+        }
+        if !value.is_empty() {
+            params.push((key.into_owned(), value.into_owned()));
+        }
+    }
+    Ok(params)
+}
+
+fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn vlan_param(params: &[(String, String)]) -> Result<Option<u16>, RouteError> {
+    param(params, "vlan").map(|v| parse_vlan(v, "query parameter vlan")).transpose()
+}
+
+fn body_json<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+    route: &str,
+    expected: &str,
+) -> Result<T, RouteError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(RouteError::invalid(format!(
+            "{route} needs a JSON body ({expected}), got an empty one"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        RouteError::invalid(format!("invalid JSON body for {route} ({expected}): {e}"))
+    })
+}
+
+/// The API request an HTTP request stands for. `path` is the raw (still percent-encoded) path,
+/// `query` the raw query string without `?`.
+///
+/// Unknown path: 404. Known path, wrong method: 405 with `allow`. Bad query parameter, path
+/// segment or JSON body: 400 naming the problem (for JSON, serde's message with line and column).
+pub fn parse_request(
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Request, RouteError> {
+    let resource = resource(method, path)?;
+    let request = match (method, resource) {
+        // Prometheus scrape configs may add parameters; they mean nothing here.
+        ("GET", Resource::Metrics) => Request::Metrics,
+        ("GET", Resource::Status) => {
+            query_params(query, &[])?;
+            Request::Status
+        }
+        ("GET", Resource::Ports) => {
+            query_params(query, &[])?;
+            Request::ListPorts
+        }
+        ("GET", Resource::Port(name)) => {
+            query_params(query, &[])?;
+            Request::GetPort(name)
+        }
+        ("PATCH", Resource::Port(name)) => {
+            query_params(query, &[])?;
+            let update: PortUpdate = body_json(
+                body,
+                "PATCH /v1/ports/{name}",
+                "fields up, mode, vlan, allowed_vlans, native_vlan, mtu",
+            )?;
+            Request::UpdatePort(name, update)
+        }
+        ("GET", Resource::Fdb) => {
+            let params = query_params(query, &["vlan", "port"])?;
+            Request::ListFdb {
+                vlan: vlan_param(&params)?,
+                port: param(&params, "port").map(str::to_string),
+            }
+        }
+        ("POST", Resource::Fdb) => {
+            query_params(query, &[])?;
+            let mac: StaticMac = body_json(body, "POST /v1/fdb", "fields vlan, mac, port")?;
+            Request::AddStaticMac(mac)
+        }
+        ("DELETE", Resource::FdbEntry(vlan, mac)) => {
+            query_params(query, &[])?;
+            Request::DelMac { vlan, mac }
+        }
+        ("POST", Resource::FdbFlush) => {
+            let params = query_params(query, &["port", "vlan"])?;
+            Request::FlushFdb {
+                port: param(&params, "port").map(str::to_string),
+                vlan: vlan_param(&params)?,
+            }
+        }
+        ("GET", Resource::Vlans) => {
+            query_params(query, &[])?;
+            Request::ListVlans
+        }
+        ("GET", Resource::Workers) => {
+            query_params(query, &[])?;
+            Request::ListWorkers
+        }
+        ("GET", Resource::DropReasons) => {
+            query_params(query, &[])?;
+            Request::DropReasons
+        }
+        (_, resource) => {
+            let allow = resource.allow();
+            let mut error = RouteError::new(
+                405,
+                ErrorKind::Invalid,
+                format!("method {method} not allowed on {path} (allowed: {allow})"),
+            );
+            error.allow = Some(allow);
+            return Err(error);
+        }
+    };
+    Ok(request)
+}
+
+/// Whether `reply` is a shape `request` may be answered with (see [`Request`]'s variants).
+pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
+    matches!(
+        (request, reply),
+        (Request::Status, Reply::Status(_))
+            | (Request::ListPorts, Reply::Ports(_))
+            | (Request::GetPort(_), Reply::Port(_))
+            | (Request::UpdatePort(..), Reply::Port(_) | Reply::Done { .. })
+            | (Request::ListFdb { .. }, Reply::Fdb(_))
+            | (Request::AddStaticMac(_), Reply::Done { .. })
+            | (Request::DelMac { .. }, Reply::Done { .. })
+            | (Request::FlushFdb { .. }, Reply::Done { .. })
+            | (Request::ListVlans, Reply::Vlans(_))
+            | (Request::ListWorkers, Reply::Workers(_))
+            | (Request::DropReasons, Reply::DropReasons(_))
+            | (Request::Metrics, Reply::Metrics(_))
+    )
+}
+
+/// The variant name of a reply, for messages.
+pub fn reply_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Status(_) => "Status",
+        Reply::Ports(_) => "Ports",
+        Reply::Port(_) => "Port",
+        Reply::Fdb(_) => "Fdb",
+        Reply::Vlans(_) => "Vlans",
+        Reply::Workers(_) => "Workers",
+        Reply::DropReasons(_) => "DropReasons",
+        Reply::Metrics(_) => "Metrics",
+        Reply::Done { .. } => "Done",
+    }
+}
+
+fn pretty<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).expect("replies serialize");
+    out.push(b'\n');
+    out
+}
+
+/// The content type and body for a successful reply: the variant's content as JSON
+/// (`GET /v1/ports` is a JSON array of ports, `Done` is `{"message": ...}`), or for
+/// [`Reply::Metrics`] the Prometheus text itself.
+pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
+    let body = match reply {
+        Reply::Status(v) => pretty(v),
+        Reply::Ports(v) => pretty(v),
+        Reply::Port(v) => pretty(v),
+        Reply::Fdb(v) => pretty(v),
+        Reply::Vlans(v) => pretty(v),
+        Reply::Workers(v) => pretty(v),
+        Reply::DropReasons(v) => pretty(v),
+        Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
+        Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
+    };
+    (JSON, body)
+}
+
+/// The reply a successful (2xx) body carries for `request`; the error names what did not parse.
+pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
+    fn json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+    let done = |body: &[u8]| json::<DoneBody>(body).map(|d| Reply::Done { message: d.message });
+    let reply = match request {
+        Request::Status => Reply::Status(json(body)?),
+        Request::ListPorts => Reply::Ports(json(body)?),
+        Request::GetPort(_) => Reply::Port(json(body)?),
+        Request::UpdatePort(..) => match done(body) {
+            Ok(reply) => reply,
+            Err(_) => Reply::Port(json::<PortInfo>(body)?),
+        },
+        Request::ListFdb { .. } => Reply::Fdb(json(body)?),
+        Request::AddStaticMac(_) | Request::DelMac { .. } | Request::FlushFdb { .. } => done(body)?,
+        Request::ListVlans => Reply::Vlans(json(body)?),
+        Request::ListWorkers => Reply::Workers(json(body)?),
+        Request::DropReasons => Reply::DropReasons(json(body)?),
+        Request::Metrics => Reply::Metrics(
+            String::from_utf8(body.to_vec())
+                .map_err(|_| "metrics text is not UTF-8".to_string())?,
+        ),
+    };
+    Ok(reply)
+}
+
+/// The JSON body of an error reply: `{"error": {"kind": ..., "message": ...}}`.
+pub fn encode_error(error: &ApiError) -> Vec<u8> {
+    pretty(&ErrorBody { error: error.clone() })
+}
+
+/// The error an error reply (non-2xx) carries, if its body is the API's error JSON.
+pub fn decode_error(body: &[u8]) -> Option<ApiError> {
+    serde_json::from_slice::<ErrorBody>(body).ok().map(|b| b.error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_requests() -> Vec<Request> {
+        vec![
+            Request::Status,
+            Request::ListPorts,
+            Request::GetPort("pod a/b%c?d#é".to_string()),
+            Request::UpdatePort(
+                "eth0".to_string(),
+                PortUpdate {
+                    mode: Some("trunk".into()),
+                    allowed_vlans: Some(vec![10, 20]),
+                    native_vlan: Some(1),
+                    ..Default::default()
+                },
+            ),
+            Request::ListFdb { vlan: None, port: None },
+            Request::ListFdb { vlan: Some(10), port: Some("p&q=r s".into()) },
+            Request::AddStaticMac(StaticMac {
+                vlan: 10,
+                mac: "aa:bb:cc:dd:ee:ff".into(),
+                port: "p1".into(),
+            }),
+            Request::DelMac { vlan: 4094, mac: "aa:bb:cc:dd:ee:ff".into() },
+            Request::FlushFdb { port: None, vlan: None },
+            Request::FlushFdb { port: Some("p1".into()), vlan: Some(7) },
+            Request::ListVlans,
+            Request::ListWorkers,
+            Request::DropReasons,
+            Request::Metrics,
+        ]
+    }
+
+    #[test]
+    fn every_request_round_trips_through_http() {
+        for request in all_requests() {
+            let http = request.to_http();
+            let (path, query) = match http.path_and_query.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (http.path_and_query.as_str(), None),
+            };
+            let body = http.body.clone().unwrap_or_default();
+            let parsed = parse_request(http.method, path, query, &body)
+                .unwrap_or_else(|e| panic!("{request:?} -> {http:?}: {e:?}"));
+            assert_eq!(parsed, request, "via {http:?}");
+            assert!(request.route().starts_with(http.method));
+        }
+    }
+
+    #[test]
+    fn unknown_route_is_404_and_wrong_method_405() {
+        let e = parse_request("GET", "/v2/ports", None, b"").unwrap_err();
+        assert_eq!(e.status, 404);
+        assert_eq!(e.error.kind, ErrorKind::NotFound);
+        assert_eq!(e.error.message, "no such route: GET /v2/ports");
+
+        let e = parse_request("DELETE", "/v1/ports/p1", None, b"").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.allow, Some("GET, PATCH"));
+        assert!(e.error.message.contains("DELETE not allowed on /v1/ports/p1"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_bodies_and_queries_name_the_problem() {
+        let e = parse_request("PATCH", "/v1/ports/p1", None, br#"{"vlna": 5}"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.error.message.contains("unknown field `vlna`"), "{}", e.error.message);
+
+        let e = parse_request("PATCH", "/v1/ports/p1", None, b"").unwrap_err();
+        assert!(e.error.message.contains("empty"), "{}", e.error.message);
+
+        let e = parse_request("POST", "/v1/fdb", None, b"{not json").unwrap_err();
+        assert!(e.error.message.contains("line 1 column"), "{}", e.error.message);
+
+        let e = parse_request("GET", "/v1/fdb", Some("vlan=abc"), b"").unwrap_err();
+        assert_eq!(
+            e.error.message,
+            r#"query parameter vlan "abc" is not a VLAN number (0..=65535)"#
+        );
+
+        let e = parse_request("GET", "/v1/fdb", Some("mac=1"), b"").unwrap_err();
+        assert_eq!(e.error.message, r#"unknown query parameter "mac" (expected vlan, port)"#);
+
+        let e = parse_request("DELETE", "/v1/fdb/x/aa:bb", None, b"").unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn empty_query_values_count_as_absent() {
+        let r = parse_request("GET", "/v1/fdb", Some("vlan=&port="), b"").unwrap();
+        assert_eq!(r, Request::ListFdb { vlan: None, port: None });
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let done = Reply::Done { message: "flushed 3 entries".into() };
+        let (ct, body) = encode_reply(&done);
+        assert_eq!(ct, JSON);
+        assert_eq!(
+            decode_reply(&Request::FlushFdb { port: None, vlan: None }, &body),
+            Ok(done.clone())
+        );
+        let update = Request::UpdatePort("p".into(), PortUpdate::default());
+        assert_eq!(decode_reply(&update, &body), Ok(done));
+
+        let metrics = Reply::Metrics("# HELP x\nx 1\n".into());
+        let (ct, body) = encode_reply(&metrics);
+        assert_eq!(ct, METRICS_TEXT);
+        assert_eq!(decode_reply(&Request::Metrics, &body), Ok(metrics));
+
+        let err = ApiError::not_found("unknown port \"pod-x\"");
+        let body = encode_error(&err);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["kind"], "not_found");
+        assert_eq!(v["error"]["message"], "unknown port \"pod-x\"");
+        assert_eq!(decode_error(&body), Some(err));
+    }
+
+    #[test]
+    fn error_kinds_map_to_statuses() {
+        for (kind, status) in [
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::Invalid, 400),
+            (ErrorKind::Conflict, 409),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+        ] {
+            assert_eq!(kind.http_status(), status);
+            assert_eq!(ErrorKind::from_http_status(status), kind);
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! `vswitchctl`: the operator's command line for `vswitchd`, the userspace virtual switch.
+//!
+//! It shows the switch's state (ports, FDB, VLANs, workers, drop counters, metrics) and changes
+//! port settings and static MACs. It talks to the daemon over its control API, HTTP/JSON on the
+//! Unix socket `/run/vswitch/vswitchd.sock` (or `--socket PATH`, or `$VSWITCH_SOCKET`), through
+//! the typed client of `vswitch-api`: routes and types are declared there once.
+//!
+//! The tool is thin: it parses arguments and formats replies, nothing more. Every check of a
+//! value (VLAN range, MAC syntax, port existence) is the daemon's, and its messages are printed
+//! as they come (`error: VLAN 5000 out of range 1..=4094`). `--json` prints the reply as the
+//! daemon sent it instead of a table.
+//!
+//! # Exit codes
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the daemon refused the request (its message is printed as `error: ...`) |
+//! | 2 | usage error (bad arguments) |
+//! | 3 | the daemon is not running, or its socket cannot be connected to |
+//! | 4 | protocol error: the connection broke, timed out, or the reply was not understood |
+
+mod text;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use serde::Serialize;
+use vswitch_api::{
+    Client, ClientError, DropReasonInfo, PortInfo, PortUpdate, Reply, Request, StaticMac,
+    DEFAULT_SOCKET,
+};
+
+use text::{format_duration, format_vlan_list, parse_vlan_list, Table};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the daemon refused the request (its message is printed)
+  2  usage error
+  3  vswitchd is not running, or its socket cannot be connected to
+  4  protocol error (connection broke, timed out, or the reply was not understood)";
+
+/// Inspect and steer vswitchd, the userspace virtual switch.
+#[derive(Debug, Parser)]
+#[command(name = "vswitchctl", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// vswitchd's control socket.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "VSWITCH_SOCKET",
+        default_value = DEFAULT_SOCKET
+    )]
+    socket: PathBuf,
+
+    /// Print the daemon's reply as JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The daemon's version, uptime and sizes.
+    Status,
+    /// Show ports, the FDB, VLANs, workers or drop counters.
+    #[command(subcommand)]
+    Show(Show),
+    /// Change a port's settings.
+    #[command(subcommand)]
+    Port(PortCommand),
+    /// Add, delete or flush FDB entries.
+    #[command(subcommand)]
+    Fdb(FdbCommand),
+    /// Print the Prometheus metrics text.
+    Metrics,
+}
+
+#[derive(Debug, Subcommand)]
+enum Show {
+    /// All ports with their VLANs, state and counters.
+    Ports,
+    /// One port in detail, with its drops by reason and what each reason means.
+    Port {
+        /// The port's name.
+        name: String,
+    },
+    /// FDB entries, optionally only one VLAN's or one port's.
+    Fdb {
+        /// Only entries on this VLAN.
+        #[arg(long, value_name = "N")]
+        vlan: Option<u16>,
+        /// Only entries on this port.
+        #[arg(long, value_name = "NAME")]
+        port: Option<String>,
+    },
+    /// VLANs and their member ports.
+    Vlans,
+    /// Poll-mode workers: core, load, cost per packet, buffer pool.
+    Workers,
+    /// Every port's nonzero drop counters, by reason.
+    Drops,
+}
+
+#[derive(Debug, Subcommand)]
+enum PortCommand {
+    /// Change a port's state, VLAN mode or MTU.
+    Set(PortSet),
+}
+
+/// A list of VLANs as given on the command line (`10,20,30-35`).
+#[derive(Debug, Clone)]
+struct VlanList(Vec<u16>);
+
+fn vlan_list(text: &str) -> Result<VlanList, String> {
+    parse_vlan_list(text).map(VlanList)
+}
+
+#[derive(Debug, Args)]
+#[command(group(
+    ArgGroup::new("change").required(true).multiple(true)
+        .args(["up", "down", "access", "trunk", "mtu"])
+))]
+struct PortSet {
+    /// The port's name.
+    name: String,
+    /// Bring the port up.
+    #[arg(long, conflicts_with = "down")]
+    up: bool,
+    /// Take the port down.
+    #[arg(long)]
+    down: bool,
+    /// Make it an access port on this VLAN.
+    #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
+    access: Option<u16>,
+    /// Make it a trunk carrying these VLANs tagged, e.g. 10,20,30-35.
+    #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
+    trunk: Option<VlanList>,
+    /// With --trunk: the VLAN carried untagged.
+    #[arg(long, value_name = "VLAN", requires = "trunk")]
+    native: Option<u16>,
+    /// Set the MTU.
+    #[arg(long, value_name = "N")]
+    mtu: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+enum FdbCommand {
+    /// Add a static MAC (never ages, not learned elsewhere).
+    Add {
+        /// The VLAN.
+        #[arg(long, value_name = "N")]
+        vlan: u16,
+        /// The MAC address, e.g. 02:00:00:00:00:01.
+        #[arg(long, value_name = "M")]
+        mac: String,
+        /// The port it forwards to.
+        #[arg(long, value_name = "P")]
+        port: String,
+    },
+    /// Delete one entry, static or learned.
+    Del {
+        /// The VLAN.
+        #[arg(long, value_name = "N")]
+        vlan: u16,
+        /// The MAC address.
+        #[arg(long, value_name = "M")]
+        mac: String,
+    },
+    /// Forget learned entries: all, or one port's, or one VLAN's.
+    Flush {
+        /// Only entries on this port.
+        #[arg(long, value_name = "P")]
+        port: Option<String>,
+        /// Only entries on this VLAN.
+        #[arg(long, value_name = "N")]
+        vlan: Option<u16>,
+    },
+}
+
+/// What went wrong, with its exit code.
+fn exit_code(error: &ClientError) -> u8 {
+    match error {
+        ClientError::Api(_) => 1,
+        ClientError::DaemonNotRunning { .. } | ClientError::Connect { .. } => 3,
+        ClientError::Protocol(_) => 4,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::try_parse().unwrap_or_else(|e| e.exit());
+    let client = Client::new(&cli.socket);
+    match run(&client, cli.json, cli.command) {
+        Ok(output) => {
+            // A closed pipe (`vswitchctl show fdb | head`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(output.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    let mut out = serde_json::to_string_pretty(value).expect("replies serialize");
+    out.push('\n');
+    out
+}
+
+/// The reply as JSON: the same document the daemon sent.
+fn reply_json(reply: &Reply) -> String {
+    match reply {
+        Reply::Metrics(text) => json(text),
+        other => String::from_utf8_lossy(&vswitch_api::wire::encode_reply(other).1).into_owned(),
+    }
+}
+
+fn unexpected(reply: &Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected {} reply", vswitch_api::wire::reply_name(reply)))
+}
+
+/// Run one command; the text to print on success.
+fn run(client: &Client, as_json: bool, command: Command) -> Result<String, ClientError> {
+    let call = |request| client.call_blocking(request);
+    let request = match command {
+        Command::Show(Show::Port { name }) => return show_port(client, as_json, name),
+        Command::Show(Show::Drops) => return show_drops(client, as_json),
+        Command::Status => Request::Status,
+        Command::Show(Show::Ports) => Request::ListPorts,
+        Command::Show(Show::Fdb { vlan, port }) => Request::ListFdb { vlan, port },
+        Command::Show(Show::Vlans) => Request::ListVlans,
+        Command::Show(Show::Workers) => Request::ListWorkers,
+        Command::Port(PortCommand::Set(set)) => Request::UpdatePort(set.name.clone(), update(set)),
+        Command::Fdb(FdbCommand::Add { vlan, mac, port }) => {
+            Request::AddStaticMac(StaticMac { vlan, mac, port })
+        }
+        Command::Fdb(FdbCommand::Del { vlan, mac }) => Request::DelMac { vlan, mac },
+        Command::Fdb(FdbCommand::Flush { port, vlan }) => Request::FlushFdb { port, vlan },
+        Command::Metrics => Request::Metrics,
+    };
+    let reply = call(request)?;
+    if as_json {
+        return Ok(reply_json(&reply));
+    }
+    Ok(match reply {
+        Reply::Status(s) => {
+            let mut out = String::new();
+            let _ = writeln!(out, "vswitchd {}", s.version);
+            let _ = writeln!(out, "uptime       {}", format_duration(s.uptime_secs));
+            let _ = writeln!(out, "ports        {}", s.ports);
+            let _ = writeln!(out, "workers      {}", s.workers);
+            let _ = writeln!(out, "fdb entries  {} of {}", s.fdb_entries, s.fdb_max);
+            out
+        }
+        Reply::Ports(ports) => ports_table(&ports),
+        Reply::Port(port) => ports_table(std::slice::from_ref(&port)),
+        Reply::Fdb(entries) => {
+            let mut t = Table::new(&[">VLAN", "MAC", "PORT", "TYPE", ">AGE"]);
+            for e in entries {
+                let (kind, age) = if e.is_static {
+                    ("static", "-".to_string())
+                } else {
+                    ("learned", format_duration(e.age_secs))
+                };
+                t.row(vec![e.vlan.to_string(), e.mac, e.port, kind.into(), age]);
+            }
+            t.render()
+        }
+        Reply::Vlans(vlans) => {
+            let mut t = Table::new(&[">VLAN", "PORTS"]);
+            for v in vlans {
+                t.row(vec![v.vlan.to_string(), v.ports.join(",")]);
+            }
+            t.render()
+        }
+        Reply::Workers(workers) => {
+            let mut t = Table::new(&[
+                ">ID",
+                ">CORE",
+                "IDLE",
+                "PORTS",
+                ">BUSY%",
+                ">NS/PKT",
+                ">PACKETS",
+                ">POOL-FREE",
+            ]);
+            for w in workers {
+                t.row(vec![
+                    w.id.to_string(),
+                    w.core.map_or("-".into(), |c| c.to_string()),
+                    w.idle,
+                    w.ports.join(","),
+                    format!("{:.1}", w.busy_percent),
+                    w.ns_per_packet.map_or("-".into(), |n| format!("{n:.0}")),
+                    w.packets.to_string(),
+                    format!("{}/{}", w.pool_free, w.pool_frames),
+                ]);
+            }
+            t.render()
+        }
+        Reply::Metrics(text) => text,
+        Reply::Done { message } => format!("{message}\n"),
+        other @ Reply::DropReasons(_) => return Err(unexpected(&other)),
+    })
+}
+
+fn update(set: PortSet) -> PortUpdate {
+    let up = if set.up {
+        Some(true)
+    } else if set.down {
+        Some(false)
+    } else {
+        None
+    };
+    let mut update = PortUpdate { up, mtu: set.mtu, ..PortUpdate::default() };
+    if let Some(vlan) = set.access {
+        update.mode = Some("access".into());
+        update.vlan = Some(vlan);
+    }
+    if let Some(VlanList(vlans)) = set.trunk {
+        update.mode = Some("trunk".into());
+        update.allowed_vlans = Some(vlans);
+        update.native_vlan = set.native;
+    }
+    update
+}
+
+/// The VLANS cell: the access VLAN, or the trunk's list and native VLAN.
+fn vlans_cell(port: &PortInfo) -> String {
+    let mut cell = match (port.mode.as_str(), port.vlan) {
+        ("access", Some(vlan)) => vlan.to_string(),
+        _ => format_vlan_list(&port.allowed_vlans),
+    };
+    if let Some(native) = port.native_vlan {
+        if !cell.is_empty() {
+            cell.push(' ');
+        }
+        let _ = write!(cell, "(native {native})");
+    }
+    if cell.is_empty() {
+        cell.push('-');
+    }
+    cell
+}
+
+fn state(up: bool) -> String {
+    if up { "up" } else { "down" }.to_string()
+}
+
+fn ports_table(ports: &[PortInfo]) -> String {
+    let mut t = Table::new(&[
+        "NAME", "IFACE", "KIND", ">WORKER", "MODE", "VLANS", ">MTU", "STATE", ">RX-PKTS",
+        ">TX-PKTS", ">DROPS",
+    ]);
+    for p in ports {
+        t.row(vec![
+            p.name.clone(),
+            p.interface.clone(),
+            p.kind.clone(),
+            p.worker.to_string(),
+            p.mode.clone(),
+            vlans_cell(p),
+            p.mtu.to_string(),
+            state(p.up),
+            p.stats.rx_packets.to_string(),
+            p.stats.tx_packets.to_string(),
+            p.stats.dropped.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+/// The drop reasons' help texts; without them (an older daemon) counters are still shown.
+fn drop_reasons(client: &Client) -> Result<Vec<DropReasonInfo>, ClientError> {
+    match client.call_blocking(Request::DropReasons) {
+        Ok(Reply::DropReasons(reasons)) => Ok(reasons),
+        Ok(other) => Err(unexpected(&other)),
+        Err(ClientError::Api(_)) => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+fn help_for<'a>(reasons: &'a [DropReasonInfo], name: &str) -> &'a str {
+    reasons.iter().find(|r| r.name == name).map_or("-", |r| r.help.as_str())
+}
+
+fn show_port(client: &Client, as_json: bool, name: String) -> Result<String, ClientError> {
+    let port = match client.call_blocking(Request::GetPort(name))? {
+        Reply::Port(port) => port,
+        other => return Err(unexpected(&other)),
+    };
+    if as_json {
+        return Ok(json(&port));
+    }
+    let mut out = String::new();
+    let mut field = |key: &str, value: String| {
+        let _ = writeln!(out, "  {key:<10} {value}");
+    };
+    let s = &port.stats;
+    field("interface", port.interface.clone());
+    field("kind", port.kind.clone());
+    field("worker", port.worker.to_string());
+    field("queues", port.queues.to_string());
+    field("state", state(port.up));
+    field("mode", port.mode.clone());
+    field("vlans", vlans_cell(&port));
+    field("mtu", port.mtu.to_string());
+    field("rx", format!("{} packets, {} bytes", s.rx_packets, s.rx_bytes));
+    field("tx", format!("{} packets, {} bytes", s.tx_packets, s.tx_bytes));
+    field("dropped", s.dropped.to_string());
+    let mut text = format!("port {} (id {})\n{out}", port.name, port.id);
+    let drops: Vec<(&String, &u64)> = s.drops.iter().filter(|(_, n)| **n > 0).collect();
+    if !drops.is_empty() {
+        let reasons = drop_reasons(client)?;
+        let mut t = Table::new(&["REASON", ">COUNT", "MEANING"]);
+        for (reason, count) in drops {
+            t.row(vec![reason.clone(), count.to_string(), help_for(&reasons, reason).into()]);
+        }
+        text.push_str("\ndrops by reason:\n");
+        for line in t.render().lines() {
+            let _ = writeln!(text, "  {line}");
+        }
+    }
+    Ok(text)
+}
+
+/// One row of `show drops`.
+#[derive(Serialize)]
+struct DropRow {
+    port: String,
+    reason: String,
+    count: u64,
+    help: String,
+}
+
+fn show_drops(client: &Client, as_json: bool) -> Result<String, ClientError> {
+    let ports = match client.call_blocking(Request::ListPorts)? {
+        Reply::Ports(ports) => ports,
+        other => return Err(unexpected(&other)),
+    };
+    let any = ports.iter().any(|p| p.stats.drops.values().any(|n| *n > 0));
+    let reasons = if any { drop_reasons(client)? } else { Vec::new() };
+    let rows: Vec<DropRow> = ports
+        .iter()
+        .flat_map(|p| {
+            p.stats.drops.iter().filter(|(_, n)| **n > 0).map(|(reason, count)| DropRow {
+                port: p.name.clone(),
+                reason: reason.clone(),
+                count: *count,
+                help: help_for(&reasons, reason).to_string(),
+            })
+        })
+        .collect();
+    if as_json {
+        return Ok(json(&rows));
+    }
+    if rows.is_empty() {
+        return Ok("no drops\n".to_string());
+    }
+    let mut t = Table::new(&["PORT", "REASON", ">COUNT", "MEANING"]);
+    for r in rows {
+        t.row(vec![r.port, r.reason, r.count.to_string(), r.help]);
+    }
+    Ok(t.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vswitchctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn port_set_builds_the_update() {
+        let cli = parse(&["port", "set", "p1", "--trunk", "10,20-22", "--native", "1", "--down"])
+            .unwrap();
+        let Command::Port(PortCommand::Set(set)) = cli.command else { panic!() };
+        assert_eq!(
+            update(set),
+            PortUpdate {
+                up: Some(false),
+                mode: Some("trunk".into()),
+                allowed_vlans: Some(vec![10, 20, 21, 22]),
+                native_vlan: Some(1),
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn port_set_usage_errors() {
+        for args in [
+            &["port", "set", "p1"][..],
+            &["port", "set", "p1", "--up", "--down"],
+            &["port", "set", "p1", "--access", "10", "--trunk", "20"],
+            &["port", "set", "p1", "--native", "1"],
+            &["port", "set", "p1", "--trunk", "10,x"],
+        ] {
+            let e = parse(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,391 @@
+//! `vswitchctl` run as a program against a fake daemon: vswitch-api's server with a scripted
+//! backend on a temporary socket.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use vswitch_api::{
+    ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, PortInfo, PortStats, PortUpdate,
+    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+};
+
+struct Fake {
+    log: Mutex<Vec<Request>>,
+}
+
+impl Backend for Fake {
+    fn call(&self, request: Request) -> Response {
+        self.log.lock().unwrap().push(request.clone());
+        answer(&request)
+    }
+}
+
+fn port(name: &str, trunk: bool) -> PortInfo {
+    PortInfo {
+        id: if trunk { 2 } else { 1 },
+        name: name.into(),
+        interface: format!("veth-{name}"),
+        kind: "afxdp native copy".into(),
+        worker: 0,
+        queues: 1,
+        up: !trunk,
+        mode: if trunk { "trunk" } else { "access" }.into(),
+        vlan: (!trunk).then_some(10),
+        allowed_vlans: if trunk { vec![10, 20, 30, 31, 32] } else { vec![] },
+        native_vlan: trunk.then_some(1),
+        mtu: 1500,
+        stats: PortStats {
+            rx_packets: 1234,
+            rx_bytes: 99_000,
+            tx_packets: 1200,
+            tx_bytes: 98_000,
+            dropped: if trunk { 0 } else { 7 },
+            drops: if trunk {
+                BTreeMap::new()
+            } else {
+                BTreeMap::from([("vlan_not_allowed".into(), 5), ("no_buffer".into(), 2)])
+            },
+        },
+    }
+}
+
+fn answer(request: &Request) -> Response {
+    Ok(match request {
+        Request::Status => Reply::Status(Status {
+            version: "0.1.0".into(),
+            uptime_secs: 3725,
+            ports: 2,
+            workers: 1,
+            fdb_entries: 3,
+            fdb_max: 8192,
+        }),
+        Request::ListPorts => Reply::Ports(vec![port("pod-a", false), port("uplink", true)]),
+        Request::GetPort(name) if name == "pod-a" => Reply::Port(port("pod-a", false)),
+        Request::GetPort(name) | Request::UpdatePort(name, _) => {
+            return Err(ApiError::not_found(format!("unknown port {name:?}")))
+        }
+        Request::ListFdb { .. } => Reply::Fdb(vec![
+            FdbEntry {
+                vlan: 10,
+                mac: "02:00:00:00:00:01".into(),
+                port: "pod-a".into(),
+                is_static: false,
+                age_secs: 65,
+            },
+            FdbEntry {
+                vlan: 20,
+                mac: "02:00:00:00:00:02".into(),
+                port: "uplink".into(),
+                is_static: true,
+                age_secs: 0,
+            },
+        ]),
+        Request::AddStaticMac(m) if m.vlan > 4094 => {
+            return Err(ApiError::invalid(format!("VLAN {} out of range 1..=4094", m.vlan)))
+        }
+        Request::AddStaticMac(m) => Reply::Done { message: format!("added {}", m.mac) },
+        Request::DelMac { mac, .. } => Reply::Done { message: format!("deleted {mac}") },
+        Request::FlushFdb { .. } => Reply::Done { message: "flushed 2 entries".into() },
+        Request::ListVlans => Reply::Vlans(vec![
+            VlanInfo { vlan: 10, ports: vec!["pod-a".into(), "uplink".into()] },
+            VlanInfo { vlan: 20, ports: vec!["uplink".into()] },
+        ]),
+        Request::ListWorkers => Reply::Workers(vec![WorkerInfo {
+            id: 0,
+            core: Some(3),
+            idle: "busy-poll".into(),
+            ports: vec!["pod-a".into(), "uplink".into()],
+            iterations: 1_000_000,
+            packets: 2434,
+            busy_percent: 12.345,
+            ns_per_packet: Some(87.6),
+            pool_free: 4000,
+            pool_frames: 4096,
+        }]),
+        Request::DropReasons => Reply::DropReasons(vec![
+            DropReasonInfo {
+                name: "vlan_not_allowed".into(),
+                help: "tagged with a VLAN the port does not carry".into(),
+            },
+            DropReasonInfo { name: "no_buffer".into(), help: "the buffer pool was empty".into() },
+        ]),
+        Request::Metrics => Reply::Metrics("# TYPE vswitch_up gauge\nvswitch_up 1\n".into()),
+    })
+}
+
+struct Daemon {
+    /// Serves the socket on its own threads while the test thread runs the binary.
+    _runtime: tokio::runtime::Runtime,
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    fake: Arc<Fake>,
+}
+
+impl Daemon {
+    fn start() -> Daemon {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vswitchd.sock");
+        let fake = Arc::new(Fake { log: Mutex::new(Vec::new()) });
+        let listener = ApiListener::bind(&path, 0o600, None).unwrap();
+        let backend: Arc<dyn Backend> = fake.clone();
+        runtime.spawn(listener.serve(backend, std::future::pending()));
+        Daemon { _runtime: runtime, _dir: dir, path, fake }
+    }
+
+    fn log(&self) -> Vec<Request> {
+        self.fake.log.lock().unwrap().clone()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        ctl_at(&self.path, args)
+    }
+}
+
+fn ctl_at(socket: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .env_remove("VSWITCH_SOCKET")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+#[test]
+fn show_ports_table() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&["show", "ports"]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "IFACE", "KIND", "WORKER", "MODE", "VLANS", "MTU", "STATE", "RX-PKTS",
+            "TX-PKTS", "DROPS"
+        ]
+    );
+    assert!(lines[1].starts_with("pod-a   veth-pod-a   afxdp native copy"), "{out}");
+    assert!(lines[1].contains(" access  10 "), "{out}");
+    assert!(lines[2].contains(" trunk   10,20,30-32 (native 1)  1500  down "), "{out}");
+    assert!(lines[1].ends_with("1234     1200      7"), "{out}");
+    assert_eq!(d.log(), vec![Request::ListPorts]);
+}
+
+#[test]
+fn json_prints_the_reply() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&["--json", "show", "ports"]));
+    let ports: Vec<PortInfo> = serde_json::from_str(&out).unwrap();
+    assert_eq!(ports, vec![port("pod-a", false), port("uplink", true)]);
+
+    // --json is global: it may come after the command too.
+    let out = ok(&d.ctl(&["fdb", "flush", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, serde_json::json!({"message": "flushed 2 entries"}));
+
+    let out = ok(&d.ctl(&["show", "drops", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["reason"], "no_buffer");
+    assert_eq!(v[0]["count"], 2);
+}
+
+#[test]
+fn show_port_explains_drops() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&["show", "port", "pod-a"]));
+    assert!(out.starts_with("port pod-a (id 1)\n"), "{out}");
+    assert!(out.contains("  rx         1234 packets, 99000 bytes\n"), "{out}");
+    assert!(out.contains("drops by reason:"), "{out}");
+    assert!(
+        out.contains("  vlan_not_allowed      5  tagged with a VLAN the port does not carry"),
+        "{out}"
+    );
+    assert!(out.contains("  no_buffer             2  the buffer pool was empty"), "{out}");
+    assert_eq!(d.log(), vec![Request::GetPort("pod-a".into()), Request::DropReasons]);
+}
+
+#[test]
+fn daemon_errors_exit_1_with_the_message() {
+    let d = Daemon::start();
+    let o = d.ctl(&["show", "port", "pod-x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: unknown port \"pod-x\"\n");
+    assert_eq!(stdout(&o), "");
+
+    let o = d.ctl(&["fdb", "add", "--vlan", "5000", "--mac", "02:00:00:00:00:09", "--port", "p"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: VLAN 5000 out of range 1..=4094\n");
+}
+
+#[test]
+fn not_running_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vswitchd.sock");
+    let o = ctl_at(&path, &["status"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(
+        stderr(&o),
+        format!("error: vswitchd is not running (no socket at {})\n", path.display())
+    );
+}
+
+#[test]
+fn socket_from_the_environment() {
+    let d = Daemon::start();
+    let o = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+        .arg("status")
+        .env("VSWITCH_SOCKET", &d.path)
+        .output()
+        .unwrap();
+    let out = ok(&o);
+    assert_eq!(
+        out,
+        "vswitchd 0.1.0\nuptime       1h 2m 5s\nports        2\nworkers      1\n\
+         fdb entries  3 of 8192\n"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let d = Daemon::start();
+    for args in [
+        &["show"][..],
+        &["port", "set", "pod-a"],
+        &["port", "set", "pod-a", "--access", "10", "--trunk", "10"],
+        &["fdb", "add", "--vlan", "10"],
+        &["show", "fdb", "--vlan", "ten"],
+    ] {
+        let o = d.ctl(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    assert!(d.log().is_empty());
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let o = Command::new(env!("CARGO_BIN_EXE_vswitchctl")).arg("--help").output().unwrap();
+    let out = ok(&o);
+    assert!(out.contains("Exit codes:"), "{out}");
+    assert!(out.contains("3  vswitchd is not running"), "{out}");
+}
+
+#[test]
+fn changes_send_the_right_requests() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&[
+        "fdb",
+        "add",
+        "--vlan",
+        "10",
+        "--mac",
+        "02:00:00:00:00:09",
+        "--port",
+        "pod-a",
+    ]));
+    assert_eq!(out, "added 02:00:00:00:00:09\n");
+    assert_eq!(
+        ok(&d.ctl(&["fdb", "del", "--vlan", "10", "--mac", "02:00:00:00:00:09"])),
+        "deleted 02:00:00:00:00:09\n"
+    );
+    ok(&d.ctl(&["fdb", "flush", "--port", "pod-a", "--vlan", "10"]));
+    let o = d.ctl(&[
+        "port",
+        "set",
+        "uplink",
+        "--trunk",
+        "10,20,30-32",
+        "--native",
+        "1",
+        "--mtu",
+        "9000",
+        "--up",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "the fake knows no uplink to update");
+    ok(&d.ctl(&["show", "fdb", "--vlan", "10", "--port", "pod-a"]));
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::AddStaticMac(StaticMac {
+                vlan: 10,
+                mac: "02:00:00:00:00:09".into(),
+                port: "pod-a".into()
+            }),
+            Request::DelMac { vlan: 10, mac: "02:00:00:00:00:09".into() },
+            Request::FlushFdb { port: Some("pod-a".into()), vlan: Some(10) },
+            Request::UpdatePort(
+                "uplink".into(),
+                PortUpdate {
+                    up: Some(true),
+                    mode: Some("trunk".into()),
+                    allowed_vlans: Some(vec![10, 20, 30, 31, 32]),
+                    native_vlan: Some(1),
+                    mtu: Some(9000),
+                    vlan: None,
+                }
+            ),
+            Request::ListFdb { vlan: Some(10), port: Some("pod-a".into()) },
+        ]
+    );
+}
+
+#[test]
+fn other_tables() {
+    let d = Daemon::start();
+    assert_eq!(
+        ok(&d.ctl(&["show", "fdb"])),
+        "VLAN  MAC                PORT    TYPE       AGE\n  \
+         10  02:00:00:00:00:01  pod-a   learned  1m 5s\n  \
+         20  02:00:00:00:00:02  uplink  static       -\n"
+    );
+    assert_eq!(ok(&d.ctl(&["show", "vlans"])), "VLAN  PORTS\n  10  pod-a,uplink\n  20  uplink\n");
+    assert_eq!(
+        ok(&d.ctl(&["show", "workers"])),
+        "ID  CORE  IDLE       PORTS         BUSY%  NS/PKT  PACKETS  POOL-FREE\n \
+         0     3  busy-poll  pod-a,uplink   12.3      88     2434  4000/4096\n"
+    );
+    assert_eq!(
+        ok(&d.ctl(&["show", "drops"])),
+        "PORT   REASON            COUNT  MEANING\n\
+         pod-a  no_buffer             2  the buffer pool was empty\n\
+         pod-a  vlan_not_allowed      5  tagged with a VLAN the port does not carry\n"
+    );
+    assert_eq!(ok(&d.ctl(&["metrics"])), "# TYPE vswitch_up gauge\nvswitch_up 1\n");
+}
+
+#[test]
+fn protocol_errors_exit_4() {
+    // Something that accepts and hangs up without speaking HTTP.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vswitchd.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        drop(stream);
+    });
+    let o = ctl_at(&path, &["status"]);
+    server.join().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("error: protocol error talking to vswitchd: "),
+        "{}",
+        stderr(&o)
+    );
+}
