@@ -117,3 +117,4 @@ pub fn untag(frame: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&frame[16..]);
     v
 }
+pub mod netns;

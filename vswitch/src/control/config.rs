@@ -28,6 +28,63 @@ pub struct Config {
     pub workers: Vec<WorkerSection>,
     #[serde(default, rename = "port")]
     pub ports: Vec<PortSection>,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+/// `[api]`: where vswitchctl and the CNI shim reach the daemon, and the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// The control socket (HTTP/JSON over a Unix socket).
+    pub socket: String,
+    /// Permissions of the socket file, octal.
+    pub socket_mode: String,
+    /// Group allowed to use the socket (name or number); root only when absent.
+    pub group: Option<String>,
+    /// Prometheus metrics listen address; empty string turns metrics off.
+    pub metrics: String,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            socket: "/run/vswitch/vswitchd.sock".into(),
+            socket_mode: "0660".into(),
+            group: None,
+            metrics: "127.0.0.1:9477".into(),
+        }
+    }
+}
+
+impl ApiSection {
+    /// The socket mode as a number (validated).
+    pub fn mode(&self) -> u32 {
+        u32::from_str_radix(&self.socket_mode, 8).unwrap_or(0o660)
+    }
+
+    /// The group's id, looked up in /etc/group when given by name.
+    pub fn gid(&self) -> Result<Option<u32>, String> {
+        let Some(g) = &self.group else { return Ok(None) };
+        if let Ok(n) = g.parse::<u32>() {
+            return Ok(Some(n));
+        }
+        let groups = std::fs::read_to_string("/etc/group")
+            .map_err(|e| format!("reading /etc/group: {e}"))?;
+        groups
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split(':');
+                (f.next()? == g).then(|| f.nth(1)?.parse().ok())?
+            })
+            .map(Some)
+            .ok_or_else(|| format!("group {g:?} is not in /etc/group"))
+    }
+
+    /// The metrics address, if metrics are on.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.parse().ok()
+    }
 }
 
 /// `[switch]`: forwarding tunables.
@@ -363,6 +420,28 @@ impl Config {
                     format!("{} is out of range 0..=1000000", w.spin_us),
                 );
             }
+        }
+        let a = &self.api;
+        if !a.socket.starts_with('/') || a.socket.len() > 100 {
+            err(
+                "api.socket".into(),
+                format!("{:?} must be an absolute path of at most 100 bytes", a.socket),
+            );
+        }
+        if u32::from_str_radix(&a.socket_mode, 8).map_or(true, |m| m > 0o777) {
+            err(
+                "api.socket_mode".into(),
+                format!("{:?} is not an octal mode like \"0660\"", a.socket_mode),
+            );
+        }
+        if !a.metrics.is_empty() && a.metrics_addr().is_none() {
+            err(
+                "api.metrics".into(),
+                format!("{:?} is not an address like \"127.0.0.1:9477\"", a.metrics),
+            );
+        }
+        if let Err(e) = a.gid() {
+            err("api.group".into(), e);
         }
         if self.ports.len() > MAX_PORTS {
             err(

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ use arc_swap::ArcSwap;
 use rtrb::{Consumer, Producer, RingBuffer};
 use tracing::{error, info, warn};
 
+use super::api::ApiCall;
 use super::config::{Config, IdlePolicy, PortKind, PortSection, WorkerSection, XdpMode};
 use crate::packet::Pool;
 use crate::pipeline::Snapshot;
@@ -189,6 +191,8 @@ struct WorkerHandle<const N: usize> {
 #[derive(Debug, Clone)]
 struct PortState {
     section: PortSection,
+    /// The port type and mode as opened (e.g. "afxdp native copy").
+    kind: String,
     /// The worker confirmed it polls the port.
     attached: bool,
 }
@@ -207,6 +211,8 @@ pub struct Daemon<const N: usize> {
     stop: Arc<AtomicBool>,
     reload: Arc<AtomicBool>,
     started: Instant,
+    api: Option<JoinHandle<()>>,
+    requests: Option<Receiver<ApiCall>>,
 }
 
 impl<const N: usize> Daemon<N> {
@@ -221,7 +227,7 @@ impl<const N: usize> Daemon<N> {
         let ports: Vec<Option<PortState>> = cfg
             .ports
             .iter()
-            .map(|s| Some(PortState { section: s.clone(), attached: true }))
+            .map(|s| Some(PortState { section: s.clone(), kind: String::new(), attached: true }))
             .collect();
         let mut d = Daemon {
             path,
@@ -234,8 +240,14 @@ impl<const N: usize> Daemon<N> {
             stop: Arc::new(AtomicBool::new(false)),
             reload: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
+            api: None,
+            requests: None,
             cfg,
         };
+        let (api, requests) =
+            super::api::spawn(&d.cfg.api, d.stop.clone()).map_err(DaemonError::Setup)?;
+        d.api = Some(api);
+        d.requests = Some(requests);
         // Open everything first; spawn only when all of it is there.
         let mut built = Vec::new();
         for (wi, wcfg) in d.cfg.workers.clone().into_iter().enumerate() {
@@ -256,6 +268,9 @@ impl<const N: usize> Daemon<N> {
             for (pi, p) in d.cfg.ports.iter().enumerate().filter(|(_, p)| p.worker == wi) {
                 let port = open_port::<N>(p, &mut umem).map_err(DaemonError::Setup)?;
                 info!(port = %p.name, interface = p.interface(), kind = %port.kind(), worker = wi, "port opened");
+                if let Some(Some(st)) = d.ports.get_mut(pi) {
+                    st.kind = port.kind();
+                }
                 opened.push((pi as PortId, port));
             }
             built.push((wcfg, pool, umem, opened));
@@ -335,7 +350,14 @@ impl<const N: usize> Daemon<N> {
             if self.stop.load(Ordering::Relaxed) {
                 break Ok(());
             }
-            std::thread::sleep(CONTROL_TICK);
+            // Wait for an API request, or the tick.
+            let call = self.requests.as_ref().and_then(|r| r.recv_timeout(CONTROL_TICK).ok());
+            if let Some((req, reply)) = call {
+                let resp = self.handle(req);
+                let _ = reply.send(resp);
+            } else if self.requests.is_none() {
+                std::thread::sleep(CONTROL_TICK);
+            }
             if let Err(e) = self.tick() {
                 break Err(e);
             }
@@ -465,7 +487,8 @@ impl<const N: usize> Daemon<N> {
         }
         for (id, s) in in_place {
             info!(port = %s.name, "port reconfigured");
-            self.ports[id as usize] = Some(PortState { section: s, attached: true });
+            let kind = self.ports[id as usize].as_ref().map(|p| p.kind.clone()).unwrap_or_default();
+            self.ports[id as usize] = Some(PortState { section: s, kind, attached: true });
         }
         for (wi, section, port) in opened {
             let id = self.free_id().ok_or("no free port id (1024 ports in use)")?;
@@ -473,7 +496,8 @@ impl<const N: usize> Daemon<N> {
                 self.ports.resize(id as usize + 1, None);
             }
             info!(port = %section.name, kind = %port.kind(), id, "adding port");
-            self.ports[id as usize] = Some(PortState { section, attached: false });
+            self.ports[id as usize] =
+                Some(PortState { section, kind: port.kind(), attached: false });
             if let Err(rtrb::PushError::Full(Command::Add(_, p))) =
                 self.workers[wi].commands.push(Command::Add(id, port))
             {
@@ -504,7 +528,44 @@ impl<const N: usize> Daemon<N> {
                 }
             }
         }
+        if let Some(j) = self.api.take() {
+            let _ = j.join();
+        }
         info!("stopped: every port closed and XDP program detached");
+    }
+
+    /// Ids of the configured ports.
+    pub fn port_ids(&self) -> Vec<PortId> {
+        self.ports.iter().enumerate().filter_map(|(i, p)| p.as_ref().map(|_| i as PortId)).collect()
+    }
+
+    /// The configuration section of port `id`.
+    pub fn port_section(&self, id: PortId) -> Option<&PortSection> {
+        self.ports.get(id as usize)?.as_ref().map(|p| &p.section)
+    }
+
+    /// The type and mode port `id` was opened with; "pending" until its worker attached it.
+    pub fn port_kind(&self, id: PortId) -> String {
+        match self.ports.get(id as usize).and_then(Option::as_ref) {
+            Some(p) if p.attached => p.kind.clone(),
+            Some(p) => format!("{} (attaching)", p.kind),
+            None => String::new(),
+        }
+    }
+
+    /// The snapshot the workers read now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The FDB, read side.
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
     }
 
     /// The FDB's writer (for the API: static entries, flushes).
@@ -535,7 +596,7 @@ impl<const N: usize> Daemon<N> {
 
 impl<const N: usize> Drop for Daemon<N> {
     fn drop(&mut self) {
-        if self.workers.iter().any(|w| w.join.is_some()) {
+        if self.workers.iter().any(|w| w.join.is_some()) || self.api.is_some() {
             self.shutdown();
         }
     }

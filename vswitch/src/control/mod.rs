@@ -1,4 +1,5 @@
 //! The control plane: configuration, validation, and compiling it into what workers read.
 
+pub mod api;
 pub mod config;
 pub mod daemon;

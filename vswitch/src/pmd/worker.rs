@@ -200,6 +200,7 @@ impl<const N: usize> Worker<N> {
         for e in self.ports.iter_mut().flatten() {
             e.port.housekeep(&mut self.pool);
         }
+        self.counters.pool_free.set(self.pool.free_frames() as u64);
     }
 }
 

@@ -141,6 +141,8 @@ pub struct WorkerCounters {
     /// Flow cache outcomes.
     pub flow_hits: Counter,
     pub flow_misses: Counter,
+    /// Free frames in the worker's pool (a gauge, refreshed at housekeeping).
+    pub pool_free: Counter,
 }
 
 impl Default for WorkerCounters {
@@ -155,6 +157,7 @@ impl Default for WorkerCounters {
             learn_overflow: Counter::default(),
             flow_hits: Counter::default(),
             flow_misses: Counter::default(),
+            pool_free: Counter::default(),
         }
     }
 }

@@ -1,0 +1,187 @@
+//! Throwaway hosts for integration tests: network namespaces and veth pairs made with `ip`,
+//! named with a per-test prefix, and removed when the [`Topo`] is dropped, even when the test
+//! fails. Processes started through a `Topo` are ended by PID on drop. Nothing touches the root
+//! namespace: addresses exist only inside the test's namespaces (10.244.0.0/16 for pods).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether the test can build namespaces (root, `ip` present). Tests that need them fail with
+/// this explanation otherwise: CI runs as root.
+pub fn require_root() {
+    // /proc/self/status tells the effective uid (second field of "Uid:").
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("1");
+    assert_eq!(euid, "0", "this test builds network namespaces and must run as root");
+}
+
+/// A test's namespaces and processes.
+pub struct Topo {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+}
+
+impl Topo {
+    /// A topology whose names start with `vs<tag><pid % 1000>-` (`tag`: 1-3 characters, unique
+    /// per test, so parallel tests never share a name and interface names stay under 16).
+    pub fn new(tag: &str) -> Topo {
+        require_root();
+        assert!(tag.len() <= 3, "tag {tag:?} too long");
+        let prefix = format!("vs{tag}{}-", std::process::id() % 1000);
+        let t = Topo { prefix, namespaces: Vec::new(), children: Vec::new() };
+        t.cleanup_leftovers();
+        t
+    }
+
+    /// The full name of `short` (a namespace or the switch-side interface of a pod).
+    pub fn name(&self, short: &str) -> String {
+        format!("{}{short}", self.prefix)
+    }
+
+    fn cleanup_leftovers(&self) {
+        let out = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let n = line.split_whitespace().next().unwrap_or("");
+            if n.starts_with(&self.prefix) {
+                let _ = Command::new("ip").args(["netns", "del", n]).status();
+            }
+        }
+    }
+
+    /// Runs `ip ARGS`, panicking with its stderr on failure.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A namespace named `short` with loopback up.
+    pub fn netns(&mut self, short: &str) -> String {
+        let n = self.name(short);
+        self.ip(&["netns", "add", &n]);
+        self.namespaces.push(n.clone());
+        self.ip(&["-n", &n, "link", "set", "lo", "up"]);
+        n
+    }
+
+    /// A pod namespace `pod` with `eth0` at `addr` (e.g. "10.244.1.11/24"), whose veth peer is
+    /// the interface `<prefix><pod>` in namespace `sw`, up and without an address.
+    pub fn pod(&mut self, pod: &str, sw: &str, addr: &str) -> String {
+        let ns = self.netns(pod);
+        let swns = self.name(sw);
+        let host = self.name(pod);
+        self.ip(&[
+            "link", "add", &host, "netns", &swns, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ]);
+        self.ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
+        self.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        self.ip(&["-n", &swns, "link", "set", &host, "up"]);
+        ns
+    }
+
+    /// Runs a command inside namespace `short` and returns its output.
+    pub fn exec(&self, short: &str, cmd: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name(short), cmd])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {cmd} in {short}: {e}"))
+    }
+
+    /// Starts a command inside namespace `short`; it is ended (by PID) when the Topo drops.
+    pub fn spawn(&mut self, short: &str, cmd: &str, args: &[&str]) -> u32 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name(short), cmd])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd} in {short}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Sends SIGTERM to a process started with [`Topo::spawn`] and waits for it (bounded).
+    pub fn stop(&mut self, pid: u32) -> Option<Output> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let child = self.children.remove(i);
+        // ip netns exec execs the command, so the PID is the command's own.
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut child = child;
+        loop {
+            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait_with_output().ok()
+    }
+
+    /// Ping from namespace `from` to `addr`: how many of `count` replies came back.
+    pub fn ping(&self, from: &str, addr: &str, count: u32) -> u32 {
+        let out =
+            self.exec(from, "ping", &["-c", &count.to_string(), "-i", "0.2", "-W", "1", addr]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| {
+                let (_, rest) = l.split_once(" packets transmitted, ")?;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for n in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Where cargo put the workspace's binaries (`vswitchd`, `vswitchctl`) for this test build.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+/// A workspace binary, built by `cargo build --workspace --bins` (the test script does that).
+pub fn bin(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// Polls `f` every 20 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

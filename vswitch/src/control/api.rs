@@ -1,0 +1,466 @@
+//! The control API, daemon side: the HTTP server runs on its own thread (a small tokio
+//! runtime) and hands every request to the control loop over a channel; the control loop,
+//! the only owner of the switch's state, answers it between ticks. So a request sees and
+//! changes the state exactly as the loop does, with no lock shared with the server, and a
+//! change is validated whole and published as one new snapshot or refused.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vswitch_api::{
+    ApiError, Backend, DropReasonInfo, FdbEntry, PortInfo, PortStats as ApiPortStats, PortUpdate,
+    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+};
+
+use super::config::{ApiSection, Config, IdlePolicy, VlanModeName};
+use super::daemon::Daemon;
+use crate::pipeline::VlanMode;
+use crate::pmd::monotonic_ns;
+use crate::telemetry::{DropReason, PortStats};
+use crate::types::{MacAddr, PortId};
+
+/// A request and where its answer goes.
+pub type ApiCall = (Request, SyncSender<Response>);
+
+/// The server's side of the channel to the control loop.
+struct ChannelBackend {
+    tx: SyncSender<ApiCall>,
+}
+
+impl Backend for ChannelBackend {
+    fn call(&self, request: Request) -> Response {
+        let (rtx, rrx) = sync_channel(1);
+        self.tx
+            .send((request, rtx))
+            .map_err(|_| ApiError::unavailable("vswitchd is shutting down"))?;
+        rrx.recv_timeout(Duration::from_secs(5))
+            .map_err(|_| ApiError::unavailable("the control loop did not answer within 5 s"))?
+    }
+}
+
+/// Binds the control socket (and the metrics listener) now, so a bad path or a busy address
+/// fails start-up, then serves them on a thread until `stop` is set. Returns the thread and the
+/// receiving end the control loop reads requests from.
+pub fn spawn(
+    cfg: &ApiSection,
+    stop: Arc<AtomicBool>,
+) -> Result<(JoinHandle<()>, Receiver<ApiCall>), String> {
+    let gid = cfg.gid().map_err(|e| format!("api.group: {e}"))?;
+    let listener =
+        vswitch_api::ApiListener::bind(std::path::Path::new(&cfg.socket), cfg.mode(), gid)
+            .map_err(|e| format!("api.socket: {e}"))?;
+    let metrics = match cfg.metrics_addr() {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| format!("api.metrics: cannot listen on {addr}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| format!("api.metrics: {e}"))?;
+            Some(l)
+        }
+        None => None,
+    };
+    let (tx, rx) = sync_channel::<ApiCall>(64);
+    let backend: Arc<dyn Backend> = Arc::new(ChannelBackend { tx });
+    let join = std::thread::Builder::new()
+        .name("vswitch-api".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return tracing::error!("API runtime: {e}"),
+            };
+            rt.block_on(async move {
+                let stopped = |stop: Arc<AtomicBool>| async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                };
+                let api = listener.serve(backend.clone(), stopped(stop.clone()));
+                match metrics.map(tokio::net::TcpListener::from_std) {
+                    Some(Ok(m)) => {
+                        let (a, b) = tokio::join!(
+                            api,
+                            vswitch_api::serve_metrics(m, backend, stopped(stop.clone()))
+                        );
+                        for r in [a, b] {
+                            if let Err(e) = r {
+                                tracing::error!("API server: {e}");
+                            }
+                        }
+                    }
+                    Some(Err(e)) => tracing::error!("metrics listener: {e}"),
+                    None => {
+                        if let Err(e) = api.await {
+                            tracing::error!("API server: {e}");
+                        }
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("spawning the API thread: {e}"))?;
+    Ok((join, rx))
+}
+
+fn api_stats(s: &PortStats) -> ApiPortStats {
+    let drops: BTreeMap<String, u64> = DropReason::ALL
+        .iter()
+        .filter(|r| s.drop_count(**r) > 0)
+        .map(|r| (r.name().to_string(), s.drop_count(*r)))
+        .collect();
+    ApiPortStats {
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        dropped: s.dropped(),
+        drops,
+    }
+}
+
+impl<const N: usize> Daemon<N> {
+    /// Answers one API request.
+    pub fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => Ok(Reply::Status(Status {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                uptime_secs: self.uptime().as_secs(),
+                ports: self.port_ids().len(),
+                workers: self.worker_counters().len(),
+                fdb_entries: self.fdb().len(),
+                fdb_max: self.fdb().max_entries(),
+            })),
+            Request::ListPorts => {
+                Ok(Reply::Ports(self.port_ids().into_iter().map(|id| self.port_info(id)).collect()))
+            }
+            Request::GetPort(name) => Ok(Reply::Port(self.port_info(self.port_id(&name)?))),
+            Request::UpdatePort(name, upd) => self.update_port(&name, upd),
+            Request::ListFdb { vlan, port } => {
+                let port_id = port.as_deref().map(|p| self.port_id(p)).transpose()?;
+                let entries = self
+                    .fdb_writer()
+                    .entries(monotonic_ns())
+                    .into_iter()
+                    .filter(|e| vlan.is_none_or(|v| v == e.vlan))
+                    .filter(|e| port_id.is_none_or(|p| p == e.port))
+                    .collect::<Vec<_>>();
+                Ok(Reply::Fdb(
+                    entries
+                        .into_iter()
+                        .map(|e| FdbEntry {
+                            vlan: e.vlan,
+                            mac: e.mac.to_string(),
+                            port: self.port_name(e.port),
+                            is_static: e.is_static,
+                            age_secs: u64::from(e.age_secs),
+                        })
+                        .collect(),
+                ))
+            }
+            Request::AddStaticMac(StaticMac { vlan, mac, port }) => {
+                let m: MacAddr = mac
+                    .parse()
+                    .map_err(|e: crate::types::ParseMacError| ApiError::invalid(e.to_string()))?;
+                let id = self.port_id(&port)?;
+                let carries = self.snapshot().port(id).is_some_and(|e| e.mode.carries(vlan));
+                if !carries {
+                    return Err(ApiError::invalid(format!(
+                        "port {port:?} does not carry VLAN {vlan}"
+                    )));
+                }
+                self.fdb_writer()
+                    .add_static(vlan, m, id)
+                    .map_err(|e| ApiError::invalid(e.to_string()))?;
+                Ok(Reply::Done { message: format!("static MAC {m} on VLAN {vlan} -> {port}") })
+            }
+            Request::DelMac { vlan, mac } => {
+                let m: MacAddr = mac
+                    .parse()
+                    .map_err(|e: crate::types::ParseMacError| ApiError::invalid(e.to_string()))?;
+                if self.fdb_writer().remove(vlan, m) {
+                    Ok(Reply::Done { message: format!("removed {m} from VLAN {vlan}") })
+                } else {
+                    Err(ApiError::not_found(format!("MAC {m} is not in the FDB on VLAN {vlan}")))
+                }
+            }
+            Request::FlushFdb { port, vlan } => {
+                let id = port.as_deref().map(|p| self.port_id(p)).transpose()?;
+                let w = self.fdb_writer();
+                let n = match (id, vlan) {
+                    (Some(p), None) => w.flush_port(p),
+                    (None, Some(v)) => w.flush_vlan(v),
+                    (Some(p), Some(v)) => {
+                        let victims: Vec<_> = w
+                            .entries(monotonic_ns())
+                            .into_iter()
+                            .filter(|e| e.port == p && e.vlan == v && !e.is_static)
+                            .collect();
+                        victims.iter().filter(|e| w.remove(e.vlan, e.mac)).count()
+                    }
+                    (None, None) => {
+                        let vlans: std::collections::BTreeSet<u16> =
+                            w.entries(monotonic_ns()).iter().map(|e| e.vlan).collect();
+                        vlans.into_iter().map(|v| w.flush_vlan(v)).sum()
+                    }
+                };
+                Ok(Reply::Done { message: format!("flushed {n} learned entries") })
+            }
+            Request::ListVlans => {
+                let snap = self.snapshot();
+                Ok(Reply::Vlans(
+                    snap.vlans()
+                        .map(|(v, ports)| VlanInfo {
+                            vlan: v,
+                            ports: ports.iter().map(|p| self.port_name(*p)).collect(),
+                        })
+                        .collect(),
+                ))
+            }
+            Request::ListWorkers => Ok(Reply::Workers(self.workers_info())),
+            Request::DropReasons => Ok(Reply::DropReasons(
+                DropReason::ALL
+                    .iter()
+                    .map(|r| DropReasonInfo { name: r.name().into(), help: r.help().into() })
+                    .collect(),
+            )),
+            Request::Metrics => Ok(Reply::Metrics(self.metrics())),
+        }
+    }
+
+    fn port_id(&self, name: &str) -> Result<PortId, ApiError> {
+        self.port_ids()
+            .into_iter()
+            .find(|&id| self.port_section(id).is_some_and(|s| s.name == name))
+            .ok_or_else(|| ApiError::not_found(format!("unknown port {name:?}")))
+    }
+
+    fn port_name(&self, id: PortId) -> String {
+        self.port_section(id).map_or_else(|| format!("#{id}"), |s| s.name.clone())
+    }
+
+    /// A port's counters summed over every worker (egress drops may be counted by another
+    /// worker than the port's own).
+    fn port_stats(&self, id: PortId) -> PortStats {
+        let mut total = PortStats::default();
+        for c in self.worker_counters() {
+            total.merge(&c.port(id).snapshot());
+        }
+        total
+    }
+
+    fn port_info(&self, id: PortId) -> PortInfo {
+        let s = self.port_section(id).expect("listed port").clone();
+        let (allowed, native) = match s.vlan_mode() {
+            VlanMode::Access(_) => (Vec::new(), None),
+            VlanMode::Trunk { allowed, native } => (allowed.iter().collect(), native),
+        };
+        PortInfo {
+            id,
+            name: s.name.clone(),
+            interface: s.interface().to_string(),
+            kind: self.port_kind(id),
+            worker: s.worker,
+            queues: s.queues,
+            up: s.up,
+            mode: match s.mode {
+                VlanModeName::Access => "access".into(),
+                VlanModeName::Trunk => "trunk".into(),
+            },
+            vlan: (s.mode == VlanModeName::Access).then(|| s.vlan.unwrap_or(1)),
+            allowed_vlans: allowed,
+            native_vlan: native,
+            mtu: s.mtu,
+            stats: api_stats(&self.port_stats(id)),
+        }
+    }
+
+    fn update_port(&mut self, name: &str, upd: PortUpdate) -> Response {
+        let id = self.port_id(name)?;
+        let mut cfg: Config = self.config().clone();
+        let Some(p) = cfg.ports.iter_mut().find(|p| p.name == name) else {
+            return Err(ApiError::not_found(format!("unknown port {name:?}")));
+        };
+        if let Some(up) = upd.up {
+            p.up = up;
+        }
+        if let Some(mode) = &upd.mode {
+            p.mode = match mode.as_str() {
+                "access" => {
+                    p.allowed_vlans.clear();
+                    p.native_vlan = None;
+                    VlanModeName::Access
+                }
+                "trunk" => {
+                    p.vlan = None;
+                    VlanModeName::Trunk
+                }
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "mode {other:?} is not \"access\" or \"trunk\""
+                    )))
+                }
+            };
+        }
+        if let Some(v) = upd.vlan {
+            p.vlan = Some(v);
+        }
+        if let Some(a) = upd.allowed_vlans {
+            p.allowed_vlans = a;
+        }
+        if let Some(n) = upd.native_vlan {
+            p.native_vlan = Some(n);
+        }
+        if let Some(m) = upd.mtu {
+            p.mtu = m;
+        }
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            return Err(ApiError::invalid(msg));
+        }
+        self.apply(cfg).map_err(ApiError::invalid)?;
+        Ok(Reply::Port(self.port_info(id)))
+    }
+
+    fn workers_info(&self) -> Vec<WorkerInfo> {
+        let counters = self.worker_counters();
+        let cfgs = self.worker_configs();
+        let frames = self.pool_frames();
+        counters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let (busy, idle) = (c.busy_ns.get(), c.idle_ns.get());
+                let packets = c.packets.get();
+                WorkerInfo {
+                    id: i,
+                    core: cfgs[i].core,
+                    idle: match cfgs[i].idle {
+                        IdlePolicy::BusyPoll => "busy-poll".into(),
+                        IdlePolicy::Adaptive => "adaptive".into(),
+                    },
+                    ports: self
+                        .port_ids()
+                        .into_iter()
+                        .filter(|id| self.port_section(*id).is_some_and(|s| s.worker == i))
+                        .map(|id| self.port_name(id))
+                        .collect(),
+                    iterations: c.iterations.get(),
+                    packets,
+                    busy_percent: if busy + idle > 0 {
+                        100.0 * busy as f64 / (busy + idle) as f64
+                    } else {
+                        0.0
+                    },
+                    ns_per_packet: (packets > 0).then(|| busy as f64 / packets as f64),
+                    pool_free: c.pool_free.get() as usize,
+                    pool_frames: frames[i],
+                }
+            })
+            .collect()
+    }
+
+    /// Prometheus text exposition, rendered from the counters the workers already keep.
+    ///
+    /// Rendered by hand: the format is a few lines per family, and a registry crate would make
+    /// us mirror counters that live in the workers' shared memory into its own on every scrape.
+    fn metrics(&self) -> String {
+        let mut out = String::new();
+        let ports: Vec<(String, PortStats)> = self
+            .port_ids()
+            .into_iter()
+            .map(|id| (self.port_name(id), self.port_stats(id)))
+            .collect();
+        let family = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        for (name, help, get) in [
+            (
+                "vswitch_port_rx_packets_total",
+                "Packets received on the port.",
+                (|s: &PortStats| s.rx_packets) as fn(&PortStats) -> u64,
+            ),
+            ("vswitch_port_rx_bytes_total", "Bytes received on the port.", |s| s.rx_bytes),
+            ("vswitch_port_tx_packets_total", "Packets sent out of the port.", |s| s.tx_packets),
+            ("vswitch_port_tx_bytes_total", "Bytes sent out of the port.", |s| s.tx_bytes),
+        ] {
+            family(&mut out, name, help, "counter");
+            for (p, s) in &ports {
+                let _ = writeln!(out, "{name}{{port=\"{}\"}} {}", escape(p), get(s));
+            }
+        }
+        family(
+            &mut out,
+            "vswitch_port_drops_total",
+            "Packets dropped, by port and reason.",
+            "counter",
+        );
+        for (p, s) in &ports {
+            for r in DropReason::ALL {
+                let _ = writeln!(
+                    out,
+                    "vswitch_port_drops_total{{port=\"{}\",reason=\"{}\"}} {}",
+                    escape(p),
+                    r.name(),
+                    s.drop_count(*r)
+                );
+            }
+        }
+        for (name, help, kind, get) in [
+            (
+                "vswitch_worker_iterations_total",
+                "Poll loop iterations.",
+                "counter",
+                (|w: &WorkerInfo| w.iterations as f64) as fn(&WorkerInfo) -> f64,
+            ),
+            ("vswitch_worker_packets_total", "Packets received by the worker.", "counter", |w| {
+                w.packets as f64
+            }),
+            ("vswitch_worker_busy_ratio", "Share of time spent moving packets.", "gauge", |w| {
+                w.busy_percent / 100.0
+            }),
+            (
+                "vswitch_worker_pool_free_frames",
+                "Free frames in the worker's buffer pool.",
+                "gauge",
+                |w| w.pool_free as f64,
+            ),
+        ] {
+            family(&mut out, name, help, kind);
+            for w in self.workers_info() {
+                let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.id, get(&w));
+            }
+        }
+        family(&mut out, "vswitch_fdb_entries", "MAC addresses in the FDB.", "gauge");
+        let _ = writeln!(out, "vswitch_fdb_entries {}", self.fdb().len());
+        let st = self.fdb().stats();
+        family(&mut out, "vswitch_fdb_moves_total", "MAC moves between ports.", "counter");
+        let _ = writeln!(out, "vswitch_fdb_moves_total {}", st.moved);
+        family(
+            &mut out,
+            "vswitch_fdb_full_total",
+            "MACs not learned because the FDB was full.",
+            "counter",
+        );
+        let _ = writeln!(out, "vswitch_fdb_full_total {}", st.table_full);
+        let (hits, misses) = self
+            .worker_counters()
+            .iter()
+            .fold((0, 0), |(h, m), c| (h + c.flow_hits.get(), m + c.flow_misses.get()));
+        family(
+            &mut out,
+            "vswitch_flow_cache_lookups_total",
+            "Flow cache lookups by result.",
+            "counter",
+        );
+        let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"hit\"}} {hits}");
+        let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"miss\"}} {misses}");
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
