@@ -226,6 +226,10 @@ pub struct PortSection {
     /// Receive queues to open (one AF_XDP socket each).
     #[serde(default = "default_queues")]
     pub queues: u16,
+    /// Entries of each AF_XDP ring; the fill ring is kept full, so each queue holds this many
+    /// pool frames. Larger rings ride out a worker preempted by the pods on a shared core.
+    #[serde(default = "default_ring_size")]
+    pub ring_size: u32,
     /// Index of the worker that polls the port.
     #[serde(default)]
     pub worker: usize,
@@ -262,6 +266,9 @@ fn default_xdp_mode() -> XdpMode {
 }
 fn default_queues() -> u16 {
     1
+}
+fn default_ring_size() -> u32 {
+    2048
 }
 fn default_mode() -> VlanModeName {
     VlanModeName::Access
@@ -475,6 +482,12 @@ impl Config {
                         port.worker,
                         self.workers.len()
                     ),
+                );
+            }
+            if !port.ring_size.is_power_of_two() || !(64..=16384).contains(&port.ring_size) {
+                err(
+                    at("ring_size"),
+                    format!("{} is not a power of two in 64..=16384", port.ring_size),
                 );
             }
             if !(1..=64).contains(&port.queues) {

@@ -37,10 +37,8 @@ use crate::tables::fdb::{Fdb, FdbConfig, FdbWriter};
 use crate::telemetry::WorkerCounters;
 use crate::types::PortId;
 
-/// Ring entries of each AF_XDP socket ring.
+/// Entries of the UMEM's own fill and completion rings (the first socket's).
 const RING_SIZE: u32 = 2048;
-/// Frames kept on each AF_XDP queue's fill ring.
-const FILL_TARGET: u32 = 1024;
 /// Frames a worker needs beyond its ports' fill rings: a batch in flight per port and flood
 /// copies.
 const POOL_MARGIN: usize = 1024;
@@ -116,7 +114,7 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
                 + POOL_MARGIN;
         if need > cfg.pool.frames {
             problems.push(format!(
-                "pool.frames: {} frames are too few for worker {wi}'s ports, which need {need}",
+                "pool.frames: {} frames are too few for worker {wi}'s ports, which need {need} (raise pool.frames or lower the ports' ring_size)",
                 cfg.pool.frames
             ));
         }
@@ -130,7 +128,7 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
 
 fn frames_needed(p: &PortSection) -> usize {
     match p.kind {
-        PortKind::Afxdp => p.queues as usize * FILL_TARGET as usize,
+        PortKind::Afxdp => p.queues as usize * p.ring_size as usize,
         PortKind::Afpacket => 0,
     }
 }
@@ -158,8 +156,8 @@ fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn
                     XdpMode::Native => XdpModePreference::Native,
                     XdpMode::Generic => XdpModePreference::Generic,
                 },
-                ring_size: RING_SIZE,
-                fill_target: FILL_TARGET,
+                ring_size: p.ring_size,
+                fill_target: p.ring_size,
             };
             let port = AfXdpPort::open(&p.name, umem, cfg)
                 .map_err(|e| format!("port {:?}: {e}", p.name))?;
@@ -259,8 +257,22 @@ impl<const N: usize> Daemon<N> {
                 UmemConfig {
                     frame_size: d.cfg.pool.frame_size as u32,
                     headroom,
-                    fill_size: RING_SIZE,
-                    comp_size: RING_SIZE,
+                    fill_size: d
+                        .cfg
+                        .ports
+                        .iter()
+                        .filter(|p| p.worker == wi)
+                        .map(|p| p.ring_size)
+                        .max()
+                        .unwrap_or(RING_SIZE),
+                    comp_size: d
+                        .cfg
+                        .ports
+                        .iter()
+                        .filter(|p| p.worker == wi)
+                        .map(|p| p.ring_size)
+                        .max()
+                        .unwrap_or(RING_SIZE),
                 },
             )
             .map_err(|e| DaemonError::Setup(format!("worker {wi}: registering the UMEM: {e}")))?;

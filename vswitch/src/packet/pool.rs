@@ -74,7 +74,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { frames: 8192, frame_size: 2048, headroom: 256, big_buffers: 64 }
+        PoolConfig { frames: 32768, frame_size: 2048, headroom: 256, big_buffers: 64 }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::pipeline::nodes::output::Egress;
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
 use crate::port::Port;
 use crate::tables::fdb::Fdb;
-use crate::telemetry::WorkerCounters;
+use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::{PortId, MAX_PORTS};
 
 /// A worker's tunables.
@@ -197,8 +197,14 @@ impl<const N: usize> Worker<N> {
 
     /// Housekeeping for every port.
     pub fn housekeep(&mut self) {
-        for e in self.ports.iter_mut().flatten() {
+        for (id, e) in self.ports.iter_mut().enumerate() {
+            let Some(e) = e else { continue };
             e.port.housekeep(&mut self.pool);
+            let d = e.port.rx_drops();
+            let c = self.counters.port(id as PortId);
+            c.drops[DropReason::RxRingFull.index()].set(d.ring_full);
+            c.drops[DropReason::RxKernelDropped.index()].set(d.kernel);
+            c.drops[DropReason::RxPortDropped.index()].set(d.port);
         }
         self.counters.pool_free.set(self.pool.free_frames() as u64);
     }

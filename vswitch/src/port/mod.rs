@@ -28,6 +28,17 @@ pub struct TxReport {
     pub errors: usize,
 }
 
+/// Receive-side drops below the pipeline, as running totals since the port opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxDrops {
+    /// The kernel found the port's receive ring full.
+    pub ring_full: u64,
+    /// The kernel dropped for another reason (no fill frame, oversize).
+    pub kernel: u64,
+    /// The port itself dropped (truncated frame, no pool buffer, bad descriptor).
+    pub port: u64,
+}
+
 /// A switch port as a worker drives it.
 pub trait Port<const N: usize>: Send {
     /// The port's name (the interface name for kernel-backed ports).
@@ -50,6 +61,11 @@ pub trait Port<const N: usize>: Send {
     /// Gives back every buffer the port holds (kernel rings, in-flight queues) before the port
     /// is dropped, so the pool's books balance. The port is unusable afterwards.
     fn drain(&mut self, _pool: &mut Pool) {}
+
+    /// Receive drops below the pipeline (may make a syscall: called at housekeeping only).
+    fn rx_drops(&mut self) -> RxDrops {
+        RxDrops::default()
+    }
 
     /// File descriptors that become readable when the port has packets, for a worker that
     /// sleeps in poll(2) while idle. A port with none is polled on the next timeout.

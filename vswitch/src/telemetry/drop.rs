@@ -62,6 +62,9 @@ drop_reasons! {
     TxRingFull = "tx_ring_full": "egress port's transmit ring was full",
     TxError = "tx_error": "egress port failed to transmit",
     Unhandled = "unhandled": "no pipeline stage decided what to do with the packet",
+    RxRingFull = "rx_ring_full": "the kernel dropped frames because the port's receive ring was full (the worker fell behind)",
+    RxKernelDropped = "rx_kernel_dropped": "the kernel dropped frames for the port's socket (no free frame on the fill ring, or too large)",
+    RxPortDropped = "rx_port_dropped": "the port's receive path dropped frames (truncated by the kernel, no buffer, malformed ring entry)",
 }
 
 #[cfg(test)]

@@ -511,6 +511,21 @@ impl<const N: usize> Port<N> for AfPacketPort {
 
     // `drain`: nothing to give back: frames are copied in and out, so the port holds no pool
     // buffer between calls.
+
+    fn rx_drops(&mut self) -> crate::port::RxDrops {
+        let _ = self.refresh_kernel_stats();
+        let s = &self.stats;
+        crate::port::RxDrops {
+            ring_full: s.kernel_drops,
+            kernel: 0,
+            port: s.rx_truncated + s.rx_no_buffer + s.rx_malformed,
+        }
+    }
+
+    fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
+        use std::os::fd::AsRawFd;
+        out.push(self.as_raw_fd());
+    }
 }
 
 /// Tests against the real kernel, on veth pairs inside throwaway network namespaces.

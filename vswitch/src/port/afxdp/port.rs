@@ -19,7 +19,7 @@ use super::bpf::{XdpAttachment, XdpMode, XdpModePreference};
 use super::xsk::{SocketConfig, Umem, XskMode, XskSocket};
 use super::AfXdpError;
 use crate::packet::{Batch, Meta, Pool, MAX_BATCH};
-use crate::port::{Port, TxReport};
+use crate::port::{Port, RxDrops, TxReport};
 use crate::types::PortId;
 
 /// How to open an AF_XDP port.
@@ -264,6 +264,17 @@ impl<const N: usize> Port<N> for AfXdpPort {
                 pool.release_desc(addr);
             });
         }
+    }
+
+    fn rx_drops(&mut self) -> RxDrops {
+        let mut d = RxDrops { port: self.stats.invalid_rx, ..RxDrops::default() };
+        for sock in &self.socks {
+            if let Ok(s) = sock.stats() {
+                d.ring_full += s.rx_ring_full;
+                d.kernel += s.rx_dropped;
+            }
+        }
+        d
     }
 
     fn poll_fds(&self, out: &mut Vec<RawFd>) {
