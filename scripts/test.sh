@@ -13,9 +13,13 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo build (the namespace tests run the vswitchd and vswitchctl binaries)"
+cargo build --workspace --bins
 step "cargo test"
-# Namespace tests create and remove their own network namespaces; one at a time keeps their
-# traffic measurements from disturbing each other on a 2-core machine.
-cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}"
+# Unit and in-memory tests in parallel; the namespace tests (AF_XDP, AF_PACKET, vswitchd end to
+# end) make their own namespaces, and run one at a time so their traffic does not disturb each
+# other on a 2-core machine.
+cargo test --workspace --lib --bins --tests --exclude vswitch-suite -- --test-threads="${TEST_THREADS:-2}"
+cargo test -p vswitch-suite --lib --bins --tests -- --test-threads=1
 step "doc tests"
 cargo test --workspace --doc

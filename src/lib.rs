@@ -118,3 +118,4 @@ pub fn untag(frame: &[u8]) -> Vec<u8> {
     v
 }
 pub mod netns;
+pub mod switch;

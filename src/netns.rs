@@ -84,6 +84,8 @@ impl Topo {
             "link", "add", &host, "netns", &swns, "type", "veth", "peer", "name", "eth0", "netns",
             &ns,
         ]);
+        // No IPv6 chatter (router solicitations, DAD) so counters see only the test's traffic.
+        let _ = self.exec(pod, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
         self.ip(&["-n", &ns, "addr", "add", addr, "dev", "eth0"]);
         self.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         self.ip(&["-n", &swns, "link", "set", &host, "up"]);
@@ -126,6 +128,19 @@ impl Topo {
             if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
                 break;
             }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait_with_output().ok()
+    }
+
+    /// Waits for a process started with [`Topo::spawn`] to end by itself (killing it after
+    /// `timeout`) and returns its output.
+    pub fn stop_wait(&mut self, pid: u32, timeout: Duration) -> Option<Output> {
+        let i = self.children.iter().position(|c| c.id() == pid)?;
+        let mut child = self.children.remove(i);
+        let deadline = Instant::now() + timeout;
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();

@@ -1,0 +1,144 @@
+//! A `vswitchd` process for integration tests: started inside a test namespace with a
+//! generated configuration, reached through the typed API client, stopped by PID.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use vswitch_api::{Client, ClientError, Reply, Request};
+
+use crate::netns::{bin, wait_for, Topo};
+
+/// One port of a generated configuration.
+pub struct PortSpec {
+    pub name: String,
+    pub interface: String,
+    pub vlan: u16,
+    /// The pod's namespace (full name), so the switch turns off its tx checksum offload.
+    pub pod_netns: Option<String>,
+}
+
+impl PortSpec {
+    /// A pod's port: named `pod`, on the host veth `<prefix><pod>` of `topo`, access `vlan`.
+    pub fn pod(topo: &Topo, pod: &str, vlan: u16) -> PortSpec {
+        PortSpec {
+            name: pod.to_string(),
+            interface: topo.name(pod),
+            vlan,
+            pod_netns: Some(topo.name(pod)),
+        }
+    }
+
+    /// The TOML of this port.
+    pub fn toml(&self) -> String {
+        let mut s = format!(
+            "\n[[port]]\nname = \"{}\"\ninterface = \"{}\"\nvlan = {}\n",
+            self.name, self.interface, self.vlan
+        );
+        if let Some(ns) = &self.pod_netns {
+            s += &format!("pod_netns = \"/var/run/netns/{ns}\"\npod_interface = \"eth0\"\n");
+        }
+        s
+    }
+}
+
+/// A running vswitchd.
+pub struct Switch {
+    pub pid: u32,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub client: Client,
+}
+
+/// The configuration text for `ports`, with the API socket at `socket`.
+pub fn config_text(socket: &std::path::Path, ports: &[PortSpec]) -> String {
+    let mut s = format!(
+        "[api]\nsocket = \"{}\"\nmetrics = \"\"\n\n[[worker]]\nidle = \"adaptive\"\n",
+        socket.display()
+    );
+    for p in ports {
+        s += &p.toml();
+    }
+    s
+}
+
+impl Switch {
+    /// Writes a configuration for `ports` and starts vswitchd in namespace `ns` of `topo`;
+    /// returns once its API answers.
+    pub fn start(topo: &mut Topo, ns: &str, ports: &[PortSpec]) -> Switch {
+        let dir = std::env::temp_dir().join(format!("vswitch-test-{}", topo.name(ns)));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let socket = dir.join("vswitchd.sock");
+        let config = dir.join("vswitchd.toml");
+        std::fs::write(&config, config_text(&socket, ports)).expect("write config");
+        let vswitchd = bin("vswitchd");
+        let pid = topo.spawn(
+            ns,
+            vswitchd.to_str().expect("utf-8 path"),
+            &["--config", config.to_str().expect("utf-8 path"), "--log-level", "info"],
+        );
+        let client = Client::new(&socket).with_timeout(Duration::from_secs(10));
+        let sw = Switch { pid, dir, socket, config, client };
+        let up = wait_for(Duration::from_secs(10), || sw.call(Request::Status).ok());
+        assert!(up.is_some(), "vswitchd did not answer on {}", sw.socket.display());
+        sw
+    }
+
+    /// One API call.
+    pub fn call(&self, req: Request) -> Result<Reply, ClientError> {
+        self.client.call_blocking(req)
+    }
+
+    /// The ports with their counters.
+    pub fn ports(&self) -> Vec<vswitch_api::PortInfo> {
+        match self.call(Request::ListPorts) {
+            Ok(Reply::Ports(p)) => p,
+            other => panic!("ListPorts: {other:?}"),
+        }
+    }
+
+    /// Port `name`'s counters.
+    pub fn port(&self, name: &str) -> vswitch_api::PortInfo {
+        self.ports().into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no port {name}"))
+    }
+
+    /// The FDB.
+    pub fn fdb(&self) -> Vec<vswitch_api::FdbEntry> {
+        match self.call(Request::ListFdb { vlan: None, port: None }) {
+            Ok(Reply::Fdb(f)) => f,
+            other => panic!("ListFdb: {other:?}"),
+        }
+    }
+
+    /// Replaces the configuration file with one for `ports` and sends SIGHUP.
+    pub fn reload(&self, ports: &[PortSpec]) {
+        std::fs::write(&self.config, config_text(&self.socket, ports)).expect("write config");
+        let ok = Command::new("kill").args(["-HUP", &self.pid.to_string()]).status().expect("kill");
+        assert!(ok.success(), "SIGHUP to vswitchd {}", self.pid);
+    }
+
+    /// Runs vswitchctl against this switch.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin("vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run vswitchctl")
+    }
+
+    /// Runs `vswitchctl --json ARGS` and parses its output.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ctl(&[&["--json"], args].concat());
+        assert!(out.status.success(), "vswitchctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("vswitchctl --json output")
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,269 @@
+//! vswitchd end to end, as root, in network namespaces: pods on veth pairs wired to AF_XDP
+//! ports of a real vswitchd, real ping and iperf3 traffic, and the switch's own counters read
+//! back through the control API.
+//!
+//! Each test builds its own namespaces (prefix `vs<tag><pid>-`) and removes them on drop, even
+//! when it fails; every load is bounded in time.
+
+use std::process::Command;
+use std::time::Duration;
+
+use vswitch::packet::{Batch, Meta, Pool, PoolConfig};
+use vswitch::port::afpacket::{AfPacketConfig, AfPacketPort};
+use vswitch::port::{netdev, Port};
+use vswitch_api::{Reply, Request};
+use vswitch_suite::netns::{bin, wait_for, Topo};
+use vswitch_suite::switch::{PortSpec, Switch};
+use vswitch_suite::{mac, raw_frame, udp_frame};
+
+/// A node namespace `sw` with pods `pods` (name, VLAN), pod i at 10.244.1.(11+i)/24.
+fn node(tag: &str, pods: &[(&str, u16)]) -> (Topo, Switch) {
+    let mut topo = Topo::new(tag);
+    topo.netns("sw");
+    for (i, (p, _)) in pods.iter().enumerate() {
+        topo.pod(p, "sw", &format!("10.244.1.{}/24", 11 + i));
+    }
+    let specs: Vec<PortSpec> = pods.iter().map(|(p, v)| PortSpec::pod(&topo, p, *v)).collect();
+    let sw = Switch::start(&mut topo, "sw", &specs);
+    (topo, sw)
+}
+
+fn addr(i: usize) -> String {
+    format!("10.244.1.{}", 11 + i)
+}
+
+/// Runs iperf3 from `client` to `server_ip` (server in `server`); returns bits per second.
+fn iperf3(topo: &mut Topo, client: &str, server: &str, server_ip: &str, udp: bool) -> f64 {
+    let port = if udp { "5202" } else { "5201" };
+    let spid = topo.spawn(server, "iperf3", &["-s", "-1", "-p", port]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut args = vec!["20", "iperf3", "-c", server_ip, "-p", port, "-t", "2", "-J"];
+    if udp {
+        args.extend(["-u", "-b", "100M"]);
+    }
+    let out = topo.exec(client, "timeout", &args);
+    topo.stop(spid);
+    assert!(out.status.success(), "iperf3: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+    let end = &v["end"];
+    let sum = if udp { &end["sum"] } else { &end["sum_received"] };
+    sum["bits_per_second"].as_f64().expect("bits_per_second")
+}
+
+#[test]
+fn two_pods_ping_and_iperf3_tcp_udp() {
+    let (mut topo, sw) = node("a", &[("p1", 10), ("p2", 10)]);
+    assert_eq!(topo.ping("p1", &addr(1), 5), 5);
+    let tcp = iperf3(&mut topo, "p1", "p2", &addr(1), false);
+    assert!(tcp > 50e6, "TCP through the switch: {tcp} bit/s");
+    let udp = iperf3(&mut topo, "p2", "p1", &addr(0), true);
+    assert!(udp > 10e6, "UDP through the switch: {udp} bit/s");
+    let (p1, p2) = (sw.port("p1"), sw.port("p2"));
+    assert!(p1.kind.starts_with("afxdp"), "{}", p1.kind);
+    // Everything p1 received went to p2 (no other port in the VLAN) or was dropped.
+    assert!(p1.stats.rx_packets > 1000 && p2.stats.rx_packets > 1000);
+    assert!(p2.stats.tx_packets + p1.stats.dropped >= p1.stats.rx_packets);
+}
+
+#[test]
+fn pods_in_different_vlans_cannot_reach_each_other() {
+    let (topo, sw) = node("b", &[("p1", 10), ("p2", 10), ("p3", 20), ("p4", 20)]);
+    assert_eq!(topo.ping("p1", &addr(1), 3), 3);
+    assert_eq!(topo.ping("p3", &addr(3), 3), 3);
+    // p1 -> p3 across VLANs: ARP for p3 floods VLAN 10 only and is never answered.
+    assert_eq!(topo.ping("p1", &addr(2), 3), 0);
+    assert_eq!(topo.ping("p4", &addr(0), 2), 0);
+    // VLAN 10 broadcasts and unicast never reach p3's port.
+    let p3_tx = sw.port("p3").stats.tx_packets;
+    let _ = topo.exec("p1", "ip", &["neigh", "flush", "all"]);
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    assert_eq!(sw.port("p3").stats.tx_packets, p3_tx, "VLAN 10 traffic left on a VLAN 20 port");
+    // MAC learning: each pod's MAC sits on its own port in its own VLAN.
+    let fdb = sw.fdb();
+    for (i, (pod, vlan)) in [("p1", 10), ("p2", 10), ("p3", 20), ("p4", 20)].iter().enumerate() {
+        let out = topo.exec(pod, "cat", &["/sys/class/net/eth0/address"]);
+        let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let e = fdb.iter().find(|e| e.mac == m).unwrap_or_else(|| panic!("pod {i} MAC {m} not learned"));
+        assert_eq!((e.port.as_str(), e.vlan), (*pod, *vlan));
+    }
+}
+
+#[test]
+fn counters_match_the_traffic_sent() {
+    let (topo, sw) = node("c", &[("p1", 10), ("p2", 10)]);
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    let (b1, b2) = (sw.port("p1").stats, sw.port("p2").stats);
+    let out = topo.exec("p1", "ping", &["-c", "200", "-i", "0.005", "-q", "-W", "1", &addr(1)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 received"), "{out:?}");
+    let (a1, a2) = (sw.port("p1").stats, sw.port("p2").stats);
+    // 200 requests in on p1 and out of p2, 200 replies the other way; ARP may add a few.
+    for (what, n) in [
+        ("p1 rx", a1.rx_packets - b1.rx_packets),
+        ("p2 tx", a2.tx_packets - b2.tx_packets),
+        ("p2 rx", a2.rx_packets - b2.rx_packets),
+        ("p1 tx", a1.tx_packets - b1.tx_packets),
+    ] {
+        assert!((200..=206).contains(&n), "{what}: {n} packets for 200 pings");
+    }
+    // 98-byte echo frames.
+    assert!((a1.rx_bytes - b1.rx_bytes) >= 200 * 98);
+}
+
+/// Sends raw frames out of `ifname` inside namespace `ns` with an AF_PACKET socket.
+fn inject(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
+    let ifname = ifname.to_string();
+    netdev::in_netns(&format!("/var/run/netns/{ns}"), move || {
+        let mut pool = Pool::new(PoolConfig { frames: 256, big_buffers: 0, ..PoolConfig::default() })
+            .expect("pool");
+        let mut port = AfPacketPort::open(&ifname, AfPacketConfig::default()).expect("AF_PACKET");
+        let mut batch: Batch<32> = Batch::new();
+        for f in &frames {
+            let p = pool.alloc_from(f).expect("buffer");
+            batch.push(p, Meta::rx(0)).expect("room");
+        }
+        let r = Port::<32>::tx(&mut port, &mut pool, &mut batch);
+        assert_eq!(r.sent, frames.len(), "{r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    })
+    .expect("enter pod namespace");
+}
+
+#[test]
+fn malformed_frames_are_dropped_and_counted_and_the_daemon_keeps_running() {
+    let (topo, sw) = node("d", &[("p1", 10), ("p2", 10)]);
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    let bcast = [0xff; 6];
+    let ok = udp_frame(bcast, mac(1), None, 20);
+    let mut bad_ihl = ok.clone();
+    bad_ihl[14] = 0x43;
+    let mut src_mc = ok.clone();
+    src_mc[6] = 0x01;
+    let frames = vec![
+        raw_frame(bcast, mac(1), None, 0x0800, &[0x45, 0, 0]),
+        bad_ihl,
+        raw_frame(bcast, mac(1), Some(10), 0x8100, &[0; 40]),
+        raw_frame(bcast, mac(1), None, 0x86dd, &[0x60; 20]),
+        src_mc,
+    ];
+    inject(&topo.name("p1"), "eth0", frames);
+    let drops = wait_for(Duration::from_secs(3), || {
+        let d = sw.port("p1").stats.drops;
+        (d.get("ipv4_malformed") == Some(&2)).then_some(d)
+    })
+    .unwrap_or_else(|| panic!("drops not counted: {:?}", sw.port("p1").stats.drops));
+    assert_eq!(drops.get("vlan_stacked"), Some(&1), "{drops:?}");
+    assert_eq!(drops.get("ipv6_malformed"), Some(&1), "{drops:?}");
+    assert_eq!(drops.get("src_mac_invalid"), Some(&1), "{drops:?}");
+    // Still switching.
+    assert_eq!(topo.ping("p1", &addr(1), 3), 3);
+    assert!(matches!(sw.call(Request::Status), Ok(Reply::Status(_))));
+}
+
+#[test]
+fn ports_are_added_and_removed_live_without_losing_other_traffic() {
+    let (mut topo, sw) = node("e", &[("p1", 10), ("p2", 10)]);
+    topo.pod("p3", "sw", "10.244.1.13/24");
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    // A steady ping between p1 and p2 for 4 s while p3 comes and goes.
+    let flood = topo.spawn("p1", "ping", &["-c", "400", "-i", "0.01", "-W", "1", "-q", &addr(1)]);
+    let mut ports = vec![PortSpec::pod(&topo, "p1", 10), PortSpec::pod(&topo, "p2", 10)];
+    ports.push(PortSpec::pod(&topo, "p3", 10));
+    sw.reload(&ports);
+    let added = wait_for(Duration::from_secs(5), || {
+        sw.ports().iter().find(|p| p.name == "p3" && p.kind.starts_with("afxdp native")).map(|_| ())
+    });
+    assert!(added.is_some(), "p3 not attached: {:?}", sw.ports());
+    assert_eq!(topo.ping("p3", &addr(0), 3), 3, "the added port switches");
+    ports.pop();
+    sw.reload(&ports);
+    let removed =
+        wait_for(Duration::from_secs(5), || (!sw.ports().iter().any(|p| p.name == "p3")).then_some(()));
+    assert!(removed.is_some(), "p3 still there");
+    assert_eq!(topo.ping("p3", &addr(0), 2), 0, "the removed port no longer switches");
+    let out = topo.stop_wait(flood, Duration::from_secs(10)).expect("ping output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("400 received"), "unrelated flow lost packets: {text}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_and_detaches_xdp() {
+    let (mut topo, sw) = node("f", &[("p1", 10), ("p2", 10)]);
+    let sw_ns = topo.name("sw");
+    let shows_xdp = |topo: &Topo| {
+        let out = topo.exec("sw", "ip", &["link", "show", &topo.name("p1")]);
+        String::from_utf8_lossy(&out.stdout).contains("xdp")
+    };
+    assert!(shows_xdp(&topo), "XDP attached while running");
+    let out = topo.stop(sw.pid).expect("vswitchd exited");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!shows_xdp(&topo), "XDP left on the interface in {sw_ns}");
+    assert!(!sw.socket.exists(), "API socket left behind");
+}
+
+#[test]
+fn a_bad_configuration_is_refused_whole_and_touches_nothing() {
+    let mut topo = Topo::new("g");
+    topo.netns("sw");
+    topo.pod("p1", "sw", "10.244.1.11/24");
+    let dir = std::env::temp_dir().join(format!("vswitch-test-{}", topo.name("cfg")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |text: String| {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &topo.name("sw")])
+            .arg(bin("vswitchd"))
+            .args(["--config", path.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let sock = dir.join("s.sock");
+    let good = PortSpec::pod(&topo, "p1", 10);
+    let missing = PortSpec { name: "ghost".into(), interface: "vsnope0".into(), vlan: 10, pod_netns: None };
+    let out = run(vswitch_suite::switch::config_text(&sock, &[good, missing]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("\"vsnope0\" does not exist"), "{err}");
+    let link = topo.exec("sw", "ip", &["link", "show", &topo.name("p1")]);
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "the valid port was touched");
+    let bad = PortSpec::pod(&topo, "p1", 4095);
+    let out = run(vswitch_suite::switch::config_text(&sock, &[bad]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("vlan: 4095 is out of range 1..=4094"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn vswitchctl_shows_and_steers_the_running_switch() {
+    let (topo, sw) = node("h", &[("p1", 10), ("p2", 10)]);
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    let ports = sw.ctl_json(&["show", "ports"]);
+    assert_eq!(ports.as_array().map(Vec::len), Some(2));
+    let fdb = sw.ctl_json(&["show", "fdb", "--vlan", "10"]);
+    assert_eq!(fdb.as_array().map(Vec::len), Some(2), "{fdb}");
+    let workers = sw.ctl_json(&["show", "workers"]);
+    assert!(workers[0]["packets"].as_u64().unwrap_or(0) >= 4, "{workers}");
+    let vlans = sw.ctl_json(&["show", "vlans"]);
+    assert_eq!(vlans[0]["vlan"], 10);
+    // Take p2 down: pings stop; up again: they come back.
+    assert!(sw.ctl(&["port", "set", "p2", "--down"]).status.success());
+    assert_eq!(topo.ping("p1", &addr(1), 2), 0);
+    assert!(sw.ctl(&["port", "set", "p2", "--up"]).status.success());
+    assert_eq!(topo.ping("p1", &addr(1), 2), 2);
+    // Bad input is refused with a clear message and changes nothing.
+    let out = sw.ctl(&["port", "set", "nosuch", "--down"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown port \"nosuch\""));
+    let out = sw.ctl(&["port", "set", "p1", "--access", "5000"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5000 is out of range"), "{out:?}");
+    assert_eq!(sw.port("p1").vlan, Some(10));
+    let out = sw.ctl(&["fdb", "add", "--vlan", "10", "--mac", "02:00:00:00:00:99", "--port", "p2"]);
+    assert!(out.status.success(), "{out:?}");
+    let fdb = sw.ctl_json(&["show", "fdb", "--port", "p2"]);
+    assert!(fdb.as_array().unwrap().iter().any(|e| e["mac"] == "02:00:00:00:00:99" && e["is_static"] == true));
+    let metrics = sw.ctl(&["metrics"]);
+    assert!(String::from_utf8_lossy(&metrics.stdout).contains("vswitch_port_rx_packets_total{port=\"p1\"}"));
+    assert!(topo.ping("p1", &addr(1), 1) == 1);
+}
