@@ -24,6 +24,7 @@
 //! | GET | `/v1/vlans` | [`Request::ListVlans`] | `[`[`VlanInfo`]`]` |
 //! | GET | `/v1/workers` | [`Request::ListWorkers`] | `[`[`WorkerInfo`]`]` |
 //! | GET | `/v1/drop-reasons` | [`Request::DropReasons`] | `[`[`DropReasonInfo`]`]` |
+//! | POST | `/v1/trace` (body [`TraceRequest`]) | [`Request::Trace`] | [`TraceResult`] |
 //! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
 //!
 //! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
@@ -61,7 +62,8 @@ mod server;
 
 pub use types::{
     ApiError, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, PortInfo, PortStats, PortUpdate,
-    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+    Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
+    WorkerInfo,
 };
 
 #[cfg(feature = "client")]

@@ -165,6 +165,76 @@ pub struct StaticMac {
     pub port: String,
 }
 
+/// A packet to trace, `POST /v1/trace`: the port it arrives on, and either the frame in hex or
+/// fields the daemon builds a frame from (left-out fields take defaults: UDP, ports 0, 60
+/// bytes). The daemon checks every field; its error names the one at fault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    /// The name of the port the packet arrives on.
+    pub in_port: String,
+    /// The whole frame as hex digits (separators `:`, `-` and spaces allowed); excludes the
+    /// fields below.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_hex: Option<String>,
+    /// Source MAC address (required without `frame_hex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_mac: Option<String>,
+    /// Destination MAC address (required without `frame_hex`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<String>,
+    /// The VID of an 802.1Q tag on the frame; untagged if left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The EtherType; by default that of the IP addresses, or 0x88b5 without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// Source IPv4 or IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    /// Destination IP address, of the same version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<String>,
+    /// `tcp`, `udp` (the default with IP addresses) or `icmp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// TCP or UDP source port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// TCP or UDP destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// The frame length in bytes (tag included, FCS not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<usize>,
+}
+
+/// One pipeline stage's decision in a [`TraceResult`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceStep {
+    /// `parse`, `vlan`, `l2` or `output`.
+    pub stage: String,
+    /// What the stage saw and decided.
+    pub detail: String,
+}
+
+/// What the switch would do with a traced packet; nothing was sent or learned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceResult {
+    /// The frame traced, as hex.
+    pub frame_hex: String,
+    /// Every stage the packet went through, in order.
+    pub steps: Vec<TraceStep>,
+    /// The final action, e.g. `output to uplink (push VID 10)`, `flood on VLAN 10 to ...`,
+    /// `drop in vlan: vlan_tagged_on_access (...)`.
+    pub verdict: String,
+    /// Names of the ports a copy would leave on.
+    pub outputs: Vec<String>,
+    /// The drop reason's name (see `GET /v1/drop-reasons`) when the packet is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+}
+
 /// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -324,6 +394,8 @@ pub enum Request {
     DropReasons,
     /// `GET /metrics` -> [`Reply::Metrics`].
     Metrics,
+    /// `POST /v1/trace` -> [`Reply::Trace`]: what the switch would do with a packet.
+    Trace(TraceRequest),
 }
 
 /// A successful answer; which variant depends on the [`Request`] (see its variants).
@@ -345,6 +417,8 @@ pub enum Reply {
     DropReasons(Vec<DropReasonInfo>),
     /// Prometheus text exposition, rendered by the daemon.
     Metrics(String),
+    /// A packet trace.
+    Trace(TraceResult),
     /// A change was made; `message` says what (e.g. `flushed 12 entries`).
     Done {
         /// What was done.

@@ -8,7 +8,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ApiError, ErrorBody, ErrorKind, PortInfo, PortUpdate, Reply, Request, StaticMac,
+    ApiError, ErrorBody, ErrorKind, PortInfo, PortUpdate, Reply, Request, StaticMac, TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -115,6 +115,7 @@ impl Request {
             Request::ListWorkers => ("GET", "/v1/workers".to_string(), None),
             Request::DropReasons => ("GET", "/v1/drop-reasons".to_string(), None),
             Request::Metrics => ("GET", "/metrics".to_string(), None),
+            Request::Trace(t) => ("POST", "/v1/trace".to_string(), Some(json_body(t))),
         };
         HttpRequest { method, path_and_query, body }
     }
@@ -134,6 +135,7 @@ impl Request {
             Request::ListWorkers => "GET /v1/workers",
             Request::DropReasons => "GET /v1/drop-reasons",
             Request::Metrics => "GET /metrics",
+            Request::Trace(_) => "POST /v1/trace",
         }
     }
 }
@@ -181,6 +183,7 @@ enum Resource {
     Workers,
     DropReasons,
     Metrics,
+    Trace,
 }
 
 impl Resource {
@@ -189,7 +192,7 @@ impl Resource {
             Resource::Port(_) => "GET, PATCH",
             Resource::Fdb => "GET, POST",
             Resource::FdbEntry(..) => "DELETE",
-            Resource::FdbFlush => "POST",
+            Resource::FdbFlush | Resource::Trace => "POST",
             _ => "GET",
         }
     }
@@ -222,6 +225,7 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "vlans"] => Resource::Vlans,
         ["v1", "workers"] => Resource::Workers,
         ["v1", "drop-reasons"] => Resource::DropReasons,
+        ["v1", "trace"] => Resource::Trace,
         _ => {
             return Err(RouteError::new(
                 404,
@@ -354,6 +358,16 @@ pub fn parse_request(
             query_params(query, &[])?;
             Request::DropReasons
         }
+        ("POST", Resource::Trace) => {
+            query_params(query, &[])?;
+            let trace: TraceRequest = body_json(
+                body,
+                "POST /v1/trace",
+                "fields in_port, and frame_hex or src_mac, dst_mac, vlan, ethertype, src_ip, \
+                 dst_ip, proto, src_port, dst_port, len",
+            )?;
+            Request::Trace(trace)
+        }
         (_, resource) => {
             let allow = resource.allow();
             let mut error = RouteError::new(
@@ -384,6 +398,7 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::ListWorkers, Reply::Workers(_))
             | (Request::DropReasons, Reply::DropReasons(_))
             | (Request::Metrics, Reply::Metrics(_))
+            | (Request::Trace(_), Reply::Trace(_))
     )
 }
 
@@ -398,6 +413,7 @@ pub fn reply_name(reply: &Reply) -> &'static str {
         Reply::Workers(_) => "Workers",
         Reply::DropReasons(_) => "DropReasons",
         Reply::Metrics(_) => "Metrics",
+        Reply::Trace(_) => "Trace",
         Reply::Done { .. } => "Done",
     }
 }
@@ -420,6 +436,7 @@ pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
         Reply::Vlans(v) => pretty(v),
         Reply::Workers(v) => pretty(v),
         Reply::DropReasons(v) => pretty(v),
+        Reply::Trace(v) => pretty(v),
         Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
         Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
     };
@@ -445,6 +462,7 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::ListVlans => Reply::Vlans(json(body)?),
         Request::ListWorkers => Reply::Workers(json(body)?),
         Request::DropReasons => Reply::DropReasons(json(body)?),
+        Request::Trace(_) => Reply::Trace(json(body)?),
         Request::Metrics => Reply::Metrics(
             String::from_utf8(body.to_vec())
                 .map_err(|_| "metrics text is not UTF-8".to_string())?,
@@ -495,6 +513,21 @@ mod tests {
             Request::ListWorkers,
             Request::DropReasons,
             Request::Metrics,
+            Request::Trace(TraceRequest { in_port: "p1".into(), ..Default::default() }),
+            Request::Trace(TraceRequest {
+                in_port: "pod a".into(),
+                frame_hex: None,
+                src_mac: Some("02:00:00:00:00:01".into()),
+                dst_mac: Some("ff:ff:ff:ff:ff:ff".into()),
+                vlan: Some(10),
+                ethertype: Some(0x0800),
+                src_ip: Some("10.0.0.1".into()),
+                dst_ip: Some("10.0.0.2".into()),
+                proto: Some("tcp".into()),
+                src_port: Some(1234),
+                dst_port: Some(80),
+                len: Some(1500),
+            }),
         ]
     }
 

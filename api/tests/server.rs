@@ -12,8 +12,8 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use vswitch_api::{
     ApiError, ApiListener, Backend, Client, ClientError, DropReasonInfo, ErrorKind, FdbEntry,
-    PortInfo, PortStats, PortUpdate, Reply, Request, Response, StaticMac, Status, VlanInfo,
-    WorkerInfo,
+    PortInfo, PortStats, PortUpdate, Reply, Request, Response, StaticMac, Status, TraceRequest,
+    TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 type Script = dyn Fn(&Request) -> Response + Send + Sync;
@@ -143,6 +143,13 @@ fn canned(request: &Request) -> Response {
             help: "tagged with a VLAN the port does not carry".into(),
         }]),
         Request::Metrics => Reply::Metrics("# TYPE vswitch_rx_packets counter\n".into()),
+        Request::Trace(t) => Reply::Trace(TraceResult {
+            frame_hex: "ffffffffffff".into(),
+            steps: vec![TraceStep { stage: "parse".into(), detail: "60 bytes".into() }],
+            verdict: format!("flood from {}", t.in_port),
+            outputs: vec!["p2".into()],
+            drop_reason: None,
+        }),
     })
 }
 
@@ -170,6 +177,13 @@ fn all_requests() -> Vec<Request> {
         Request::ListWorkers,
         Request::DropReasons,
         Request::Metrics,
+        Request::Trace(TraceRequest {
+            in_port: "pod-a".into(),
+            src_mac: Some("02:00:00:00:00:01".into()),
+            dst_mac: Some("02:00:00:00:00:02".into()),
+            vlan: Some(10),
+            ..Default::default()
+        }),
     ]
 }
 
@@ -199,6 +213,13 @@ async fn bodies_are_plain_json_for_curl() {
     let raw = client.raw("POST", "/v1/fdb/flush?port=p1", None).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
     assert_eq!(v, serde_json::json!({"message": "flushed 3 entries"}));
+
+    let body = br#"{"in_port": "p1", "frame_hex": "ffffffffffff020000000001"}"#.to_vec();
+    let raw = client.raw("POST", "/v1/trace", Some(body)).await.unwrap();
+    assert_eq!(raw.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+    assert_eq!(v["verdict"], "flood from p1");
+    assert_eq!(v["steps"][0]["stage"], "parse");
 
     let raw = client.raw("GET", "/metrics", None).await.unwrap();
     assert!(raw.content_type.unwrap().starts_with("text/plain; version=0.0.4"));

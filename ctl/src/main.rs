@@ -31,7 +31,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::Serialize;
 use vswitch_api::{
     Client, ClientError, DropReasonInfo, PortInfo, PortUpdate, Reply, Request, StaticMac,
-    DEFAULT_SOCKET,
+    TraceRequest, DEFAULT_SOCKET,
 };
 
 use text::{format_duration, format_vlan_list, parse_vlan_list, Table};
@@ -81,6 +81,86 @@ enum Command {
     Fdb(FdbCommand),
     /// Print the Prometheus metrics text.
     Metrics,
+    /// Show what the switch would do with a packet, stage by stage; nothing is sent or learned.
+    Trace(TraceArgs),
+}
+
+/// The packet to trace: `--hex`, or `--src` and `--dst` with optional fields.
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("frame").required(true).args(["hex", "src"])))]
+struct TraceArgs {
+    /// The port the packet arrives on.
+    #[arg(long, value_name = "PORT")]
+    in_port: String,
+    /// The whole frame in hex (separators ':', '-' and spaces allowed).
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with_all = ["src", "dst", "vlan", "ethertype", "ip", "proto", "sport", "dport", "len"]
+    )]
+    hex: Option<String>,
+    /// Source MAC address.
+    #[arg(long, value_name = "MAC", requires = "dst")]
+    src: Option<String>,
+    /// Destination MAC address.
+    #[arg(long, value_name = "MAC", requires = "src")]
+    dst: Option<String>,
+    /// Tag the frame with this VLAN id (untagged by default).
+    #[arg(long, value_name = "N")]
+    vlan: Option<u16>,
+    /// EtherType, e.g. 0x0806 (by default that of --ip, or 0x88b5).
+    #[arg(long, value_name = "T", value_parser = ethertype)]
+    ethertype: Option<u16>,
+    /// Source and destination IP addresses, IPv4 or IPv6.
+    #[arg(long, value_name = "SRC,DST", value_parser = ip_pair)]
+    ip: Option<(String, String)>,
+    /// tcp, udp (the default with --ip) or icmp.
+    #[arg(long, value_name = "P", requires = "ip")]
+    proto: Option<String>,
+    /// TCP or UDP source port.
+    #[arg(long, value_name = "N", requires = "ip")]
+    sport: Option<u16>,
+    /// TCP or UDP destination port.
+    #[arg(long, value_name = "N", requires = "ip")]
+    dport: Option<u16>,
+    /// Frame length in bytes, tag included (default 60, or the headers' length).
+    #[arg(long, value_name = "N")]
+    len: Option<usize>,
+}
+
+fn ethertype(text: &str) -> Result<u16, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|_| format!("{text:?} is not an EtherType (0x0000..=0xffff)"))
+}
+
+fn ip_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once(',') {
+        Some((src, dst)) if !src.trim().is_empty() && !dst.trim().is_empty() => {
+            Ok((src.trim().to_string(), dst.trim().to_string()))
+        }
+        _ => Err(format!("{text:?} is not SRC,DST (two IP addresses)")),
+    }
+}
+
+fn trace_request(args: TraceArgs) -> TraceRequest {
+    let (src_ip, dst_ip) = args.ip.unzip();
+    TraceRequest {
+        in_port: args.in_port,
+        frame_hex: args.hex,
+        src_mac: args.src,
+        dst_mac: args.dst,
+        vlan: args.vlan,
+        ethertype: args.ethertype,
+        src_ip,
+        dst_ip,
+        proto: args.proto,
+        src_port: args.sport,
+        dst_port: args.dport,
+        len: args.len,
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +326,7 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Fdb(FdbCommand::Del { vlan, mac }) => Request::DelMac { vlan, mac },
         Command::Fdb(FdbCommand::Flush { port, vlan }) => Request::FlushFdb { port, vlan },
         Command::Metrics => Request::Metrics,
+        Command::Trace(args) => Request::Trace(trace_request(args)),
     };
     let reply = call(request)?;
     if as_json {
@@ -309,6 +390,14 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         }
         Reply::Metrics(text) => text,
         Reply::Done { message } => format!("{message}\n"),
+        Reply::Trace(t) => {
+            let mut out = String::new();
+            for step in &t.steps {
+                let _ = writeln!(out, "{:<8}: {}", step.stage, step.detail);
+            }
+            let _ = writeln!(out, "{:<8}: {}", "action", t.verdict);
+            out
+        }
         other @ Reply::DropReasons(_) => return Err(unexpected(&other)),
     })
 }
@@ -502,6 +591,59 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn trace_builds_the_request() {
+        let cli = parse(&[
+            "trace",
+            "--in-port",
+            "p1",
+            "--src",
+            "02:00:00:00:00:01",
+            "--dst",
+            "ff:ff:ff:ff:ff:ff",
+            "--vlan",
+            "10",
+            "--ip",
+            "10.0.0.1, 10.0.0.2",
+            "--proto",
+            "tcp",
+            "--dport",
+            "80",
+            "--ethertype",
+            "0x0800",
+            "--len",
+            "100",
+        ])
+        .unwrap();
+        let Command::Trace(args) = cli.command else { panic!() };
+        assert_eq!(
+            trace_request(args),
+            TraceRequest {
+                in_port: "p1".into(),
+                src_mac: Some("02:00:00:00:00:01".into()),
+                dst_mac: Some("ff:ff:ff:ff:ff:ff".into()),
+                vlan: Some(10),
+                ethertype: Some(0x0800),
+                src_ip: Some("10.0.0.1".into()),
+                dst_ip: Some("10.0.0.2".into()),
+                proto: Some("tcp".into()),
+                dst_port: Some(80),
+                len: Some(100),
+                ..Default::default()
+            }
+        );
+        for args in [
+            &["trace", "--in-port", "p1"][..],
+            &["trace", "--in-port", "p1", "--src", "02:00:00:00:00:01"],
+            &["trace", "--in-port", "p1", "--hex", "00", "--vlan", "3"],
+            &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--proto", "tcp"],
+            &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--ip", "10.0.0.1"],
+            &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--ethertype", "0xzz"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]

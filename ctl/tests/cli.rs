@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use vswitch_api::{
     ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, PortInfo, PortStats, PortUpdate,
-    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+    Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
+    WorkerInfo,
 };
 
 struct Fake {
@@ -112,6 +113,27 @@ fn answer(request: &Request) -> Response {
             DropReasonInfo { name: "no_buffer".into(), help: "the buffer pool was empty".into() },
         ]),
         Request::Metrics => Reply::Metrics("# TYPE vswitch_up gauge\nvswitch_up 1\n".into()),
+        Request::Trace(t) if t.in_port != "pod-a" => {
+            return Err(ApiError::not_found(format!("unknown port {:?}", t.in_port)))
+        }
+        Request::Trace(_) => {
+            let step = |stage: &str, detail: &str| TraceStep {
+                stage: stage.into(),
+                detail: detail.into(),
+            };
+            Reply::Trace(TraceResult {
+                frame_hex: "0200000000020200000000010800".into(),
+                steps: vec![
+                    step("parse", "60 bytes, 02:00:00:00:00:01 -> 02:00:00:00:00:02, untagged"),
+                    step("vlan", "untagged frame on pod-a (access VLAN 10): VLAN 10"),
+                    step("l2", "destination 02:00:00:00:00:02 on uplink; output to uplink"),
+                    step("output", "uplink (trunk 10,20,30-32 native 1): push 802.1Q tag VID 10"),
+                ],
+                verdict: "output to uplink (push VID 10)".into(),
+                outputs: vec!["uplink".into()],
+                drop_reason: None,
+            })
+        }
     })
 }
 
@@ -368,6 +390,72 @@ fn other_tables() {
          pod-a  vlan_not_allowed      5  tagged with a VLAN the port does not carry\n"
     );
     assert_eq!(ok(&d.ctl(&["metrics"])), "# TYPE vswitch_up gauge\nvswitch_up 1\n");
+}
+
+#[test]
+fn trace_prints_each_stage_and_the_action() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&[
+        "trace",
+        "--in-port",
+        "pod-a",
+        "--src",
+        "02:00:00:00:00:01",
+        "--dst",
+        "02:00:00:00:00:02",
+        "--ip",
+        "10.0.0.1,10.0.0.2",
+        "--proto",
+        "udp",
+        "--dport",
+        "53",
+    ]));
+    assert_eq!(
+        out,
+        "parse   : 60 bytes, 02:00:00:00:00:01 -> 02:00:00:00:00:02, untagged\n\
+         vlan    : untagged frame on pod-a (access VLAN 10): VLAN 10\n\
+         l2      : destination 02:00:00:00:00:02 on uplink; output to uplink\n\
+         output  : uplink (trunk 10,20,30-32 native 1): push 802.1Q tag VID 10\n\
+         action  : output to uplink (push VID 10)\n"
+    );
+
+    let out = ok(&d.ctl(&["trace", "--in-port", "pod-a", "--hex", "02 00 00", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["outputs"], serde_json::json!(["uplink"]));
+    assert_eq!(v["steps"][2]["stage"], "l2");
+
+    let o = d.ctl(&["trace", "--in-port", "pod-x", "--hex", "00"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: unknown port \"pod-x\"\n");
+
+    let o = d.ctl(&["trace", "--in-port", "pod-a", "--hex", "00", "--src", "02:00:00:00:00:01"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::Trace(TraceRequest {
+                in_port: "pod-a".into(),
+                src_mac: Some("02:00:00:00:00:01".into()),
+                dst_mac: Some("02:00:00:00:00:02".into()),
+                src_ip: Some("10.0.0.1".into()),
+                dst_ip: Some("10.0.0.2".into()),
+                proto: Some("udp".into()),
+                dst_port: Some(53),
+                ..Default::default()
+            }),
+            Request::Trace(TraceRequest {
+                in_port: "pod-a".into(),
+                frame_hex: Some("02 00 00".into()),
+                ..Default::default()
+            }),
+            Request::Trace(TraceRequest {
+                in_port: "pod-x".into(),
+                frame_hex: Some("00".into()),
+                ..Default::default()
+            }),
+        ]
+    );
 }
 
 #[test]

@@ -226,7 +226,41 @@ impl<const N: usize> Daemon<N> {
                     .collect(),
             )),
             Request::Metrics => Ok(Reply::Metrics(self.metrics())),
+            Request::Trace(t) => self.trace(&t),
         }
+    }
+
+    /// `POST /v1/trace`: builds the frame and runs it through the pipeline's decisions against
+    /// the current snapshot and FDB; nothing is sent or learned.
+    fn trace(&self, t: &vswitch_api::TraceRequest) -> Response {
+        use crate::pipeline::trace::{build_frame, to_hex, trace, FrameSpec};
+        let in_port = self.port_id(&t.in_port)?;
+        let frame = build_frame(&FrameSpec {
+            frame_hex: t.frame_hex.as_deref(),
+            src_mac: t.src_mac.as_deref(),
+            dst_mac: t.dst_mac.as_deref(),
+            vlan: t.vlan,
+            ethertype: t.ethertype,
+            src_ip: t.src_ip.as_deref(),
+            dst_ip: t.dst_ip.as_deref(),
+            proto: t.proto.as_deref(),
+            src_port: t.src_port,
+            dst_port: t.dst_port,
+            len: t.len,
+        })
+        .map_err(ApiError::invalid)?;
+        let tr = trace(&frame, in_port, &self.snapshot(), self.fdb());
+        Ok(Reply::Trace(vswitch_api::TraceResult {
+            frame_hex: to_hex(&frame),
+            steps: tr
+                .steps
+                .into_iter()
+                .map(|s| vswitch_api::TraceStep { stage: s.stage.into(), detail: s.detail })
+                .collect(),
+            verdict: tr.verdict.to_string(),
+            outputs: tr.verdict.outputs(),
+            drop_reason: tr.verdict.drop_reason().map(|r| r.name().to_string()),
+        }))
     }
 
     fn port_id(&self, name: &str) -> Result<PortId, ApiError> {

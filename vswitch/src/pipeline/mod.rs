@@ -14,6 +14,7 @@
 
 pub mod nodes;
 pub mod snapshot;
+pub mod trace;
 
 use crate::packet::{Batch, Pool};
 use crate::tables::fdb::Fdb;
@@ -36,6 +37,9 @@ pub struct Ctx<'a, const N: usize> {
     pub fdb: &'a Fdb,
     pub ports: &'a mut [Option<Egress<N>>],
     pub counters: &'a WorkerCounters,
+    /// This worker's id and its links to the other workers (see [`crate::pmd::handoff`]).
+    pub me: u16,
+    pub outboxes: &'a mut [Option<crate::pmd::handoff::Outbox>],
 }
 
 impl Pipeline {
@@ -57,8 +61,20 @@ impl Pipeline {
             counters: cx.counters,
         };
         self.l2.run(batch, cx.pool, &l2cx);
-        let mut ocx =
-            OutputCtx { pool: cx.pool, snap: cx.snap, ports: cx.ports, counters: cx.counters };
+        self.dispatch(batch, cx);
+    }
+
+    /// Runs only the output stage: for packets whose verdict is already decided (handed over
+    /// by another worker).
+    pub fn dispatch<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut Ctx<'_, N>) {
+        let mut ocx = OutputCtx {
+            pool: cx.pool,
+            snap: cx.snap,
+            ports: cx.ports,
+            counters: cx.counters,
+            me: cx.me,
+            outboxes: cx.outboxes,
+        };
         self.output.run(batch, &mut ocx);
     }
 }

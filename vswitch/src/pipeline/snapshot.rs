@@ -94,11 +94,18 @@ pub struct Snapshot {
     ports: Vec<Option<PortEntry>>,
     /// Member ports of every VLAN, for flooding; indexed by VLAN id.
     flood: Vec<Box<[PortId]>>,
+    /// The worker that polls and transmits each port (0 unless set).
+    owners: Vec<u16>,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot { generation: 0, ports: Vec::new(), flood: vec![Box::default(); 4096] }
+        Snapshot {
+            generation: 0,
+            ports: Vec::new(),
+            flood: vec![Box::default(); 4096],
+            owners: Vec::new(),
+        }
     }
 }
 
@@ -162,7 +169,21 @@ impl Snapshot {
             }
         }
         let flood = members.into_iter().map(Vec::into_boxed_slice).collect();
-        Ok(Snapshot { generation, ports, flood })
+        Ok(Snapshot { generation, ports, flood, owners: Vec::new() })
+    }
+
+    /// Records that worker `worker` owns port `id` (polls it and transmits on it).
+    pub fn set_owner(&mut self, id: PortId, worker: u16) {
+        if self.owners.len() <= id as usize {
+            self.owners.resize(id as usize + 1, 0);
+        }
+        self.owners[id as usize] = worker;
+    }
+
+    /// The worker that owns port `id`.
+    #[inline]
+    pub fn owner(&self, id: PortId) -> u16 {
+        self.owners.get(id as usize).copied().unwrap_or(0)
     }
 
     /// The port with id `id`, if configured.

@@ -132,28 +132,49 @@ impl L2 {
         dst: MacAddr,
         cx: &L2Ctx<'_>,
     ) -> (Verdict, bool) {
-        if !src.is_unicast() {
-            return (Verdict::Drop(DropReason::SrcMacInvalid), true);
-        }
-        let cacheable = match cx.fdb.check_source(vlan, src, in_port, cx.now) {
-            SourceCheck::Known => true,
-            SourceCheck::Static => return (Verdict::Drop(DropReason::StaticMacMoved), true),
-            SourceCheck::Unknown | SourceCheck::Moved { .. } => {
+        let (v, source) = decide(cx.fdb, vlan, in_port, src, dst, cx.now);
+        let cacheable = match source {
+            Some(SourceCheck::Unknown | SourceCheck::Moved { .. }) => {
                 if self.learn.push(LearnEvent { vlan, mac: src, port: in_port }).is_err() {
                     cx.counters.learn_overflow.add(1);
                 }
                 false
             }
-        };
-        let v = if dst.is_multicast() {
-            Verdict::Flood
-        } else {
-            match cx.fdb.lookup(vlan, dst) {
-                Some(p) if p == in_port => Verdict::Drop(DropReason::SamePort),
-                Some(p) => Verdict::Output(p),
-                None => Verdict::Flood,
-            }
+            _ => true,
         };
         (v, cacheable)
     }
+}
+
+/// The L2 decision for one packet, without side effects of its own: the verdict, and how the
+/// FDB classifies the source (`None` when the source MAC is not unicast, so nothing was
+/// checked). `Unknown` and `Moved` mean the source is to be learned; the caller does that (the
+/// stage sends a learn event, the packet tracer reports it). `now` only refreshes the age of a
+/// dynamic source already known on `in_port` (see [`Fdb::check_source`]).
+#[inline]
+pub(crate) fn decide(
+    fdb: &Fdb,
+    vlan: VlanId,
+    in_port: PortId,
+    src: MacAddr,
+    dst: MacAddr,
+    now: u64,
+) -> (Verdict, Option<SourceCheck>) {
+    if !src.is_unicast() {
+        return (Verdict::Drop(DropReason::SrcMacInvalid), None);
+    }
+    let source = fdb.check_source(vlan, src, in_port, now);
+    if matches!(source, SourceCheck::Static) {
+        return (Verdict::Drop(DropReason::StaticMacMoved), Some(source));
+    }
+    let v = if dst.is_multicast() {
+        Verdict::Flood
+    } else {
+        match fdb.lookup(vlan, dst) {
+            Some(p) if p == in_port => Verdict::Drop(DropReason::SamePort),
+            Some(p) => Verdict::Output(p),
+            None => Verdict::Flood,
+        }
+    };
+    (v, Some(source))
 }

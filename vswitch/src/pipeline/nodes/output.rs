@@ -13,6 +13,7 @@
 
 use crate::packet::{flags, Batch, Meta, Pkt, Pool, Verdict};
 use crate::pipeline::snapshot::Snapshot;
+use crate::pmd::handoff::{Handoff, Outbox};
 use crate::port::Port;
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::PortId;
@@ -62,6 +63,9 @@ pub struct OutputCtx<'a, const N: usize> {
     pub snap: &'a Snapshot,
     pub ports: &'a mut [Option<Egress<N>>],
     pub counters: &'a WorkerCounters,
+    /// This worker's id, and its links to the other workers, indexed by worker id.
+    pub me: u16,
+    pub outboxes: &'a mut [Option<Outbox>],
 }
 
 impl Output {
@@ -120,33 +124,36 @@ impl Output {
         mut m: Meta,
         port: PortId,
     ) {
-        let snap = cx.snap;
-        let Some(entry) = snap.port(port) else {
-            cx.counters.drop(m.in_port, DropReason::PortUnknown);
-            return cx.pool.free(p);
+        let tag = match egress_check(cx.snap, port, &m, p.len()) {
+            Ok(tag) => tag,
+            Err(r) => {
+                // MTU drops are the egress port's; the others mean the packet never got there.
+                let at = if r == DropReason::MtuExceeded { port } else { m.in_port };
+                cx.counters.drop(at, r);
+                return cx.pool.free(p);
+            }
         };
-        if !entry.up {
-            cx.counters.drop(m.in_port, DropReason::PortDown);
-            return cx.pool.free(p);
-        }
-        if !entry.mode.carries(m.vlan) {
-            cx.counters.drop(m.in_port, DropReason::VlanNotAllowed);
-            return cx.pool.free(p);
-        }
-        let want_tag = entry.mode.egress_tagged(m.vlan);
-        if let Err(r) = fix_tag(cx.pool, &mut p, &mut m, want_tag) {
+        if let Err(r) = fix_tag(cx.pool, &mut p, &mut m, tag) {
             cx.counters.drop(port, r);
             return cx.pool.free(p);
         }
-        let l2 = if m.flags & flags::TAGGED != 0 { 18 } else { 14 };
-        if p.len() > l2 + entry.mtu as usize {
-            cx.counters.drop(port, DropReason::MtuExceeded);
-            return cx.pool.free(p);
-        }
         let Some(Some(e)) = cx.ports.get_mut(port as usize) else {
-            // Configured but not attached to this worker.
-            cx.counters.drop(m.in_port, DropReason::PortUnknown);
-            return cx.pool.free(p);
+            // Another worker's port: hand the packet over (it copies it into its own pool).
+            let owner = cx.snap.owner(port);
+            match cx.outboxes.get_mut(owner as usize) {
+                Some(Some(out)) if owner != cx.me => {
+                    if let Err(h) = out.send(Handoff { pkt: p, meta: m, port }) {
+                        cx.counters.drop(port, DropReason::TxRingFull);
+                        cx.pool.free(h.pkt);
+                    }
+                }
+                // Configured, but its worker has not attached it yet.
+                _ => {
+                    cx.counters.drop(m.in_port, DropReason::PortUnknown);
+                    cx.pool.free(p);
+                }
+            }
+            return;
         };
         if e.queue.is_empty() {
             self.dirty.push(port);
@@ -162,18 +169,74 @@ impl Output {
     }
 }
 
+/// What egress does to a packet's 802.1Q tag so that the wire matches the egress port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagAction {
+    /// Untagged in, untagged out.
+    Untouched,
+    /// Tagged in, tagged out: the TCI is written with the packet's VLAN (a priority-tagged
+    /// frame gets its VID; otherwise the tag is unchanged).
+    Rewrite,
+    /// Untagged in, tagged out: a tag is pushed into the headroom.
+    Push,
+    /// Tagged in, untagged out: the tag is removed.
+    Pop,
+}
+
+impl TagAction {
+    /// The action for a frame that has a tag (`have`) leaving a port that wants one (`want`).
+    #[inline]
+    pub fn new(have: bool, want: bool) -> TagAction {
+        match (have, want) {
+            (false, false) => TagAction::Untouched,
+            (true, true) => TagAction::Rewrite,
+            (false, true) => TagAction::Push,
+            (true, false) => TagAction::Pop,
+        }
+    }
+}
+
+/// The egress checks for sending a packet with metadata `m`, `len` bytes long as it reached
+/// output, out of `port`: the port is configured and up, carries the packet's VLAN, and the
+/// packet fits its MTU. The tag fix-up it needs, or why it is dropped (`mtu_exceeded` counts on
+/// the egress port, the others on the ingress port). Pure: used by the stage and the tracer.
+#[inline]
+pub(crate) fn egress_check(
+    snap: &Snapshot,
+    port: PortId,
+    m: &Meta,
+    len: usize,
+) -> Result<TagAction, DropReason> {
+    let Some(entry) = snap.port(port) else {
+        return Err(DropReason::PortUnknown);
+    };
+    if !entry.up {
+        return Err(DropReason::PortDown);
+    }
+    if !entry.mode.carries(m.vlan) {
+        return Err(DropReason::VlanNotAllowed);
+    }
+    let have = m.flags & flags::TAGGED != 0;
+    // The MTU bounds what follows the Ethernet header and tag, which the tag fix-up does not
+    // change, so checking before it gives the same answer and skips fixing doomed packets.
+    let l2 = if have { 18 } else { 14 };
+    if len > l2 + entry.mtu as usize {
+        return Err(DropReason::MtuExceeded);
+    }
+    Ok(TagAction::new(have, entry.mode.egress_tagged(m.vlan)))
+}
+
 /// Makes the wire tag match what the egress port wants: push a tag into the headroom, pop it,
 /// or rewrite its VID (a priority-tagged frame leaving on a tagged port).
 #[inline]
-fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, want: bool) -> Result<(), DropReason> {
-    let have = m.flags & flags::TAGGED != 0;
+fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, tag: TagAction) -> Result<(), DropReason> {
     let tci = (u16::from(m.pcp) << 13) | (m.vlan & 0x0fff);
-    match (have, want) {
-        (false, false) => {}
-        (true, true) => {
+    match tag {
+        TagAction::Untouched => {}
+        TagAction::Rewrite => {
             pool.data_mut(p)[14..16].copy_from_slice(&tci.to_be_bytes());
         }
-        (false, true) => {
+        TagAction::Push => {
             if pool.push_front(p, 4).is_none() {
                 return Err(DropReason::NoHeadroom);
             }
@@ -187,7 +250,7 @@ fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, want: bool) -> Result<(),
                 m.l4_off += 4;
             }
         }
-        (true, false) => {
+        TagAction::Pop => {
             let d = pool.data_mut(p);
             d.copy_within(0..12, 4);
             pool.pull_front(p, 4);

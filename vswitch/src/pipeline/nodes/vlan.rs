@@ -24,8 +24,10 @@ pub fn run<const N: usize>(batch: &mut Batch<N>, snap: &Snapshot) {
     }
 }
 
+/// VLAN ingress for one packet: its VLAN inside the switch, or a drop. Used by [`run`] and by
+/// the packet tracer.
 #[inline]
-fn classify(m: &mut Meta, snap: &Snapshot) {
+pub(crate) fn classify(m: &mut Meta, snap: &Snapshot) {
     let Some(port) = snap.port(m.in_port) else {
         return m.drop(DropReason::PortUnknown);
     };
