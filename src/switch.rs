@@ -16,6 +16,8 @@ pub struct PortSpec {
     pub vlan: u16,
     /// The pod's namespace (full name), so the switch turns off its tx checksum offload.
     pub pod_netns: Option<String>,
+    /// The worker that polls it.
+    pub worker: usize,
 }
 
 impl PortSpec {
@@ -26,14 +28,21 @@ impl PortSpec {
             interface: topo.name(pod),
             vlan,
             pod_netns: Some(topo.name(pod)),
+            worker: 0,
         }
+    }
+
+    /// The same port on worker `w`.
+    pub fn on_worker(mut self, w: usize) -> PortSpec {
+        self.worker = w;
+        self
     }
 
     /// The TOML of this port.
     pub fn toml(&self) -> String {
         let mut s = format!(
-            "\n[[port]]\nname = \"{}\"\ninterface = \"{}\"\nvlan = {}\n",
-            self.name, self.interface, self.vlan
+            "\n[[port]]\nname = \"{}\"\ninterface = \"{}\"\nvlan = {}\nworker = {}\n",
+            self.name, self.interface, self.vlan, self.worker
         );
         if let Some(ns) = &self.pod_netns {
             s += &format!("pod_netns = \"/var/run/netns/{ns}\"\npod_interface = \"eth0\"\n");
@@ -53,10 +62,11 @@ pub struct Switch {
 
 /// The configuration text for `ports`, with the API socket at `socket`.
 pub fn config_text(socket: &std::path::Path, ports: &[PortSpec]) -> String {
-    let mut s = format!(
-        "[api]\nsocket = \"{}\"\nmetrics = \"\"\n\n[[worker]]\nidle = \"adaptive\"\n",
-        socket.display()
-    );
+    let mut s = format!("[api]\nsocket = \"{}\"\nmetrics = \"\"\n", socket.display());
+    let workers = ports.iter().map(|p| p.worker + 1).max().unwrap_or(1);
+    for _ in 0..workers {
+        s += "\n[[worker]]\nidle = \"adaptive\"\n";
+    }
     for p in ports {
         s += &p.toml();
     }
@@ -101,7 +111,10 @@ impl Switch {
 
     /// Port `name`'s counters.
     pub fn port(&self, name: &str) -> vswitch_api::PortInfo {
-        self.ports().into_iter().find(|p| p.name == name).unwrap_or_else(|| panic!("no port {name}"))
+        self.ports()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
     }
 
     /// The FDB.
@@ -132,7 +145,11 @@ impl Switch {
     /// Runs `vswitchctl --json ARGS` and parses its output.
     pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ctl(&[&["--json"], args].concat());
-        assert!(out.status.success(), "vswitchctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "vswitchctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("vswitchctl --json output")
     }
 }

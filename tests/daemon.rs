@@ -83,7 +83,10 @@ fn pods_in_different_vlans_cannot_reach_each_other() {
     for (i, (pod, vlan)) in [("p1", 10), ("p2", 10), ("p3", 20), ("p4", 20)].iter().enumerate() {
         let out = topo.exec(pod, "cat", &["/sys/class/net/eth0/address"]);
         let m = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let e = fdb.iter().find(|e| e.mac == m).unwrap_or_else(|| panic!("pod {i} MAC {m} not learned"));
+        let e = fdb
+            .iter()
+            .find(|e| e.mac == m)
+            .unwrap_or_else(|| panic!("pod {i} MAC {m} not learned"));
         assert_eq!((e.port.as_str(), e.vlan), (*pod, *vlan));
     }
 }
@@ -113,8 +116,9 @@ fn counters_match_the_traffic_sent() {
 fn inject(ns: &str, ifname: &str, frames: Vec<Vec<u8>>) {
     let ifname = ifname.to_string();
     netdev::in_netns(&format!("/var/run/netns/{ns}"), move || {
-        let mut pool = Pool::new(PoolConfig { frames: 256, big_buffers: 0, ..PoolConfig::default() })
-            .expect("pool");
+        let mut pool =
+            Pool::new(PoolConfig { frames: 256, big_buffers: 0, ..PoolConfig::default() })
+                .expect("pool");
         let mut port = AfPacketPort::open(&ifname, AfPacketConfig::default()).expect("AF_PACKET");
         let mut batch: Batch<32> = Batch::new();
         for f in &frames {
@@ -176,8 +180,9 @@ fn ports_are_added_and_removed_live_without_losing_other_traffic() {
     assert_eq!(topo.ping("p3", &addr(0), 3), 3, "the added port switches");
     ports.pop();
     sw.reload(&ports);
-    let removed =
-        wait_for(Duration::from_secs(5), || (!sw.ports().iter().any(|p| p.name == "p3")).then_some(()));
+    let removed = wait_for(Duration::from_secs(5), || {
+        (!sw.ports().iter().any(|p| p.name == "p3")).then_some(())
+    });
     assert!(removed.is_some(), "p3 still there");
     assert_eq!(topo.ping("p3", &addr(0), 2), 0, "the removed port no longer switches");
     let out = topo.stop_wait(flood, Duration::from_secs(10)).expect("ping output");
@@ -219,7 +224,13 @@ fn a_bad_configuration_is_refused_whole_and_touches_nothing() {
     };
     let sock = dir.join("s.sock");
     let good = PortSpec::pod(&topo, "p1", 10);
-    let missing = PortSpec { name: "ghost".into(), interface: "vsnope0".into(), vlan: 10, pod_netns: None };
+    let missing = PortSpec {
+        name: "ghost".into(),
+        interface: "vsnope0".into(),
+        vlan: 10,
+        pod_netns: None,
+        worker: 0,
+    };
     let out = run(vswitch_suite::switch::config_text(&sock, &[good, missing]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
@@ -262,8 +273,52 @@ fn vswitchctl_shows_and_steers_the_running_switch() {
     let out = sw.ctl(&["fdb", "add", "--vlan", "10", "--mac", "02:00:00:00:00:99", "--port", "p2"]);
     assert!(out.status.success(), "{out:?}");
     let fdb = sw.ctl_json(&["show", "fdb", "--port", "p2"]);
-    assert!(fdb.as_array().unwrap().iter().any(|e| e["mac"] == "02:00:00:00:00:99" && e["is_static"] == true));
+    assert!(fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["mac"] == "02:00:00:00:00:99" && e["is_static"] == true));
+    // trace: a broadcast from p1 floods VLAN 10, and nothing is sent or learned.
+    let before = sw.port("p2").stats.tx_packets;
+    let t = sw.ctl_json(&[
+        "trace",
+        "--in-port",
+        "p1",
+        "--src",
+        "02:00:00:00:00:77",
+        "--dst",
+        "ff:ff:ff:ff:ff:ff",
+    ]);
+    assert!(t["verdict"].as_str().unwrap_or("").starts_with("flood on VLAN 10"), "{t}");
+    assert_eq!(sw.port("p2").stats.tx_packets, before, "trace sent a packet");
+    assert!(!sw.fdb().iter().any(|e| e.mac == "02:00:00:00:00:77"), "trace learned a MAC");
     let metrics = sw.ctl(&["metrics"]);
-    assert!(String::from_utf8_lossy(&metrics.stdout).contains("vswitch_port_rx_packets_total{port=\"p1\"}"));
+    assert!(String::from_utf8_lossy(&metrics.stdout)
+        .contains("vswitch_port_rx_packets_total{port=\"p1\"}"));
     assert!(topo.ping("p1", &addr(1), 1) == 1);
+}
+
+#[test]
+fn pods_on_different_workers_talk_through_the_hand_off_rings() {
+    let mut topo = Topo::new("i");
+    topo.netns("sw");
+    topo.pod("p1", "sw", "10.244.1.11/24");
+    topo.pod("p2", "sw", "10.244.1.12/24");
+    let ports = [PortSpec::pod(&topo, "p1", 10), PortSpec::pod(&topo, "p2", 10).on_worker(1)];
+    let sw = Switch::start(&mut topo, "sw", &ports);
+    assert_eq!(topo.ping("p1", &addr(1), 5), 5);
+    let tcp = iperf3(&mut topo, "p1", "p2", &addr(1), false);
+    assert!(tcp > 50e6, "TCP across workers: {tcp} bit/s");
+    let workers = match sw.call(Request::ListWorkers) {
+        Ok(Reply::Workers(w)) => w,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(workers.len(), 2);
+    assert_eq!(
+        (workers[0].ports.clone(), workers[1].ports.clone()),
+        (vec!["p1".to_string()], vec!["p2".to_string()])
+    );
+    assert!(workers.iter().all(|w| w.packets > 1000), "{workers:?}");
+    let p2 = sw.port("p2");
+    assert!(p2.stats.tx_packets > 1000 && !p2.stats.drops.contains_key("port_unknown"), "{p2:?}");
 }

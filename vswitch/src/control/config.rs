@@ -564,11 +564,15 @@ impl Config {
 
     /// The snapshot this configuration compiles to (port `i` gets id `i`).
     pub fn snapshot(&self, generation: u64) -> Snapshot {
-        Snapshot::build(
+        let mut s = Snapshot::build(
             generation,
             self.ports.iter().enumerate().map(|(i, p)| (i as PortId, p.entry())),
         )
-        .expect("a validated configuration compiles")
+        .expect("a validated configuration compiles");
+        for (i, p) in self.ports.iter().enumerate() {
+            s.set_owner(i as PortId, p.worker as u16);
+        }
+        s
     }
 }
 

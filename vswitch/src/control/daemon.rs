@@ -287,25 +287,35 @@ impl<const N: usize> Daemon<N> {
             }
             built.push((wcfg, pool, umem, opened));
         }
+        // Build every worker, link each pair (for packets whose egress port another worker
+        // owns), then start them.
+        let mut workers = Vec::new();
         for (wi, (wcfg, pool, umem, opened)) in built.into_iter().enumerate() {
-            d.spawn_worker(wi, wcfg, pool, umem, opened)?;
+            workers.push((d.build_worker(wi, pool, opened)?, wcfg, umem));
+        }
+        for i in 0..workers.len() {
+            let (head, tail) = workers.split_at_mut(i + 1);
+            for other in tail {
+                Worker::link(&mut head[i].0, &mut other.0);
+            }
+        }
+        for (wi, (worker, wcfg, umem)) in workers.into_iter().enumerate() {
+            d.spawn_worker(wi, worker, wcfg, umem)?;
         }
         d.install_signals()?;
         Ok(d)
     }
 
-    fn spawn_worker(
+    fn build_worker(
         &mut self,
         wi: usize,
-        wcfg: WorkerSection,
         pool: Pool,
-        umem: Umem,
         ports: Vec<(PortId, Box<dyn Port<N>>)>,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Worker<N>, DaemonError> {
         let (learn_tx, learn_rx) = learn_ring();
         self.learner.attach(learn_rx);
-        let pool_frames = pool.frames();
         let wc = WorkerConfig {
+            id: wi as u16,
             flow_cache_entries: self.cfg.switch.flow_cache_entries,
             ..WorkerConfig::default()
         };
@@ -314,6 +324,17 @@ impl<const N: usize> Daemon<N> {
         for (id, port) in ports {
             worker.add_port(id, port).map_err(|e| DaemonError::Setup(e.to_string()))?;
         }
+        Ok(worker)
+    }
+
+    fn spawn_worker(
+        &mut self,
+        wi: usize,
+        worker: Worker<N>,
+        wcfg: WorkerSection,
+        umem: Umem,
+    ) -> Result<(), DaemonError> {
+        let pool_frames = worker.pool().frames();
         let counters = worker.counters().clone();
         let (commands, cmd_rx) = RingBuffer::new(64);
         let (ev_tx, events) = RingBuffer::new(64);
@@ -430,7 +451,14 @@ impl<const N: usize> Daemon<N> {
             .enumerate()
             .filter_map(|(i, p)| Some((i as PortId, p.as_ref()?.section.entry())));
         match Snapshot::build(gen, entries) {
-            Ok(s) => self.snapshot.store(Arc::new(s)),
+            Ok(mut s) => {
+                for (i, p) in self.ports.iter().enumerate() {
+                    if let Some(p) = p {
+                        s.set_owner(i as PortId, p.section.worker as u16);
+                    }
+                }
+                self.snapshot.store(Arc::new(s))
+            }
             // Sections were validated; this would be a bug worth a loud log, not a crash.
             Err(e) => error!("snapshot not published: {e}"),
         }
@@ -662,16 +690,20 @@ fn worker_main<const N: usize>(
                     std::hint::spin_loop();
                     continue;
                 }
-                // Sleep until a port has packets (or 10 ms pass, for housekeeping and stop).
-                fds.clear();
-                w.poll_fds(&mut fds);
-                pollfds.clear();
-                pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                }));
-                let _ = afxdp::poll(&mut pollfds, 10);
+                // Sleep until a port has packets or another worker hands some over (or 10 ms
+                // pass, for housekeeping and stop).
+                if w.prepare_sleep() {
+                    fds.clear();
+                    w.poll_fds(&mut fds);
+                    pollfds.clear();
+                    pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    }));
+                    let _ = afxdp::poll(&mut pollfds, 10);
+                    w.woke();
+                }
                 w.housekeep();
                 idle_since = None;
             }

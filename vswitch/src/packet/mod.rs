@@ -9,4 +9,4 @@ pub mod pool;
 pub mod umem;
 
 pub use batch::{flags, Batch, GsoType, Meta, Offload, Verdict, DEFAULT_BATCH, MAX_BATCH};
-pub use pool::{Pkt, Pool, PoolConfig, PoolError, BIG_BUFFER_SIZE};
+pub use pool::{Pkt, Pool, PoolConfig, PoolError, PoolReader, BIG_BUFFER_SIZE};

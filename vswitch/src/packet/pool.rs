@@ -17,7 +17,7 @@
 //! [`Pool::into_desc`] for a kernel ring. [`Pool::in_use`] counts the handles outstanding, which
 //! the conservation tests check.
 
-use super::umem::{Region, RegionError};
+use super::umem::{FrameReader, Region, RegionError};
 
 /// Bit 31 of a buffer id marks a big buffer.
 const BIG: u32 = 1 << 31;
@@ -324,6 +324,11 @@ impl Pool {
         self.in_kernel
     }
 
+    /// Read access to this pool's buffers from another worker, for packets handed over to it.
+    pub fn reader(&self) -> PoolReader {
+        PoolReader { frames: self.frames.reader(), big: self.big.as_ref().map(Region::reader) }
+    }
+
     /// The frame region, for registering it as an AF_XDP UMEM.
     pub fn region(&self) -> &Region {
         &self.frames
@@ -378,9 +383,48 @@ impl Pool {
     }
 }
 
+/// Reads packets of another worker's pool whose handles were handed to this worker (the
+/// cross-worker hand-off): the receiving worker copies the bytes into its own pool, then gives
+/// the handle back for the owner to free.
+#[derive(Clone)]
+pub struct PoolReader {
+    frames: FrameReader,
+    big: Option<FrameReader>,
+}
+
+impl PoolReader {
+    /// The bytes of `p`, a packet of the pool this reader reads.
+    #[inline]
+    pub fn data<'a>(&'a self, p: &'a Pkt) -> &'a [u8] {
+        let (h, l) = (p.head as usize, p.len as usize);
+        let buf = if p.buf & BIG != 0 {
+            match &self.big {
+                Some(r) => r.frame(p.buf & !BIG),
+                None => return &[],
+            }
+        } else {
+            self.frames.frame(p.buf)
+        };
+        &buf[h..h + l]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reader_sees_handed_over_packets() {
+        let mut a = pool();
+        let reader = a.reader();
+        let p = a.alloc_from(&[7, 8, 9]).unwrap();
+        let seen = std::thread::scope(|s| s.spawn(|| reader.data(&p).to_vec()).join().unwrap());
+        assert_eq!(seen, vec![7, 8, 9]);
+        a.free(p);
+        drop(a);
+        // The reader keeps the mapping alive after the pool is gone.
+        let _ = reader.frames.frame(0)[0];
+    }
 
     fn pool() -> Pool {
         Pool::new(PoolConfig { frames: 16, frame_size: 2048, headroom: 256, big_buffers: 2 })

@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// Why a region could not be mapped.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +27,28 @@ pub enum RegionError {
     Mmap { bytes: usize, source: std::io::Error },
 }
 
+/// The mapping itself, shared by the region and its [`FrameReader`]s so it stays mapped while
+/// any of them lives.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain memory; who may touch which frame is governed by packet-handle ownership.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; `Mapping` itself hands out no references.
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned, and this is the last owner of
+        // the mapping (the region and every reader hold it through an `Arc`).
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
 /// A page-aligned, zero-initialised mapping of `frames * frame_size` bytes.
 pub struct Region {
     base: NonNull<u8>,
@@ -33,10 +56,41 @@ pub struct Region {
     frame_size: usize,
     frames: usize,
     huge: bool,
+    map: Arc<Mapping>,
 }
 
-// SAFETY: the region is plain memory owned by this value; moving it to another thread moves the
-// ownership. Frame access goes through `&self`/`&mut self` methods, so Rust's borrow rules apply.
+/// Read access to the frames of another worker's region, for packets handed from that worker
+/// to this one. A frame may be read only while the reader holds the packet handle that owns it
+/// (the sending worker does not touch it until the handle is given back).
+#[derive(Clone)]
+pub struct FrameReader {
+    map: Arc<Mapping>,
+    frame_size: usize,
+    frames: usize,
+}
+
+impl FrameReader {
+    /// Frame `idx`, shared.
+    ///
+    /// # Panics
+    /// If `idx` is out of range.
+    #[inline]
+    pub fn frame(&self, idx: u32) -> &[u8] {
+        let idx = idx as usize;
+        assert!(idx < self.frames, "frame index {idx} out of range");
+        // SAFETY: in bounds of a mapping kept alive by `self.map`; by the handle protocol the
+        // frame's owner (the caller, holding its packet handle) is the only one accessing it.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map.base.as_ptr().add(idx * self.frame_size),
+                self.frame_size,
+            )
+        }
+    }
+}
+
+// SAFETY: the region is plain memory owned by this value (and its readers); moving it to another
+// thread moves that ownership. Frame access goes through `&self`/`&mut self` methods.
 unsafe impl Send for Region {}
 // SAFETY: `&Region` only hands out shared views of frames (`frame`) and the base pointer; the
 // kernel-visible writes are coordinated by the owner through the AF_XDP rings.
@@ -55,11 +109,18 @@ impl Region {
         const HUGE: usize = 2 << 20;
         if len.is_multiple_of(HUGE) {
             if let Ok(base) = map(len, libc::MAP_HUGETLB) {
-                return Ok(Region { base, len, frame_size, frames, huge: true });
+                let map = Arc::new(Mapping { base, len });
+                return Ok(Region { base, len, frame_size, frames, huge: true, map });
             }
         }
         let base = map(len, 0).map_err(|source| RegionError::Mmap { bytes: len, source })?;
-        Ok(Region { base, len, frame_size, frames, huge: false })
+        let map = Arc::new(Mapping { base, len });
+        Ok(Region { base, len, frame_size, frames, huge: false, map })
+    }
+
+    /// A reader of this region's frames for another thread (see [`FrameReader`]).
+    pub fn reader(&self) -> FrameReader {
+        FrameReader { map: self.map.clone(), frame_size: self.frame_size, frames: self.frames }
     }
 
     /// Size of one frame in bytes.
@@ -150,16 +211,6 @@ impl Region {
                 std::slice::from_raw_parts(base.add(s * fs), fs),
                 std::slice::from_raw_parts_mut(base.add(d * fs), fs),
             )
-        }
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: `base`/`len` are exactly what mmap returned; nothing borrows the region any
-        // more because `drop` has `&mut self`.
-        unsafe {
-            libc::munmap(self.base.as_ptr().cast(), self.len);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Poll-mode workers and the FDB learner that serves them.
 
+pub mod handoff;
 pub mod learner;
 pub mod worker;
 

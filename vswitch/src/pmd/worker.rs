@@ -6,6 +6,7 @@
 //! rings, reap completions). Time comes in from the caller, read once per iteration, so tests
 //! drive the worker with a fake clock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -14,6 +15,7 @@ use crate::packet::{Batch, Pool};
 use crate::pipeline::nodes::l2::LearnEvent;
 use crate::pipeline::nodes::output::Egress;
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
+use crate::pmd::handoff::{self, Inbox, Outbox};
 use crate::port::Port;
 use crate::tables::fdb::Fdb;
 use crate::telemetry::{DropReason, WorkerCounters};
@@ -22,6 +24,8 @@ use crate::types::{PortId, MAX_PORTS};
 /// A worker's tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerConfig {
+    /// The worker's index (its place in the snapshot's port owners).
+    pub id: u16,
     /// Flow cache entries (a power of two).
     pub flow_cache_entries: usize,
     /// Iterations between housekeeping calls.
@@ -30,7 +34,7 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { flow_cache_entries: 8192, housekeeping_interval: 1024 }
+        WorkerConfig { id: 0, flow_cache_entries: 8192, housekeeping_interval: 1024 }
     }
 }
 
@@ -55,6 +59,11 @@ pub struct Worker<const N: usize> {
     counters: Arc<WorkerCounters>,
     batch: Box<Batch<N>>,
     cfg: WorkerConfig,
+    /// Links to the other workers: out, indexed by worker id; in, one per linked worker.
+    outboxes: Vec<Option<Outbox>>,
+    inboxes: Vec<Inbox>,
+    /// Set while the worker sleeps in poll(2), so others wake it with their hand-offs.
+    sleeping: Arc<AtomicBool>,
     iterations: u64,
     last_now: u64,
     last_busy: bool,
@@ -78,6 +87,9 @@ impl<const N: usize> Worker<N> {
             counters: Arc::new(WorkerCounters::default()),
             batch: Box::new(Batch::new()),
             cfg,
+            outboxes: Vec::new(),
+            inboxes: Vec::new(),
+            sleeping: Arc::new(AtomicBool::new(false)),
             iterations: 0,
             last_now: 0,
             last_busy: false,
@@ -136,10 +148,48 @@ impl<const N: usize> Worker<N> {
         &self.pipeline
     }
 
+    /// Links two workers both ways, so each can hand packets to the other's ports.
+    pub fn link(a: &mut Worker<N>, b: &mut Worker<N>) {
+        let (ai, bi) = (a.cfg.id as usize, b.cfg.id as usize);
+        assert_ne!(ai, bi, "a worker is not linked to itself");
+        let ab = handoff::link(&a.pool, b.sleeping.clone()).expect("socketpair for wake-ups");
+        let ba = handoff::link(&b.pool, a.sleeping.clone()).expect("socketpair for wake-ups");
+        for (w, to, out) in [(&mut *a, bi, ab.0), (&mut *b, ai, ba.0)] {
+            if w.outboxes.len() <= to {
+                w.outboxes.resize_with(to + 1, || None);
+            }
+            w.outboxes[to] = Some(out);
+        }
+        b.inboxes.push(ab.1);
+        a.inboxes.push(ba.1);
+    }
+
     /// One iteration at time `now` (ns, monotonic). Returns the packets received.
     pub fn poll_once(&mut self, now: u64) -> usize {
         let snap = self.snapshot.load();
         let mut moved = 0;
+        // Packets other workers handed over for our ports, and buffers they gave back.
+        for out in self.outboxes.iter_mut().flatten() {
+            out.reclaim(&mut self.pool);
+        }
+        for i in 0..self.inboxes.len() {
+            let n = self.inboxes[i].receive(&mut self.pool, &mut self.batch, &self.counters);
+            if n == 0 {
+                continue;
+            }
+            moved += n;
+            let mut cx = Ctx {
+                now,
+                pool: &mut self.pool,
+                snap: &snap,
+                fdb: &self.fdb,
+                ports: &mut self.ports,
+                counters: &self.counters,
+                me: self.cfg.id,
+                outboxes: &mut self.outboxes,
+            };
+            self.pipeline.dispatch(&mut self.batch, &mut cx);
+        }
         for i in 0..self.rx_order.len() {
             let id = self.rx_order[i];
             let Some(Some(e)) = self.ports.get_mut(id as usize) else { continue };
@@ -158,8 +208,13 @@ impl<const N: usize> Worker<N> {
                 fdb: &self.fdb,
                 ports: &mut self.ports,
                 counters: &self.counters,
+                me: self.cfg.id,
+                outboxes: &mut self.outboxes,
             };
             self.pipeline.process(&mut self.batch, &mut cx);
+        }
+        for out in self.outboxes.iter_mut().flatten() {
+            out.wake_if_sleeping();
         }
         self.account(now, moved);
         if self.iterations.is_multiple_of(self.cfg.housekeeping_interval) {
@@ -188,10 +243,31 @@ impl<const N: usize> Worker<N> {
         }
     }
 
-    /// The descriptors to sleep on while idle: every port's readable-when-packets fds.
+    /// The descriptors to sleep on while idle: every port's readable-when-packets fds, and the
+    /// wake-ups of other workers' hand-offs.
     pub fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
         for e in self.ports.iter().flatten() {
             e.port.poll_fds(out);
+        }
+        out.extend(self.inboxes.iter().map(Inbox::wake_fd));
+    }
+
+    /// Announces that the worker is about to sleep; false (and still awake) if a hand-off is
+    /// already waiting. Call [`Worker::woke`] after the sleep.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::Relaxed);
+        if self.inboxes.iter().all(Inbox::ready_to_sleep) {
+            return true;
+        }
+        self.sleeping.store(false, Ordering::Relaxed);
+        false
+    }
+
+    /// Back from sleep: clear the flag and the wake-ups.
+    pub fn woke(&self) {
+        self.sleeping.store(false, Ordering::Relaxed);
+        for i in &self.inboxes {
+            i.clear_wake();
         }
     }
 
