@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_rust
-ensure_packages iproute2 iputils-ping iperf3 ethtool
+# containernetworking-plugins: the reference host-local IPAM plugin the CNI tests delegate to.
+ensure_packages iproute2 iputils-ping iperf3 ethtool containernetworking-plugins
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,7 +20,7 @@ step "cargo test"
 # Unit and in-memory tests in parallel; the namespace tests (AF_XDP, AF_PACKET, vswitchd end to
 # end) make their own namespaces, and run one at a time so their traffic does not disturb each
 # other on a 2-core machine.
-cargo test --workspace --lib --bins --tests --exclude vswitch-suite -- --test-threads="${TEST_THREADS:-2}"
-cargo test -p vswitch-suite --lib --bins --tests -- --test-threads=1
+cargo test --workspace --lib --bins --tests --exclude vswitch-suite --exclude vswitch-cni -- --test-threads="${TEST_THREADS:-2}"
+cargo test -p vswitch-suite -p vswitch-cni --lib --bins --tests -- --test-threads=1
 step "doc tests"
 cargo test --workspace --doc

@@ -25,6 +25,9 @@
 //! | GET | `/v1/workers` | [`Request::ListWorkers`] | `[`[`WorkerInfo`]`]` |
 //! | GET | `/v1/drop-reasons` | [`Request::DropReasons`] | `[`[`DropReasonInfo`]`]` |
 //! | POST | `/v1/trace` (body [`TraceRequest`]) | [`Request::Trace`] | [`TraceResult`] |
+//! | POST | `/v1/pods` (body [`PodAttachment`]) | [`Request::AttachPod`] | [`PortInfo`] of the pod's port |
+//! | GET | `/v1/pods` | [`Request::ListPods`] | `[`[`PodAttachment`]`]` |
+//! | DELETE | `/v1/pods/{container_id}/{ifname}` | [`Request::DetachPod`] | `{"message": "..."}` (also when absent) |
 //! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
 //!
 //! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
@@ -61,9 +64,9 @@ mod client;
 mod server;
 
 pub use types::{
-    ApiError, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, PortInfo, PortStats, PortUpdate,
-    Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
-    WorkerInfo,
+    ApiError, Bandwidth, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, PodAttachment, PortInfo,
+    PortStats, PortUpdate, Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult,
+    TraceStep, VlanInfo, WorkerInfo,
 };
 
 #[cfg(feature = "client")]

@@ -235,6 +235,67 @@ pub struct TraceResult {
     pub drop_reason: Option<String>,
 }
 
+/// Traffic limits for a pod, as the CNI `bandwidth` capability gives them
+/// (`runtimeConfig.bandwidth`): rates in bits per second, bursts in bits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bandwidth {
+    /// Rate of traffic into the pod, bits/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_rate: Option<u64>,
+    /// Burst of traffic into the pod, bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_burst: Option<u64>,
+    /// Rate of traffic out of the pod, bits/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    /// Burst of traffic out of the pod, bits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_burst: Option<u64>,
+}
+
+/// A pod wired to the switch by the CNI plugin, `POST /v1/pods`, and as `GET /v1/pods` lists
+/// it. The daemon turns off the pod interface's tx checksum offload (entering `netns`),
+/// creates an AF_XDP port on `host_interface` in VLAN `vlan`, and keeps the attachment across
+/// its restarts. An attachment is identified by `container_id` and `ifname`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PodAttachment {
+    /// The container (sandbox) id, `CNI_CONTAINERID`.
+    pub container_id: String,
+    /// The interface name inside the pod, `CNI_IFNAME`.
+    pub ifname: String,
+    /// The pod's network namespace (a path), `CNI_NETNS`.
+    pub netns: String,
+    /// The host end of the veth, in the switch's namespace.
+    pub host_interface: String,
+    /// The access VLAN, from the network configuration (default 1).
+    pub vlan: u16,
+    /// MTU in bytes of both veth ends.
+    pub mtu: u16,
+    /// The pod interface's MAC address, when the runtime asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// The pod's addresses in CIDR notation, as IPAM assigned them.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// The pod's Kubernetes namespace, `K8S_POD_NAMESPACE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// The pod's name, `K8S_POD_NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// The pod's UID, `K8S_POD_UID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// The pod's cgroup, `runtimeConfig.cgroupPath`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    /// Traffic limits, `runtimeConfig.bandwidth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth: Option<Bandwidth>,
+}
+
 /// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -396,6 +457,18 @@ pub enum Request {
     Metrics,
     /// `POST /v1/trace` -> [`Reply::Trace`]: what the switch would do with a packet.
     Trace(TraceRequest),
+    /// `POST /v1/pods` -> [`Reply::Port`]: wire a pod to the switch (the CNI plugin's ADD).
+    AttachPod(PodAttachment),
+    /// `DELETE /v1/pods/{container_id}/{ifname}` -> [`Reply::Done`], also when there is no
+    /// such attachment (the CNI plugin's DEL is idempotent).
+    DetachPod {
+        /// The container id of the attachment.
+        container_id: String,
+        /// The pod-side interface name of the attachment.
+        ifname: String,
+    },
+    /// `GET /v1/pods` -> [`Reply::Pods`].
+    ListPods,
 }
 
 /// A successful answer; which variant depends on the [`Request`] (see its variants).
@@ -419,6 +492,8 @@ pub enum Reply {
     Metrics(String),
     /// A packet trace.
     Trace(TraceResult),
+    /// The pods attached through the CNI plugin.
+    Pods(Vec<PodAttachment>),
     /// A change was made; `message` says what (e.g. `flushed 12 entries`).
     Done {
         /// What was done.

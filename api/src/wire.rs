@@ -8,7 +8,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ApiError, ErrorBody, ErrorKind, PortInfo, PortUpdate, Reply, Request, StaticMac, TraceRequest,
+    ApiError, ErrorBody, ErrorKind, PodAttachment, PortInfo, PortUpdate, Reply, Request, StaticMac,
+    TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -116,6 +117,11 @@ impl Request {
             Request::DropReasons => ("GET", "/v1/drop-reasons".to_string(), None),
             Request::Metrics => ("GET", "/metrics".to_string(), None),
             Request::Trace(t) => ("POST", "/v1/trace".to_string(), Some(json_body(t))),
+            Request::AttachPod(pod) => ("POST", "/v1/pods".to_string(), Some(json_body(pod))),
+            Request::DetachPod { container_id, ifname } => {
+                ("DELETE", format!("/v1/pods/{}/{}", segment(container_id), segment(ifname)), None)
+            }
+            Request::ListPods => ("GET", "/v1/pods".to_string(), None),
         };
         HttpRequest { method, path_and_query, body }
     }
@@ -136,6 +142,9 @@ impl Request {
             Request::DropReasons => "GET /v1/drop-reasons",
             Request::Metrics => "GET /metrics",
             Request::Trace(_) => "POST /v1/trace",
+            Request::AttachPod(_) => "POST /v1/pods",
+            Request::DetachPod { .. } => "DELETE /v1/pods/{container_id}/{ifname}",
+            Request::ListPods => "GET /v1/pods",
         }
     }
 }
@@ -184,6 +193,8 @@ enum Resource {
     DropReasons,
     Metrics,
     Trace,
+    Pods,
+    Pod(String, String),
 }
 
 impl Resource {
@@ -193,6 +204,8 @@ impl Resource {
             Resource::Fdb => "GET, POST",
             Resource::FdbEntry(..) => "DELETE",
             Resource::FdbFlush | Resource::Trace => "POST",
+            Resource::Pods => "GET, POST",
+            Resource::Pod(..) => "DELETE",
             _ => "GET",
         }
     }
@@ -226,6 +239,11 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "workers"] => Resource::Workers,
         ["v1", "drop-reasons"] => Resource::DropReasons,
         ["v1", "trace"] => Resource::Trace,
+        ["v1", "pods"] => Resource::Pods,
+        ["v1", "pods", container_id, ifname] => Resource::Pod(
+            decode_segment(container_id, "container id")?,
+            decode_segment(ifname, "interface name")?,
+        ),
         _ => {
             return Err(RouteError::new(
                 404,
@@ -368,6 +386,24 @@ pub fn parse_request(
             )?;
             Request::Trace(trace)
         }
+        ("GET", Resource::Pods) => {
+            query_params(query, &[])?;
+            Request::ListPods
+        }
+        ("POST", Resource::Pods) => {
+            query_params(query, &[])?;
+            let pod: PodAttachment = body_json(
+                body,
+                "POST /v1/pods",
+                "fields container_id, ifname, netns, host_interface, vlan, mtu, mac, ips, \
+                 pod_namespace, pod_name, pod_uid, cgroup_path, bandwidth",
+            )?;
+            Request::AttachPod(pod)
+        }
+        ("DELETE", Resource::Pod(container_id, ifname)) => {
+            query_params(query, &[])?;
+            Request::DetachPod { container_id, ifname }
+        }
         (_, resource) => {
             let allow = resource.allow();
             let mut error = RouteError::new(
@@ -399,6 +435,9 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::DropReasons, Reply::DropReasons(_))
             | (Request::Metrics, Reply::Metrics(_))
             | (Request::Trace(_), Reply::Trace(_))
+            | (Request::AttachPod(_), Reply::Port(_))
+            | (Request::DetachPod { .. }, Reply::Done { .. })
+            | (Request::ListPods, Reply::Pods(_))
     )
 }
 
@@ -414,6 +453,7 @@ pub fn reply_name(reply: &Reply) -> &'static str {
         Reply::DropReasons(_) => "DropReasons",
         Reply::Metrics(_) => "Metrics",
         Reply::Trace(_) => "Trace",
+        Reply::Pods(_) => "Pods",
         Reply::Done { .. } => "Done",
     }
 }
@@ -437,6 +477,7 @@ pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
         Reply::Workers(v) => pretty(v),
         Reply::DropReasons(v) => pretty(v),
         Reply::Trace(v) => pretty(v),
+        Reply::Pods(v) => pretty(v),
         Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
         Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
     };
@@ -463,6 +504,9 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::ListWorkers => Reply::Workers(json(body)?),
         Request::DropReasons => Reply::DropReasons(json(body)?),
         Request::Trace(_) => Reply::Trace(json(body)?),
+        Request::AttachPod(_) => Reply::Port(json(body)?),
+        Request::DetachPod { .. } => done(body)?,
+        Request::ListPods => Reply::Pods(json(body)?),
         Request::Metrics => Reply::Metrics(
             String::from_utf8(body.to_vec())
                 .map_err(|_| "metrics text is not UTF-8".to_string())?,
@@ -528,7 +572,44 @@ mod tests {
                 dst_port: Some(80),
                 len: Some(1500),
             }),
+            Request::AttachPod(pod()),
+            Request::AttachPod(PodAttachment {
+                mac: None,
+                ips: vec![],
+                pod_namespace: None,
+                pod_name: None,
+                pod_uid: None,
+                cgroup_path: None,
+                bandwidth: None,
+                ..pod()
+            }),
+            Request::DetachPod { container_id: "abc123".into(), ifname: "eth0".into() },
+            Request::DetachPod { container_id: "odd/id%?#".into(), ifname: "net 1".into() },
+            Request::ListPods,
         ]
+    }
+
+    fn pod() -> PodAttachment {
+        PodAttachment {
+            container_id: "0123456789abcdef".into(),
+            ifname: "eth0".into(),
+            netns: "/var/run/netns/cni-1234".into(),
+            host_interface: "vs0123456789ab".into(),
+            vlan: 10,
+            mtu: 1450,
+            mac: Some("02:00:00:00:00:01".into()),
+            ips: vec!["10.244.1.2/24".into(), "fd00::2/64".into()],
+            pod_namespace: Some("default".into()),
+            pod_name: Some("web-0".into()),
+            pod_uid: Some("6f1c5a1e-0000-4000-8000-000000000001".into()),
+            cgroup_path: Some("/kubepods/pod6f1c".into()),
+            bandwidth: Some(crate::types::Bandwidth {
+                ingress_rate: Some(1_000_000),
+                ingress_burst: Some(100_000),
+                egress_rate: None,
+                egress_burst: None,
+            }),
+        }
     }
 
     #[test]
@@ -583,6 +664,36 @@ mod tests {
 
         let e = parse_request("DELETE", "/v1/fdb/x/aa:bb", None, b"").unwrap_err();
         assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn pod_routes_name_their_problems() {
+        let e = parse_request("PUT", "/v1/pods", None, b"").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.allow, Some("GET, POST"));
+        let e = parse_request("GET", "/v1/pods/abc/eth0", None, b"").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.allow, Some("DELETE"));
+        let e = parse_request("POST", "/v1/pods", None, br#"{"container_id": "x"}"#).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.error.message.contains("missing field"), "{}", e.error.message);
+        let e = parse_request("DELETE", "/v1/pods/abc", None, b"").unwrap_err();
+        assert_eq!(e.status, 404);
+    }
+
+    #[test]
+    fn pod_replies_round_trip() {
+        let pods = Reply::Pods(vec![pod()]);
+        assert!(reply_fits(&Request::ListPods, &pods));
+        let (ct, body) = encode_reply(&pods);
+        assert_eq!(ct, JSON);
+        assert_eq!(decode_reply(&Request::ListPods, &body), Ok(pods));
+        let done = Reply::Done { message: "detached".into() };
+        let detach = Request::DetachPod { container_id: "c".into(), ifname: "eth0".into() };
+        assert!(reply_fits(&detach, &done));
+        assert!(!reply_fits(&Request::AttachPod(pod()), &done));
+        let (_, body) = encode_reply(&done);
+        assert_eq!(decode_reply(&detach, &body), Ok(done));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use vswitch_api::{
-    ApiError, ApiListener, Backend, Client, ClientError, DropReasonInfo, ErrorKind, FdbEntry,
-    PortInfo, PortStats, PortUpdate, Reply, Request, Response, StaticMac, Status, TraceRequest,
-    TraceResult, TraceStep, VlanInfo, WorkerInfo,
+    ApiError, ApiListener, Backend, Bandwidth, Client, ClientError, DropReasonInfo, ErrorKind,
+    FdbEntry, PodAttachment, PortInfo, PortStats, PortUpdate, Reply, Request, Response, StaticMac,
+    Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 type Script = dyn Fn(&Request) -> Response + Send + Sync;
@@ -150,7 +150,28 @@ fn canned(request: &Request) -> Response {
             outputs: vec!["p2".into()],
             drop_reason: None,
         }),
+        Request::AttachPod(pod) => Reply::Port(port(&pod.host_interface)),
+        Request::DetachPod { .. } => Reply::Done { message: "detached".into() },
+        Request::ListPods => Reply::Pods(vec![pod_attachment("c1")]),
     })
+}
+
+fn pod_attachment(container_id: &str) -> PodAttachment {
+    PodAttachment {
+        container_id: container_id.into(),
+        ifname: "eth0".into(),
+        netns: "/var/run/netns/cni-1".into(),
+        host_interface: "vs0123456789ab".into(),
+        vlan: 1,
+        mtu: 1450,
+        mac: Some("02:00:00:00:00:01".into()),
+        ips: vec!["10.244.1.2/24".into()],
+        pod_namespace: Some("default".into()),
+        pod_name: Some("web-0".into()),
+        pod_uid: Some("uid-1".into()),
+        cgroup_path: None,
+        bandwidth: Some(Bandwidth { egress_rate: Some(1_000_000), ..Default::default() }),
+    }
 }
 
 fn all_requests() -> Vec<Request> {
@@ -184,6 +205,10 @@ fn all_requests() -> Vec<Request> {
             vlan: Some(10),
             ..Default::default()
         }),
+        Request::AttachPod(pod_attachment("c1")),
+        Request::DetachPod { container_id: "c1".into(), ifname: "eth0".into() },
+        Request::DetachPod { container_id: "id with/slash".into(), ifname: "net%1".into() },
+        Request::ListPods,
     ]
 }
 
@@ -220,6 +245,16 @@ async fn bodies_are_plain_json_for_curl() {
     let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
     assert_eq!(v["verdict"], "flood from p1");
     assert_eq!(v["steps"][0]["stage"], "parse");
+
+    let raw = client.raw("GET", "/v1/pods", None).await.unwrap();
+    assert_eq!(raw.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+    assert_eq!(v[0]["container_id"], "c1");
+    assert_eq!(v[0]["bandwidth"], serde_json::json!({"egress_rate": 1_000_000}));
+
+    let raw = client.raw("DELETE", "/v1/pods/c1/eth0", None).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+    assert_eq!(v, serde_json::json!({"message": "detached"}));
 
     let raw = client.raw("GET", "/metrics", None).await.unwrap();
     assert!(raw.content_type.unwrap().starts_with("text/plain; version=0.0.4"));

@@ -167,6 +167,8 @@ fn trace_request(args: TraceArgs) -> TraceRequest {
 enum Show {
     /// All ports with their VLANs, state and counters.
     Ports,
+    /// Pods wired to the switch by the CNI plugin.
+    Pods,
     /// One port in detail, with its drops by reason and what each reason means.
     Port {
         /// The port's name.
@@ -316,6 +318,7 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Show(Show::Drops) => return show_drops(client, as_json),
         Command::Status => Request::Status,
         Command::Show(Show::Ports) => Request::ListPorts,
+        Command::Show(Show::Pods) => Request::ListPods,
         Command::Show(Show::Fdb { vlan, port }) => Request::ListFdb { vlan, port },
         Command::Show(Show::Vlans) => Request::ListVlans,
         Command::Show(Show::Workers) => Request::ListWorkers,
@@ -384,6 +387,26 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
                     w.ns_per_packet.map_or("-".into(), |n| format!("{n:.0}")),
                     w.packets.to_string(),
                     format!("{}/{}", w.pool_free, w.pool_frames),
+                ]);
+            }
+            t.render()
+        }
+        Reply::Pods(pods) => {
+            let mut t = Table::new(&["POD", "CONTAINER", "IFNAME", "HOST-IF", ">VLAN", "IPS"]);
+            for p in pods {
+                let pod = match (&p.pod_namespace, &p.pod_name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    (None, Some(name)) => name.clone(),
+                    _ => "-".into(),
+                };
+                let cid: String = p.container_id.chars().take(12).collect();
+                t.row(vec![
+                    pod,
+                    cid,
+                    p.ifname,
+                    p.host_interface,
+                    p.vlan.to_string(),
+                    p.ips.join(","),
                 ]);
             }
             t.render()

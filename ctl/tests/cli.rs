@@ -113,6 +113,24 @@ fn answer(request: &Request) -> Response {
             DropReasonInfo { name: "no_buffer".into(), help: "the buffer pool was empty".into() },
         ]),
         Request::Metrics => Reply::Metrics("# TYPE vswitch_up gauge\nvswitch_up 1\n".into()),
+        Request::ListPods => Reply::Pods(vec![vswitch_api::PodAttachment {
+            container_id: "0123456789abcdef".into(),
+            ifname: "eth0".into(),
+            netns: "/var/run/netns/pod-a".into(),
+            host_interface: "vs0123456789ab".into(),
+            vlan: 10,
+            mtu: 1450,
+            mac: None,
+            ips: vec!["10.244.1.5/24".into()],
+            pod_namespace: Some("default".into()),
+            pod_name: Some("web-0".into()),
+            pod_uid: None,
+            cgroup_path: None,
+            bandwidth: None,
+        }]),
+        Request::AttachPod(_) | Request::DetachPod { .. } => {
+            return Err(ApiError::invalid("not used by vswitchctl"))
+        }
         Request::Trace(t) if t.in_port != "pod-a" => {
             return Err(ApiError::not_found(format!("unknown port {:?}", t.in_port)))
         }
@@ -475,5 +493,19 @@ fn protocol_errors_exit_4() {
         stderr(&o).starts_with("error: protocol error talking to vswitchd: "),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn show_pods_lists_the_cni_attachments() {
+    let server = Daemon::start();
+    let out = server.ctl(&["show", "pods"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("default/web-0")
+            && text.contains("0123456789ab")
+            && text.contains("10.244.1.5/24"),
+        "{text}"
     );
 }
