@@ -40,6 +40,10 @@ SOCK=$WORK/vswitchd.sock
 cat > "$WORK/vswitchd.toml" <<TOML
 [api]
 socket = "$SOCK"
+metrics = ""
+
+[state]
+dir = "$WORK/state"
 
 [[worker]]
 idle = "adaptive"

@@ -62,7 +62,12 @@ pub struct Switch {
 
 /// The configuration text for `ports`, with the API socket at `socket`.
 pub fn config_text(socket: &std::path::Path, ports: &[PortSpec]) -> String {
-    let mut s = format!("[api]\nsocket = \"{}\"\nmetrics = \"\"\n", socket.display());
+    let state = socket.parent().map(|d| d.join("state")).unwrap_or_default();
+    let mut s = format!(
+        "[api]\nsocket = \"{}\"\nmetrics = \"\"\n\n[state]\ndir = \"{}\"\n",
+        socket.display(),
+        state.display()
+    );
     let workers = ports.iter().map(|p| p.worker + 1).max().unwrap_or(1);
     for _ in 0..workers {
         s += "\n[[worker]]\nidle = \"adaptive\"\n";
@@ -94,6 +99,21 @@ impl Switch {
         let up = wait_for(Duration::from_secs(10), || sw.call(Request::Status).ok());
         assert!(up.is_some(), "vswitchd did not answer on {}", sw.socket.display());
         sw
+    }
+
+    /// Stops vswitchd (SIGTERM) and starts it again in namespace `ns` with the same
+    /// configuration and state directory; returns once its API answers.
+    pub fn restart(&mut self, topo: &mut Topo, ns: &str) {
+        let out = topo.stop(self.pid).expect("vswitchd exited");
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        let vswitchd = bin("vswitchd");
+        self.pid = topo.spawn(
+            ns,
+            vswitchd.to_str().expect("utf-8 path"),
+            &["--config", self.config.to_str().expect("utf-8 path"), "--log-level", "info"],
+        );
+        let up = wait_for(Duration::from_secs(10), || self.call(Request::Status).ok());
+        assert!(up.is_some(), "vswitchd did not come back on {}", self.socket.display());
     }
 
     /// One API call.

@@ -322,3 +322,73 @@ fn pods_on_different_workers_talk_through_the_hand_off_rings() {
     let p2 = sw.port("p2");
     assert!(p2.stats.tx_packets > 1000 && !p2.stats.drops.contains_key("port_unknown"), "{p2:?}");
 }
+
+fn attachment(topo: &Topo, pod: &str, cid: &str) -> vswitch_api::PodAttachment {
+    vswitch_api::PodAttachment {
+        container_id: cid.to_string(),
+        ifname: "eth0".into(),
+        netns: format!("/var/run/netns/{}", topo.name(pod)),
+        host_interface: topo.name(pod),
+        vlan: 10,
+        mtu: 1500,
+        mac: None,
+        ips: vec![],
+        pod_namespace: Some("default".into()),
+        pod_name: Some(pod.to_string()),
+        pod_uid: None,
+        cgroup_path: None,
+        bandwidth: None,
+    }
+}
+
+#[test]
+fn pods_attach_through_the_api_and_survive_a_daemon_restart() {
+    let mut topo = Topo::new("j");
+    topo.netns("sw");
+    topo.pod("p1", "sw", "10.244.1.11/24");
+    topo.pod("p2", "sw", "10.244.1.12/24");
+    let mut sw = Switch::start(&mut topo, "sw", &[]);
+    for (pod, cid) in [("p1", "aaaaaaaaaaaaaaaa1111"), ("p2", "bbbbbbbbbbbbbbbb2222")] {
+        match sw.call(Request::AttachPod(attachment(&topo, pod, cid))) {
+            Ok(Reply::Port(p)) => assert_eq!(p.name, format!("{}-eth0", &cid[..12])),
+            other => panic!("attach {pod}: {other:?}"),
+        }
+    }
+    // Attaching the same pod again is answered with its port, not a second one.
+    assert!(matches!(
+        sw.call(Request::AttachPod(attachment(&topo, "p1", "aaaaaaaaaaaaaaaa1111"))),
+        Ok(Reply::Port(_))
+    ));
+    assert_eq!(sw.ports().len(), 2);
+    assert_eq!(topo.ping("p1", &addr(1), 3), 3);
+    // A bad attachment is refused with the field named, and changes nothing.
+    let mut bad = attachment(&topo, "p1", "cccccccccccc");
+    bad.host_interface = "vsnope0".into();
+    match sw.call(Request::AttachPod(bad)) {
+        Err(vswitch_api::ClientError::Api(e)) => {
+            assert!(e.message.contains("host_interface"), "{e:?}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(sw.ports().len(), 2);
+    // The daemon remembers its pods across a restart.
+    sw.restart(&mut topo, "sw");
+    let pods = match sw.call(Request::ListPods) {
+        Ok(Reply::Pods(p)) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert_eq!(topo.ping("p1", &addr(1), 3), 3, "re-attached pods switch again");
+    let table = sw.ctl(&["show", "pods"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("default/p1"), "{table:?}");
+    // Detach is idempotent.
+    for _ in 0..2 {
+        let r = sw.call(Request::DetachPod {
+            container_id: "aaaaaaaaaaaaaaaa1111".into(),
+            ifname: "eth0".into(),
+        });
+        assert!(matches!(r, Ok(Reply::Done { .. })), "{r:?}");
+    }
+    assert_eq!(sw.ports().len(), 1);
+    assert_eq!(topo.ping("p2", &addr(0), 2), 0, "a detached pod is off the switch");
+}

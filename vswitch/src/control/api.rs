@@ -226,6 +226,9 @@ impl<const N: usize> Daemon<N> {
                     .collect(),
             )),
             Request::Metrics => Ok(Reply::Metrics(self.metrics())),
+            Request::AttachPod(a) => self.attach_pod(a),
+            Request::DetachPod { container_id, ifname } => self.detach_pod(&container_id, &ifname),
+            Request::ListPods => Ok(Reply::Pods(self.pods().values().cloned().collect())),
             Request::Trace(t) => self.trace(&t),
         }
     }
@@ -263,7 +266,7 @@ impl<const N: usize> Daemon<N> {
         }))
     }
 
-    fn port_id(&self, name: &str) -> Result<PortId, ApiError> {
+    pub(super) fn port_id(&self, name: &str) -> Result<PortId, ApiError> {
         self.port_ids()
             .into_iter()
             .find(|&id| self.port_section(id).is_some_and(|s| s.name == name))
@@ -284,7 +287,7 @@ impl<const N: usize> Daemon<N> {
         total
     }
 
-    fn port_info(&self, id: PortId) -> PortInfo {
+    pub(super) fn port_info(&self, id: PortId) -> PortInfo {
         let s = self.port_section(id).expect("listed port").clone();
         let (allowed, native) = match s.vlan_mode() {
             VlanMode::Access(_) => (Vec::new(), None),

@@ -30,6 +30,21 @@ pub struct Config {
     pub ports: Vec<PortSection>,
     #[serde(default)]
     pub api: ApiSection,
+    #[serde(default)]
+    pub state: StateSection,
+}
+
+/// `[state]`: where the daemon keeps what it must remember across restarts (pod attachments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    pub dir: String,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection { dir: "/var/lib/vswitch".into() }
+    }
 }
 
 /// `[api]`: where vswitchctl and the CNI shim reach the daemon, and the metrics endpoint.
@@ -449,6 +464,9 @@ impl Config {
         }
         if let Err(e) = a.gid() {
             err("api.group".into(), e);
+        }
+        if !self.state.dir.starts_with('/') {
+            err("state.dir".into(), format!("{:?} must be an absolute path", self.state.dir));
         }
         if self.ports.len() > MAX_PORTS {
             err(

@@ -211,6 +211,7 @@ pub struct Daemon<const N: usize> {
     started: Instant,
     api: Option<JoinHandle<()>>,
     requests: Option<Receiver<ApiCall>>,
+    pods: super::pods::Pods,
 }
 
 impl<const N: usize> Daemon<N> {
@@ -240,6 +241,7 @@ impl<const N: usize> Daemon<N> {
             started: Instant::now(),
             api: None,
             requests: None,
+            pods: Default::default(),
             cfg,
         };
         let (api, requests) =
@@ -303,6 +305,7 @@ impl<const N: usize> Daemon<N> {
             d.spawn_worker(wi, worker, wcfg, umem)?;
         }
         d.install_signals()?;
+        d.restore_pods();
         Ok(d)
     }
 
@@ -405,7 +408,9 @@ impl<const N: usize> Daemon<N> {
         self.collect_events();
         if self.reload.swap(false, Ordering::Relaxed) {
             match Config::load(&self.path) {
-                Ok(cfg) => {
+                Ok(mut cfg) => {
+                    // Pods attached through the API are not in the file; keep them.
+                    cfg.ports.extend(self.pod_sections());
                     if let Err(e) = self.apply(cfg) {
                         error!(
                             "reload of {} refused, running configuration kept: {e}",
@@ -606,6 +611,15 @@ impl<const N: usize> Daemon<N> {
     /// The running configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The attached pods.
+    pub fn pods(&self) -> &super::pods::Pods {
+        &self.pods
+    }
+
+    pub(super) fn pods_mut(&mut self) -> &mut super::pods::Pods {
+        &mut self.pods
     }
 
     /// The FDB's writer (for the API: static entries, flushes).

@@ -1,0 +1,184 @@
+//! Pods wired to the switch by the CNI plugin: each attachment becomes a port of the running
+//! switch, added through the same validated path as a configuration reload, and is persisted
+//! so a restarted daemon re-attaches the pods that are still there.
+//!
+//! A pod's port is named `<container id, 12 chars>-<ifname>`, sits on the least loaded worker,
+//! and carries `pod_netns`/`pod_interface`, so the switch turns off the pod interface's
+//! transmit checksum offload (AF_XDP carries no checksum-offload state). The attachments live
+//! in `<state dir>/pods.json`, rewritten atomically (temporary file + rename) on every change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+use vswitch_api::{ApiError, PodAttachment, Reply, Response};
+
+use super::config::{Config, PortKind, PortSection, VlanModeName, XdpMode};
+use super::daemon::Daemon;
+use crate::port::netdev;
+use crate::types::vlan_is_valid;
+
+/// Attachments by (container id, interface name).
+pub type Pods = BTreeMap<(String, String), PodAttachment>;
+
+/// The switch port name of a pod's interface.
+pub fn port_name(container_id: &str, ifname: &str) -> String {
+    let short: String = container_id.chars().take(12).collect();
+    format!("{short}-{ifname}")
+}
+
+/// The file attachments persist in.
+pub fn state_file(dir: &str) -> PathBuf {
+    Path::new(dir).join("pods.json")
+}
+
+/// Reads persisted attachments; a missing file is an empty set.
+pub fn load(dir: &str) -> Result<Vec<PodAttachment>, String> {
+    let path = state_file(dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the attachments atomically.
+pub fn save(dir: &str, pods: &Pods) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
+    let path = state_file(dir);
+    let tmp = path.with_extension("json.tmp");
+    let list: Vec<&PodAttachment> = pods.values().collect();
+    let bytes = serde_json::to_vec_pretty(&list).map_err(|e| e.to_string())?;
+    std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))
+}
+
+impl<const N: usize> Daemon<N> {
+    /// The port sections of the attached pods (kept across configuration reloads).
+    pub(super) fn pod_sections(&self) -> Vec<PortSection> {
+        self.config()
+            .ports
+            .iter()
+            .filter(|p| {
+                self.pods().values().any(|a| port_name(&a.container_id, &a.ifname) == p.name)
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn section_for(&self, a: &PodAttachment) -> PortSection {
+        let cfg = self.config();
+        // The worker with the fewest ports.
+        let worker = (0..cfg.workers.len())
+            .min_by_key(|w| cfg.ports.iter().filter(|p| p.worker == *w).count())
+            .unwrap_or(0);
+        PortSection {
+            name: port_name(&a.container_id, &a.ifname),
+            interface: Some(a.host_interface.clone()),
+            kind: PortKind::Afxdp,
+            xdp_mode: XdpMode::Auto,
+            queues: 1,
+            ring_size: 2048,
+            worker,
+            mode: VlanModeName::Access,
+            vlan: Some(a.vlan),
+            allowed_vlans: Vec::new(),
+            native_vlan: None,
+            mtu: a.mtu,
+            up: true,
+            pod_netns: Some(a.netns.clone()),
+            pod_interface: Some(a.ifname.clone()),
+        }
+    }
+
+    /// Attaches a pod: validates, adds its port live, persists. Attaching the same pod
+    /// interface again with the same host interface answers with the existing port.
+    pub fn attach_pod(&mut self, a: PodAttachment) -> Response {
+        let key = (a.container_id.clone(), a.ifname.clone());
+        if a.container_id.is_empty() || a.ifname.is_empty() {
+            return Err(ApiError::invalid("container_id and ifname must not be empty"));
+        }
+        if !vlan_is_valid(a.vlan) {
+            return Err(ApiError::invalid(format!("vlan: {} is out of range 1..=4094", a.vlan)));
+        }
+        if let Some(old) = self.pods().get(&key) {
+            if old.host_interface == a.host_interface {
+                let id = self.port_id(&port_name(&a.container_id, &a.ifname))?;
+                return Ok(Reply::Port(self.port_info(id)));
+            }
+            return Err(ApiError::conflict(format!(
+                "{} {} is already attached through {}",
+                a.container_id, a.ifname, old.host_interface
+            )));
+        }
+        if let Err(e) = netdev::ifindex(&a.host_interface) {
+            return Err(ApiError::invalid(format!(
+                "host_interface: {:?} does not exist: {e}",
+                a.host_interface
+            )));
+        }
+        if !Path::new(&a.netns).exists() {
+            return Err(ApiError::invalid(format!("netns: {:?} does not exist", a.netns)));
+        }
+        let mut cfg: Config = self.config().clone();
+        let section = self.section_for(&a);
+        let name = section.name.clone();
+        cfg.ports.push(section);
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
+            return Err(ApiError::invalid(msg));
+        }
+        self.apply(cfg).map_err(ApiError::invalid)?;
+        info!(pod = ?a.pod_name, namespace = ?a.pod_namespace, container = %a.container_id, port = %name, "pod attached");
+        if a.bandwidth.is_some() {
+            warn!(port = %name, "bandwidth limits recorded; enforcement arrives with QoS");
+        }
+        self.pods_mut().insert(key, a);
+        self.persist_pods();
+        let id = self.port_id(&name)?;
+        Ok(Reply::Port(self.port_info(id)))
+    }
+
+    /// Detaches a pod's interface; succeeds when it is not attached (idempotent).
+    pub fn detach_pod(&mut self, container_id: &str, ifname: &str) -> Response {
+        let key = (container_id.to_string(), ifname.to_string());
+        if !self.pods().contains_key(&key) {
+            return Ok(Reply::Done {
+                message: format!("{container_id} {ifname} was not attached"),
+            });
+        }
+        let name = port_name(container_id, ifname);
+        let mut cfg: Config = self.config().clone();
+        cfg.ports.retain(|p| p.name != name);
+        self.apply(cfg).map_err(ApiError::invalid)?;
+        self.pods_mut().remove(&key);
+        self.persist_pods();
+        info!(container = %container_id, ifname, port = %name, "pod detached");
+        Ok(Reply::Done { message: format!("detached {container_id} {ifname} (port {name})") })
+    }
+
+    fn persist_pods(&self) {
+        if let Err(e) = save(&self.config().state.dir, self.pods()) {
+            warn!("pod attachments not persisted: {e}");
+        }
+    }
+
+    /// Re-attaches persisted pods whose host interface still exists; forgets the others.
+    pub fn restore_pods(&mut self) {
+        let dir = self.config().state.dir.clone();
+        let saved = match load(&dir) {
+            Ok(s) if s.is_empty() => return,
+            Ok(s) => s,
+            Err(e) => return warn!("persisted pod attachments not read: {e}"),
+        };
+        for a in saved {
+            let what = format!("{} {}", a.container_id, a.ifname);
+            match self.attach_pod(a) {
+                Ok(_) => info!(pod = %what, "pod re-attached after restart"),
+                Err(e) => warn!(pod = %what, "pod not re-attached: {}", e.message),
+            }
+        }
+        self.persist_pods();
+    }
+}
