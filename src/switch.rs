@@ -82,12 +82,17 @@ impl Switch {
     /// Writes a configuration for `ports` and starts vswitchd in namespace `ns` of `topo`;
     /// returns once its API answers.
     pub fn start(topo: &mut Topo, ns: &str, ports: &[PortSpec]) -> Switch {
+        Self::start_with(topo, ns, ports, "")
+    }
+
+    /// [`Switch::start`] with `extra` TOML appended to the configuration (e.g. `[pool]`).
+    pub fn start_with(topo: &mut Topo, ns: &str, ports: &[PortSpec], extra: &str) -> Switch {
         let dir = std::env::temp_dir().join(format!("vswitch-test-{}", topo.name(ns)));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
         let socket = dir.join("vswitchd.sock");
         let config = dir.join("vswitchd.toml");
-        std::fs::write(&config, config_text(&socket, ports)).expect("write config");
+        std::fs::write(&config, config_text(&socket, ports) + extra).expect("write config");
         let vswitchd = bin("vswitchd");
         let pid = topo.spawn(
             ns,

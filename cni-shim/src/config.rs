@@ -465,3 +465,23 @@ mod tests {
         assert_eq!(format_mac(&[2, 0, 0, 0, 0, 255]), "02:00:00:00:00:ff");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// The example network list in `config/` is what runtimes hand the plugin: each plugin
+    /// entry, with the list's name and version, must parse.
+    #[test]
+    fn the_shipped_conflist_parses() {
+        let text = include_str!("../../config/10-vswitch.conflist");
+        let list: Value = serde_json::from_str(text).expect("valid JSON");
+        let mut plugin = list["plugins"][0].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        let conf = NetConf::parse(plugin.to_string().as_bytes()).expect("valid plugin config");
+        assert_eq!(conf.vlan, 1);
+        assert_eq!(conf.socket, PathBuf::from("/run/vswitch/vswitchd.sock"));
+        assert!(conf.ipam.is_some());
+    }
+}

@@ -114,6 +114,9 @@ pub struct SwitchSection {
     pub fdb_max_entries: usize,
     /// Seconds after which an idle MAC is forgotten.
     pub fdb_aging_secs: u64,
+    /// AF_XDP ring size of the ports of pods attached by the CNI plugin (each keeps this many
+    /// pool frames on its fill ring, so a node with many pods wants it small).
+    pub pod_ring_size: u32,
 }
 
 impl Default for SwitchSection {
@@ -123,6 +126,7 @@ impl Default for SwitchSection {
             flow_cache_entries: 8192,
             fdb_max_entries: 65536,
             fdb_aging_secs: 300,
+            pod_ring_size: 512,
         }
     }
 }
@@ -408,6 +412,12 @@ impl Config {
             err(
                 "switch.fdb_aging_secs".into(),
                 format!("{} is out of range 10..=1000000", s.fdb_aging_secs),
+            );
+        }
+        if !s.pod_ring_size.is_power_of_two() || !(64..=16384).contains(&s.pod_ring_size) {
+            err(
+                "switch.pod_ring_size".into(),
+                format!("{} is not a power of two in 64..=16384", s.pod_ring_size),
             );
         }
         let p = &self.pool;

@@ -109,9 +109,7 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     for (wi, _) in cfg.workers.iter().enumerate() {
-        let need: usize =
-            cfg.ports.iter().filter(|p| p.worker == wi).map(frames_needed).sum::<usize>()
-                + POOL_MARGIN;
+        let need = worker_frames_needed(cfg, wi);
         if need > cfg.pool.frames {
             problems.push(format!(
                 "pool.frames: {} frames are too few for worker {wi}'s ports, which need {need} (raise pool.frames or lower the ports' ring_size)",
@@ -124,6 +122,11 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
     } else {
         Err(DaemonError::Setup(problems.join("\n")))
     }
+}
+
+/// Pool frames worker `wi`'s ports keep on kernel rings, plus the margin for packets in flight.
+pub fn worker_frames_needed(cfg: &Config, wi: usize) -> usize {
+    cfg.ports.iter().filter(|p| p.worker == wi).map(frames_needed).sum::<usize>() + POOL_MARGIN
 }
 
 fn frames_needed(p: &PortSection) -> usize {
@@ -477,6 +480,15 @@ impl<const N: usize> Daemon<N> {
             || new.workers != self.cfg.workers
         {
             return Err("[switch], [pool] and [[worker]] changes need a restart of vswitchd".into());
+        }
+        for wi in 0..new.workers.len() {
+            let need = worker_frames_needed(&new, wi);
+            if need > new.pool.frames {
+                return Err(format!(
+                    "pool.frames: {} frames are too few for worker {wi}'s ports, which would need {need}",
+                    new.pool.frames
+                ));
+            }
         }
         let old_by_name: HashMap<String, (PortId, PortSection)> = self
             .ports

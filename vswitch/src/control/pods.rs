@@ -78,7 +78,7 @@ impl<const N: usize> Daemon<N> {
             kind: PortKind::Afxdp,
             xdp_mode: XdpMode::Auto,
             queues: 1,
-            ring_size: 2048,
+            ring_size: cfg.switch.pod_ring_size,
             worker,
             mode: VlanModeName::Access,
             vlan: Some(a.vlan),
@@ -123,6 +123,16 @@ impl<const N: usize> Daemon<N> {
         let mut cfg: Config = self.config().clone();
         let section = self.section_for(&a);
         let name = section.name.clone();
+        let (need, have) = (
+            super::daemon::worker_frames_needed(&cfg, section.worker) + section.ring_size as usize,
+            cfg.pool.frames,
+        );
+        if need > have {
+            return Err(ApiError::unavailable(format!(
+                "worker {}'s pool of {have} frames cannot feed another port ({need} needed): raise pool.frames or lower switch.pod_ring_size",
+                section.worker
+            )));
+        }
         cfg.ports.push(section);
         let errors = cfg.validate();
         if !errors.is_empty() {

@@ -140,9 +140,11 @@ impl AfXdpPort {
     #[inline]
     fn refill(&mut self, q: usize, pool: &mut Pool) {
         let sock = &mut self.socks[q];
-        let size = self.cfg.ring_size;
-        let held = size - sock.fill_free();
-        let want = self.cfg.fill_target.saturating_sub(held) as usize;
+        // The first socket of a UMEM uses the UMEM's fill ring, whose size may differ from this
+        // port's ring size: ask the ring, and keep at most the port's target on it.
+        let size = sock.fill_size();
+        let held = size.saturating_sub(sock.fill_free());
+        let want = self.cfg.fill_target.min(size).saturating_sub(held) as usize;
         if want == 0 {
             return;
         }

@@ -549,6 +549,11 @@ impl XskSocket {
         done as usize
     }
 
+    /// Entries of the fill ring (for the first socket of a UMEM, the UMEM's own ring).
+    pub fn fill_size(&self) -> u32 {
+        self.fill.size()
+    }
+
     /// Free slots on the fill ring.
     pub fn fill_free(&mut self) -> u32 {
         let size = self.fill.size();
