@@ -5,6 +5,7 @@
 //! - [`batch`]: [`Batch`] of handles with per-packet [`Meta`] in a parallel array.
 
 pub mod batch;
+pub mod gso;
 pub mod pool;
 pub mod umem;
 

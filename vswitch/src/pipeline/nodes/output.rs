@@ -11,7 +11,7 @@
 //! Drops before egress count on the ingress port; drops at egress (MTU, tx ring) count on the
 //! egress port.
 
-use crate::packet::{flags, Batch, Meta, Pkt, Pool, Verdict};
+use crate::packet::{flags, gso, Batch, GsoType, Meta, Pkt, Pool, Verdict};
 use crate::pipeline::snapshot::Snapshot;
 use crate::pmd::handoff::{Handoff, Outbox};
 use crate::port::Port;
@@ -55,6 +55,8 @@ impl<const N: usize> Egress<N> {
 pub struct Output {
     /// Ports with queued packets since the last flush.
     dirty: Vec<PortId>,
+    /// Segments of the GSO packet being cut (capacity for the most a packet may make).
+    segs: Vec<Pkt>,
 }
 
 /// What the output stage needs besides the batch.
@@ -70,7 +72,10 @@ pub struct OutputCtx<'a, const N: usize> {
 
 impl Output {
     pub fn new() -> Output {
-        Output { dirty: Vec::with_capacity(crate::types::MAX_PORTS) }
+        Output {
+            dirty: Vec::with_capacity(crate::types::MAX_PORTS),
+            segs: Vec::with_capacity(gso::MAX_SEGS),
+        }
     }
 
     /// Dispatches every packet of `batch` (which is left empty), then flushes the output queues.
@@ -155,16 +160,58 @@ impl Output {
             }
             return;
         };
-        if e.queue.is_empty() {
-            self.dirty.push(port);
-        }
-        if let Err(p) = e.queue.push(p, m) {
-            // Queue full: send what is queued, then queue this one.
-            e.flush(port, cx.pool, cx.counters);
-            if let Err(p) = e.queue.push(p, m) {
-                cx.counters.drop(port, DropReason::TxRingFull);
+        // Offloads the egress port cannot finish are finished here: a GSO packet is cut into
+        // MTU-sized segments, a partial checksum is completed. Ports that take them (TAP) get
+        // the packet whole.
+        if m.offload.gso_type != GsoType::None || m.offload.csum_partial {
+            let caps = e.port.offloads();
+            if m.offload.gso_type != GsoType::None && !caps.tso {
+                let mtu = cx.snap.port(port).map_or(1500, |entry| entry.mtu as usize);
+                let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, mtu);
+                let seg_meta = gso::segment_meta(&m);
+                let segs = &mut self.segs;
+                let r = gso::segment(cx.pool, &p, &m, mss, &mut |s| segs.push(s));
                 cx.pool.free(p);
+                if let Err(err) = r {
+                    return cx.counters.drop(port, err.into());
+                }
+                for s in self.segs.drain(..) {
+                    enqueue(&mut self.dirty, e, port, s, seg_meta, cx.pool, cx.counters);
+                }
+                return;
             }
+            if m.offload.csum_partial && !caps.csum {
+                if let Err(err) = gso::complete_checksum(cx.pool.data_mut(&p), &m.offload) {
+                    cx.counters.drop(port, err.into());
+                    return cx.pool.free(p);
+                }
+                m.offload.csum_partial = false;
+            }
+        }
+        enqueue(&mut self.dirty, e, port, p, m, cx.pool, cx.counters);
+    }
+}
+
+/// Queues `p` on port `port`'s output batch, flushing it first when full.
+#[inline]
+fn enqueue<const N: usize>(
+    dirty: &mut Vec<PortId>,
+    e: &mut Egress<N>,
+    port: PortId,
+    p: Pkt,
+    m: Meta,
+    pool: &mut Pool,
+    counters: &WorkerCounters,
+) {
+    if e.queue.is_empty() {
+        dirty.push(port);
+    }
+    if let Err(p) = e.queue.push(p, m) {
+        // Queue full: send what is queued, then queue this one.
+        e.flush(port, pool, counters);
+        if let Err(p) = e.queue.push(p, m) {
+            counters.drop(port, DropReason::TxRingFull);
+            pool.free(p);
         }
     }
 }
@@ -220,7 +267,8 @@ pub(crate) fn egress_check(
     // The MTU bounds what follows the Ethernet header and tag, which the tag fix-up does not
     // change, so checking before it gives the same answer and skips fixing doomed packets.
     let l2 = if have { 18 } else { 14 };
-    if len > l2 + entry.mtu as usize {
+    // A GSO packet leaves as segments that fit the MTU (cut here, or by the receiving stack).
+    if m.offload.gso_type == GsoType::None && len > l2 + entry.mtu as usize {
         return Err(DropReason::MtuExceeded);
     }
     Ok(TagAction::new(have, entry.mode.egress_tagged(m.vlan)))
@@ -249,6 +297,9 @@ fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, tag: TagAction) -> Result
             if m.l4_off != 0 {
                 m.l4_off += 4;
             }
+            if m.offload.csum_partial {
+                m.offload.csum_start += 4;
+            }
         }
         TagAction::Pop => {
             let d = pool.data_mut(p);
@@ -258,6 +309,9 @@ fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, tag: TagAction) -> Result
             m.l3_off -= 4;
             if m.l4_off != 0 {
                 m.l4_off -= 4;
+            }
+            if m.offload.csum_partial {
+                m.offload.csum_start = m.offload.csum_start.saturating_sub(4);
             }
         }
     }

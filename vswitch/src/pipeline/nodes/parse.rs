@@ -8,7 +8,7 @@
 //! ports legitimately carry partial checksums. EtherTypes the switch does not parse (LLDP,
 //! MPLS, ...) are switched as plain L2 frames.
 
-use crate::packet::{flags, Batch, Meta, Pool, Verdict};
+use crate::packet::{flags, gso, Batch, GsoType, Meta, Pool, Verdict};
 use crate::telemetry::DropReason;
 use crate::wire::{self, ethertype, ip_proto};
 
@@ -105,6 +105,36 @@ pub fn parse(d: &[u8], m: &mut Meta) -> Result<(), DropReason> {
         _ => {}
     }
     m.hash = (h ^ h >> 32) as u32;
+    if m.offload.gso_type != GsoType::None || m.offload.csum_partial || m.offload.csum_valid {
+        validate_offload(d, m)?;
+    }
+    Ok(())
+}
+
+/// Checks offload state a port took from an untrusted virtio-net header (a TAP pod) against
+/// the packet as parsed: a GSO type that matches the headers, a sane segment size, a partial
+/// checksum that is the packet's own TCP or UDP checksum. "Checksum already verified" is never
+/// believed from a pod: the receiver verifies.
+#[cold]
+fn validate_offload(d: &[u8], m: &mut Meta) -> Result<(), DropReason> {
+    let o = m.offload;
+    let hdr = gso::VnetHdr {
+        flags: if o.csum_partial { gso::VIRTIO_NET_HDR_F_NEEDS_CSUM } else { 0 },
+        gso_type: match o.gso_type {
+            GsoType::None => gso::VIRTIO_NET_HDR_GSO_NONE,
+            GsoType::TcpV4 => gso::VIRTIO_NET_HDR_GSO_TCPV4,
+            GsoType::TcpV6 => gso::VIRTIO_NET_HDR_GSO_TCPV6,
+            GsoType::UdpL4 => gso::VIRTIO_NET_HDR_GSO_UDP_L4,
+        },
+        hdr_len: 0,
+        gso_size: o.gso_size,
+        csum_start: o.csum_start,
+        csum_offset: o.csum_offset,
+        num_buffers: 0,
+    };
+    let mut off = gso::offload_from_vnet(&hdr, d, m)?;
+    off.csum_valid = false;
+    m.offload = off;
     Ok(())
 }
 
