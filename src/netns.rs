@@ -116,6 +116,31 @@ impl Topo {
         pid
     }
 
+    /// Like [`Topo::spawn`], with the process's stdout and stderr going to the file `log` (a
+    /// long-running, chatty process must not block on a pipe nobody reads).
+    pub fn spawn_logged(
+        &mut self,
+        short: &str,
+        cmd: &str,
+        args: &[&str],
+        log: &std::path::Path,
+    ) -> u32 {
+        let file =
+            std::fs::File::create(log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
+        let err = file.try_clone().expect("clone log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name(short), cmd])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd} in {short}: {e}"));
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
     /// Sends SIGTERM to a process started with [`Topo::spawn`] and waits for it (bounded).
     pub fn stop(&mut self, pid: u32) -> Option<Output> {
         let i = self.children.iter().position(|c| c.id() == pid)?;

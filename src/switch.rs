@@ -18,6 +18,9 @@ pub struct PortSpec {
     pub pod_netns: Option<String>,
     /// The worker that polls it.
     pub worker: usize,
+    /// A TAP port the switch creates as the pod's `eth0` (instead of an AF_XDP port on the
+    /// host end of a veth).
+    pub tap: bool,
 }
 
 impl PortSpec {
@@ -29,7 +32,13 @@ impl PortSpec {
             vlan,
             pod_netns: Some(topo.name(pod)),
             worker: 0,
+            tap: false,
         }
+    }
+
+    /// A pod's TAP port: vswitchd creates `eth0` in the pod's namespace `<prefix><pod>`.
+    pub fn tap_pod(topo: &Topo, pod: &str, vlan: u16) -> PortSpec {
+        PortSpec { tap: true, ..PortSpec::pod(topo, pod, vlan) }
     }
 
     /// The same port on worker `w`.
@@ -40,10 +49,17 @@ impl PortSpec {
 
     /// The TOML of this port.
     pub fn toml(&self) -> String {
-        let mut s = format!(
-            "\n[[port]]\nname = \"{}\"\ninterface = \"{}\"\nvlan = {}\nworker = {}\n",
-            self.name, self.interface, self.vlan, self.worker
-        );
+        let mut s = if self.tap {
+            format!(
+                "\n[[port]]\nname = \"{}\"\ntype = \"tap\"\nvlan = {}\nworker = {}\n",
+                self.name, self.vlan, self.worker
+            )
+        } else {
+            format!(
+                "\n[[port]]\nname = \"{}\"\ninterface = \"{}\"\nvlan = {}\nworker = {}\n",
+                self.name, self.interface, self.vlan, self.worker
+            )
+        };
         if let Some(ns) = &self.pod_netns {
             s += &format!("pod_netns = \"/var/run/netns/{ns}\"\npod_interface = \"eth0\"\n");
         }
@@ -94,10 +110,11 @@ impl Switch {
         let config = dir.join("vswitchd.toml");
         std::fs::write(&config, config_text(&socket, ports) + extra).expect("write config");
         let vswitchd = bin("vswitchd");
-        let pid = topo.spawn(
+        let pid = topo.spawn_logged(
             ns,
             vswitchd.to_str().expect("utf-8 path"),
             &["--config", config.to_str().expect("utf-8 path"), "--log-level", "info"],
+            &dir.join("vswitchd.log"),
         );
         let client = Client::new(&socket).with_timeout(Duration::from_secs(10));
         let sw = Switch { pid, dir, socket, config, client };
@@ -110,15 +127,21 @@ impl Switch {
     /// configuration and state directory; returns once its API answers.
     pub fn restart(&mut self, topo: &mut Topo, ns: &str) {
         let out = topo.stop(self.pid).expect("vswitchd exited");
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{}", self.log());
         let vswitchd = bin("vswitchd");
-        self.pid = topo.spawn(
+        self.pid = topo.spawn_logged(
             ns,
             vswitchd.to_str().expect("utf-8 path"),
             &["--config", self.config.to_str().expect("utf-8 path"), "--log-level", "info"],
+            &self.dir.join("vswitchd.log"),
         );
         let up = wait_for(Duration::from_secs(10), || self.call(Request::Status).ok());
         assert!(up.is_some(), "vswitchd did not come back on {}", self.socket.display());
+    }
+
+    /// What vswitchd has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
     }
 
     /// One API call.

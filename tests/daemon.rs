@@ -200,7 +200,7 @@ fn sigterm_stops_cleanly_and_detaches_xdp() {
     };
     assert!(shows_xdp(&topo), "XDP attached while running");
     let out = topo.stop(sw.pid).expect("vswitchd exited");
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", sw.log());
     assert!(!shows_xdp(&topo), "XDP left on the interface in {sw_ns}");
     assert!(!sw.socket.exists(), "API socket left behind");
 }
@@ -230,6 +230,7 @@ fn a_bad_configuration_is_refused_whole_and_touches_nothing() {
         vlan: 10,
         pod_netns: None,
         worker: 0,
+        tap: false,
     };
     let out = run(vswitch_suite::switch::config_text(&sock, &[good, missing]));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -247,7 +248,7 @@ fn a_bad_configuration_is_refused_whole_and_touches_nothing() {
 
 #[test]
 fn vswitchctl_shows_and_steers_the_running_switch() {
-    let (topo, sw) = node("h", &[("p1", 10), ("p2", 10)]);
+    let (mut topo, sw) = node("h", &[("p1", 10), ("p2", 10)]);
     assert_eq!(topo.ping("p1", &addr(1), 2), 2);
     let ports = sw.ctl_json(&["show", "ports"]);
     assert_eq!(ports.as_array().map(Vec::len), Some(2));
@@ -278,6 +279,13 @@ fn vswitchctl_shows_and_steers_the_running_switch() {
         .unwrap()
         .iter()
         .any(|e| e["mac"] == "02:00:00:00:00:99" && e["is_static"] == true));
+    // top: rates while traffic flows.
+    let flood = topo.spawn("p1", "ping", &["-c", "100", "-i", "0.01", "-q", &addr(1)]);
+    let out = sw.ctl(&["--json", "top", "--interval", "0.5", "--count", "1"]);
+    let rates: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top --json");
+    let p1 = rates.as_array().unwrap().iter().find(|r| r["port"] == "p1").expect("p1 rates");
+    assert!(p1["rx_pps"].as_f64().unwrap() > 10.0, "{rates}");
+    topo.stop_wait(flood, Duration::from_secs(5));
     // trace: a broadcast from p1 floods VLAN 10, and nothing is sent or learned.
     let before = sw.port("p2").stats.tx_packets;
     let t = sw.ctl_json(&[
@@ -391,4 +399,63 @@ fn pods_attach_through_the_api_and_survive_a_daemon_restart() {
     }
     assert_eq!(sw.ports().len(), 1);
     assert_eq!(topo.ping("p2", &addr(0), 2), 0, "a detached pod is off the switch");
+}
+
+#[test]
+fn tap_pods_keep_tcp_segments_whole_and_afxdp_pods_get_them_cut() {
+    let mut topo = Topo::new("k");
+    topo.netns("sw");
+    for t in ["t1", "t2"] {
+        topo.netns(t);
+        let _ = topo.exec(t, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+    topo.pod("p3", "sw", "10.244.1.13/24");
+    let ports = [
+        PortSpec::tap_pod(&topo, "t1", 10),
+        PortSpec::tap_pod(&topo, "t2", 10),
+        PortSpec::pod(&topo, "p3", 10),
+    ];
+    let sw = Switch::start(&mut topo, "sw", &ports);
+    // The switch made each TAP pod's eth0; the pod (here: the test) configures it.
+    for (i, t) in ["t1", "t2"].iter().enumerate() {
+        let ns = topo.name(t);
+        topo.ip(&["-n", &ns, "addr", "add", &format!("{}/24", addr(i)), "dev", "eth0"]);
+        topo.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+    }
+    assert!(sw.port("t1").kind.starts_with("tap vnet"), "{}", sw.port("t1").kind);
+    assert_eq!(topo.ping("t1", &addr(1), 3), 3);
+    assert_eq!(topo.ping("t1", &addr(2), 3), 3, "TAP pod to AF_XDP pod");
+    // TAP to TAP: 64 KB segments cross whole.
+    let tap_tap = iperf3(&mut topo, "t1", "t2", &addr(1), false);
+    assert!(tap_tap > 50e6, "TAP -> TAP TCP: {tap_tap} bit/s");
+    // TAP to AF_XDP: the switch cuts the segments and completes their checksums; the
+    // receiving kernel verifies every one (bad checksums would stall TCP).
+    let tap_xdp = iperf3(&mut topo, "t1", "p3", &addr(2), false);
+    assert!(tap_xdp > 50e6, "TAP -> AF_XDP TCP: {tap_xdp} bit/s");
+    let xdp_tap = iperf3(&mut topo, "p3", "t2", &addr(1), false);
+    assert!(xdp_tap > 50e6, "AF_XDP -> TAP TCP: {xdp_tap} bit/s");
+    let t1 = sw.port("t1").stats;
+    assert!(t1.rx_bytes / t1.rx_packets.max(1) > 1500, "TAP rx carried GSO packets: {t1:?}");
+    let offload_drops: u64 = t1
+        .drops
+        .iter()
+        .filter(|(k, _)| k.contains("gso") || k.contains("csum") || k.contains("offload"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(offload_drops, 0, "{:?}", t1.drops);
+    let csum_errors = topo.exec("p3", "nstat", &["-az", "TcpInCsumErrors"]);
+    let text = String::from_utf8_lossy(&csum_errors.stdout);
+    let errs: u64 = text
+        .lines()
+        .find(|l| l.starts_with("TcpInCsumErrors"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(errs, 0, "the AF_XDP pod saw bad TCP checksums");
+    eprintln!(
+        "TCP Gbit/s: tap->tap {:.2}, tap->afxdp {:.2}, afxdp->tap {:.2}",
+        tap_tap / 1e9,
+        tap_xdp / 1e9,
+        xdp_tap / 1e9
+    );
 }

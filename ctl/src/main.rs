@@ -81,6 +81,15 @@ enum Command {
     Fdb(FdbCommand),
     /// Print the Prometheus metrics text.
     Metrics,
+    /// Live per-port packet and bit rates, refreshed every interval.
+    Top {
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+        /// Stop after this many refreshes (runs until interrupted when absent).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Show what the switch would do with a packet, stage by stage; nothing is sent or learned.
     Trace(TraceArgs),
 }
@@ -314,6 +323,7 @@ fn unexpected(reply: &Reply) -> ClientError {
 fn run(client: &Client, as_json: bool, command: Command) -> Result<String, ClientError> {
     let call = |request| client.call_blocking(request);
     let request = match command {
+        Command::Top { interval, count } => return top(client, as_json, interval, count),
         Command::Show(Show::Port { name }) => return show_port(client, as_json, name),
         Command::Show(Show::Drops) => return show_drops(client, as_json),
         Command::Status => Request::Status,
@@ -466,6 +476,91 @@ fn vlans_cell(port: &PortInfo) -> String {
 
 fn state(up: bool) -> String {
     if up { "up" } else { "down" }.to_string()
+}
+
+/// One port's rates between two samples.
+#[derive(Serialize)]
+struct PortRate {
+    port: String,
+    rx_pps: f64,
+    tx_pps: f64,
+    rx_bps: f64,
+    tx_bps: f64,
+    drops_per_sec: f64,
+}
+
+/// `top`: samples the port counters every `interval` seconds and prints the rates (a table
+/// redrawn in place on a terminal, one JSON array per sample with `--json`).
+fn top(
+    client: &Client,
+    as_json: bool,
+    interval: f64,
+    count: Option<u64>,
+) -> Result<String, ClientError> {
+    if !(0.1..=3600.0).contains(&interval) {
+        return Err(ClientError::Api(vswitch_api::ApiError::invalid(format!(
+            "--interval {interval} is out of range 0.1..=3600"
+        ))));
+    }
+    let sample = || -> Result<(std::time::Instant, Vec<PortInfo>), ClientError> {
+        match client.call_blocking(Request::ListPorts)? {
+            Reply::Ports(p) => Ok((std::time::Instant::now(), p)),
+            other => Err(unexpected(&other)),
+        }
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut prev = sample()?;
+    let mut n = 0;
+    while count.is_none_or(|c| n < c) {
+        std::thread::sleep(std::time::Duration::from_secs_f64(interval));
+        let cur = sample()?;
+        let dt = cur.0.duration_since(prev.0).as_secs_f64().max(1e-6);
+        let rates: Vec<PortRate> = cur
+            .1
+            .iter()
+            .map(|p| {
+                let before = prev.1.iter().find(|q| q.name == p.name).map(|q| &q.stats);
+                let d = |now: u64, then: Option<u64>| {
+                    now.saturating_sub(then.unwrap_or(now)) as f64 / dt
+                };
+                PortRate {
+                    port: p.name.clone(),
+                    rx_pps: d(p.stats.rx_packets, before.map(|b| b.rx_packets)),
+                    tx_pps: d(p.stats.tx_packets, before.map(|b| b.tx_packets)),
+                    rx_bps: 8.0 * d(p.stats.rx_bytes, before.map(|b| b.rx_bytes)),
+                    tx_bps: 8.0 * d(p.stats.tx_bytes, before.map(|b| b.tx_bytes)),
+                    drops_per_sec: d(p.stats.dropped, before.map(|b| b.dropped)),
+                }
+            })
+            .collect();
+        let mut out = String::new();
+        if as_json {
+            out = serde_json::to_string(&rates).expect("rates serialize");
+            out.push('\n');
+        } else {
+            if tty {
+                out.push_str("\x1b[H\x1b[2J");
+            }
+            let mut t =
+                Table::new(&["PORT", ">RX-PPS", ">TX-PPS", ">RX-MBIT/S", ">TX-MBIT/S", ">DROPS/S"]);
+            for r in &rates {
+                t.row(vec![
+                    r.port.clone(),
+                    format!("{:.0}", r.rx_pps),
+                    format!("{:.0}", r.tx_pps),
+                    format!("{:.1}", r.rx_bps / 1e6),
+                    format!("{:.1}", r.tx_bps / 1e6),
+                    format!("{:.0}", r.drops_per_sec),
+                ]);
+            }
+            out.push_str(&t.render());
+            out.push('\n');
+        }
+        let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        prev = cur;
+        n += 1;
+    }
+    Ok(String::new())
 }
 
 fn ports_table(ports: &[PortInfo]) -> String {

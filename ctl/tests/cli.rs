@@ -509,3 +509,19 @@ fn show_pods_lists_the_cni_attachments() {
         "{text}"
     );
 }
+
+#[test]
+fn top_prints_one_sample_per_interval_and_stops_after_count() {
+    let server = Daemon::start();
+    let out = server.ctl(&["--json", "top", "--interval", "0.1", "--count", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let samples: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON array per line")).collect();
+    assert_eq!(samples.len(), 2);
+    // The fake's counters do not move: every rate is zero.
+    assert_eq!(samples[0][0]["port"], "pod-a");
+    assert_eq!(samples[1][1]["rx_pps"], 0.0);
+    let out = server.ctl(&["top", "--interval", "0"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -209,6 +209,10 @@ pub enum PortKind {
     Afxdp,
     /// AF_PACKET with TPACKET_V3 rings, for devices without XDP.
     Afpacket,
+    /// A TAP device the switch creates in the pod's namespace as the pod's interface
+    /// (`pod_netns`, `pod_interface`), with the virtio-net header: the pod hands over 64 KB TCP
+    /// segments with partial checksums, kept whole to ports that take them.
+    Tap,
 }
 
 /// Which XDP attach mode an AF_XDP port uses.
@@ -497,7 +501,29 @@ impl Config {
                 err(at("name"), format!("{:?} is used by another port", port.name));
             }
             let ifname = port.interface();
-            if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\0']) {
+            if port.kind == PortKind::Tap {
+                if port.pod_netns.is_none() || port.pod_interface.is_none() {
+                    err(
+                        at("type"),
+                        "a tap port is created in the pod: it needs pod_netns and pod_interface"
+                            .into(),
+                    );
+                }
+                if port.interface.is_some() {
+                    err(
+                        at("interface"),
+                        "a tap port's device is pod_interface in pod_netns; leave interface out"
+                            .into(),
+                    );
+                }
+                let key = format!("{:?}/{:?}", port.pod_netns, port.pod_interface);
+                if !ifaces.insert(key) {
+                    err(
+                        at("pod_interface"),
+                        "the same device in the same namespace is used by another port".into(),
+                    );
+                }
+            } else if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', '\0']) {
                 err(at("interface"), format!("{ifname:?} is not a valid Linux interface name (1-15 characters, no '/' or spaces)"));
             } else if !ifaces.insert(ifname.to_string()) {
                 err(at("interface"), format!("{ifname:?} is used by another port"));

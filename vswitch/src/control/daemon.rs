@@ -95,6 +95,13 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     for (i, p) in cfg.ports.iter().enumerate() {
+        // A tap port's device does not exist yet: the switch creates it in the pod.
+        if p.kind == PortKind::Tap {
+            if let Some(ns) = p.pod_netns.as_deref().filter(|ns| !Path::new(ns).exists()) {
+                problems.push(format!("port[{i}] ({:?}).pod_netns: {ns:?} does not exist", p.name));
+            }
+            continue;
+        }
         if let Err(e) = netdev::ifindex(p.interface()) {
             problems.push(format!(
                 "port[{i}] ({:?}).interface: {:?} does not exist: {e}",
@@ -132,13 +139,16 @@ pub fn worker_frames_needed(cfg: &Config, wi: usize) -> usize {
 fn frames_needed(p: &PortSection) -> usize {
     match p.kind {
         PortKind::Afxdp => p.queues as usize * p.ring_size as usize,
-        PortKind::Afpacket => 0,
+        PortKind::Afpacket | PortKind::Tap => 0,
     }
 }
 
 /// Opens the port described by `p` on a worker whose UMEM is `umem`.
 fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn Port<N>>, String> {
-    if let (Some(ns), Some(ifname)) = (&p.pod_netns, &p.pod_interface) {
+    // A pod behind AF_XDP or AF_PACKET must send complete checksums; a tap pod keeps its
+    // offloads (that is the point of the tap port).
+    let copy_port = p.kind != PortKind::Tap;
+    if let (true, Some(ns), Some(ifname)) = (copy_port, &p.pod_netns, &p.pod_interface) {
         let ifn = ifname.clone();
         netdev::in_netns(ns, move || netdev::set_tx_checksum(&ifn, false))
             .and_then(|r| r)
@@ -165,6 +175,21 @@ fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn
             let port = AfXdpPort::open(&p.name, umem, cfg)
                 .map_err(|e| format!("port {:?}: {e}", p.name))?;
             Ok(Box::new(port))
+        }
+        PortKind::Tap => {
+            let (Some(ns), Some(ifname)) = (&p.pod_netns, &p.pod_interface) else {
+                return Err(format!(
+                    "port {:?}: a tap port needs pod_netns and pod_interface",
+                    p.name
+                ));
+            };
+            crate::port::tap::TapPort::create(
+                Some(ns),
+                ifname,
+                crate::port::tap::TapConfig::default(),
+            )
+            .map(|port| Box::new(port) as Box<dyn Port<N>>)
+            .map_err(|e| format!("port {:?}: {e}", p.name))
         }
         PortKind::Afpacket => crate::port::afpacket::AfPacketPort::open(
             p.interface(),
@@ -342,8 +367,9 @@ impl<const N: usize> Daemon<N> {
     ) -> Result<(), DaemonError> {
         let pool_frames = worker.pool().frames();
         let counters = worker.counters().clone();
-        let (commands, cmd_rx) = RingBuffer::new(64);
-        let (ev_tx, events) = RingBuffer::new(64);
+        // Room for a burst of pod attachments while the worker is busy flooding.
+        let (commands, cmd_rx) = RingBuffer::new(1024);
+        let (ev_tx, events) = RingBuffer::new(1024);
         let stop = self.stop.clone();
         let wcfg2 = wcfg.clone();
         let join = std::thread::Builder::new()

@@ -7,12 +7,16 @@
 //! Port types:
 //! - [`ring`]: in-memory SPSC rings, for tests and benchmarks with no kernel involved.
 //! - [`afxdp`]: AF_XDP sockets sharing the worker's UMEM (the daemon's default).
+//! - [`afpacket`]: TPACKET_V3 rings, for devices without XDP.
+//! - [`tap`]: a TAP device in the pod's namespace with the virtio-net header, so the pod
+//!   hands over 64 KB TCP segments with partial checksums (offload-aware).
 //! - [`netdev`]: interface helpers (ifindex, checksum offload, network namespaces).
 
 pub mod afpacket;
 pub mod afxdp;
 pub mod netdev;
 pub mod ring;
+pub mod tap;
 
 use crate::packet::{Batch, Pool};
 use crate::types::PortId;
@@ -26,6 +30,15 @@ pub struct TxReport {
     pub ring_full: usize,
     /// Packets freed because the port failed to send them.
     pub errors: usize,
+}
+
+/// What a port's transmit side can finish itself, so the pipeline does not have to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Takes packets with a partial checksum (the receiver's stack completes it).
+    pub csum: bool,
+    /// Takes TCP packets larger than the MTU with a segment size (GSO), IPv4 and IPv6.
+    pub tso: bool,
 }
 
 /// Receive-side drops below the pipeline, as running totals since the port opened.
@@ -61,6 +74,12 @@ pub trait Port<const N: usize>: Send {
     /// Gives back every buffer the port holds (kernel rings, in-flight queues) before the port
     /// is dropped, so the pool's books balance. The port is unusable afterwards.
     fn drain(&mut self, _pool: &mut Pool) {}
+
+    /// What the port's transmit side accepts; ports without offloads (AF_XDP, AF_PACKET) get
+    /// whole, wire-sized frames with complete checksums.
+    fn offloads(&self) -> Offloads {
+        Offloads::default()
+    }
 
     /// Receive drops below the pipeline (may make a syscall: called at housekeeping only).
     fn rx_drops(&mut self) -> RxDrops {

@@ -100,9 +100,9 @@ pub(super) fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
 }
 
 /// Reads one packet: the virtio-net header into `hdr`, the frame into `buf`. Returns the
-/// length the kernel reports, header included, which is larger than `hdr.len() + buf.len()`
-/// when the frame did not fit (the kernel copies what fits, consumes the packet and reports
-/// its full length).
+/// length the kernel reports, header included. A frame that does not fit is cut: the kernel
+/// copies what fits, consumes the packet and reports the copied length (6.x; older versions
+/// reported the full one), so a read that fills `buf` exactly may have been cut.
 pub(super) fn read_packet(fd: BorrowedFd<'_>, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
     let iov = [
         libc::iovec { iov_base: hdr.as_mut_ptr().cast::<c_void>(), iov_len: hdr.len() },
