@@ -30,6 +30,8 @@
 //! - [`port`]: the port trait and the port types.
 //! - [`pipeline`]: the snapshot the workers read, and the stages, one file each.
 //! - [`pmd`]: the poll-mode worker loop and the FDB learner.
+//! - [`qos`]: token buckets, the hierarchical (HTB-style) egress scheduler, policers and the
+//!   DDoS guard (a tested library; not yet wired into the output stage).
 //!
 //! `unsafe` is denied crate-wide; only the modules that own ring or UMEM memory or make the
 //! syscalls behind them opt out, and every unsafe block there says why it holds.
@@ -41,6 +43,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod pmd;
 pub mod port;
+pub mod qos;
 pub mod tables;
 pub mod telemetry;
 pub mod testkit;

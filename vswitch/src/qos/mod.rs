@@ -1,0 +1,67 @@
+//! Per-cgroup QoS: guaranteed rates with borrowing, priorities, weights, packets-per-second
+//! limits, policers, and a DDoS guard for the uplink.
+//!
+//! # Where it sits
+//!
+//! One [`Scheduler`] per port, on its egress: the pipeline classifies each packet to a leaf
+//! class (a pod), [`Scheduler::enqueue`]s it, and the port's transmit step pulls packets with
+//! [`Scheduler::dequeue`] / [`Scheduler::dequeue_batch`] for as long as the port has room. When
+//! dequeue returns nothing while packets are queued, [`Scheduler::next_wake_ns`] says when a
+//! class can send again. The [`DdosGuard`] sits on the uplink's ingress, before
+//! classification. The library knows nothing of packets: the queued item is a type parameter
+//! (a buffer handle), its length and class are passed in, and time is always an argument
+//! (`now_ns`), so nothing reads a clock per packet and tests run on a fake clock.
+//!
+//! # Semantics (HTB, after Linux `sch_htb.c`)
+//!
+//! Classes form a tree: node uplink -> optional group (e.g. a namespace) -> pod. Each class
+//! has a guaranteed rate, a ceiling, a burst, a priority, a weight, an optional pps limit and
+//! an MPU (each packet is charged at least MPU bytes). Leaves hold bounded FIFO queues.
+//!
+//! * A class under its guarantee (rate bucket non-negative) is **green** and sends on its own,
+//!   whatever its ancestors' state: guarantees hold under contention. Validation keeps the sum
+//!   of the children's guarantees at or below the parent's rate.
+//! * A class over its guarantee but under its ceiling is **yellow**: it may **borrow** from
+//!   the nearest ancestor that is green (has spare rate). Among borrowers competing for the
+//!   same lender, the lower priority number is served first, and equal priorities share by
+//!   deficit round robin with a quantum proportional to the weight (hierarchically: at each
+//!   level of the tree).
+//! * A class over its ceiling or its pps limit is **red** and waits. A class never sends above
+//!   its ceiling: over any window, bytes sent <= ceil * window + burst + one packet (the
+//!   shaping buckets may go one packet into debt so bursts smaller than a packet still work).
+//! * Green classes are served before borrowers (lowest level first, as in HTB), and a sent
+//!   packet is charged to every ancestor's ceil, and to the rate of every class at or above
+//!   the level it was served from; bytes sent below that level are counted as borrowed.
+//! * [`Mode::Police`] classes drop (counted) at enqueue what is over their ceiling or pps limit
+//!   instead of delaying it.
+//!
+//! Token buckets ([`bucket`]) are integer, in units where one nanosecond at `r` per second
+//! earns `r`: refills are exact and never drift. Settings change through
+//! [`Scheduler::apply`], which validates the whole new set (an error names the class and the
+//! setting, and nothing changes) and then applies it atomically, keeping queues, tokens and
+//! counters of the classes that stay.
+//!
+//! # Cost
+//!
+//! Nothing is allocated on enqueue or dequeue (queues are reserved at their bound when the
+//! class is created). Enqueue is O(1) (O(depth) when a class becomes backlogged); dequeue is
+//! O(depth) to pick and charge the packet (row and priority found by bit masks, rows and feeds
+//! are intrusive circular lists) plus O(log n) when a class enters the wait heap of wake-up
+//! times or comes due in it (the heap is lazy: more debt on a waiting class does not touch
+//! it). No operation scans the classes; only [`Scheduler::apply`] is O(n log n). The per-class
+//! state is laid out so enqueue touches one 128-byte line pair and dequeue two; at 10 000
+//! classes with traffic spread at random the cost is dominated by those cache misses (see
+//! `benches/qos.rs`).
+
+pub mod bucket;
+pub mod guard;
+pub mod policer;
+pub mod sched;
+
+pub use bucket::{ByteBucket, PacketBucket, TokenBucket};
+pub use guard::{source_key, DdosGuard, GuardConfig, GuardDrop, GuardStats};
+pub use policer::{PoliceVerdict, Policer};
+pub use sched::{
+    Change, ClassConfig, ClassId, ClassStats, DropReason, Field, Mode, QosError, SchedStats,
+    Scheduler,
+};
