@@ -10,11 +10,13 @@
 #   bridge     the two node-side veths enslaved to a Linux bridge in vsb-node
 #   adaptive   the two node-side veths as AF_XDP ports of vswitchd (one worker, idle "adaptive")
 #   busypoll   the same with idle "busy-poll"
+#   tap        vswitchd (adaptive) creating each pod's eth0 as a TAP port with TSO and checksum offload
 # Client and load generator run on CPU 0 in vsb-p1, servers on CPU 1 in vsb-p2; the vswitchd
 # worker is pinned to WORKER_CORE.
 #
 # Knobs (environment):
-#   VARIANTS      variants to run, in order (default "bridge adaptive busypoll")
+#   VARIANTS      variants to run, in order (default "bridge adaptive busypoll tap"); tap is
+#                 vswitchd (adaptive) with TAP pod ports: the pods' TCP segments stay whole
 #   WORKER_CORE   CPU of the vswitchd worker, or "none" for unpinned (default 1)
 #   SPIN_US       spin_us of the adaptive worker (default: vswitchd's)
 #   RING_SIZE     ring_size of the AF_XDP ports (default: vswitchd's)
@@ -35,7 +37,7 @@ REPO=$PWD
 
 [ "$(id -u)" -eq 0 ] || { echo "e2e.sh builds network namespaces and runs AF_XDP: run it as root" >&2; exit 1; }
 
-VARIANTS=${VARIANTS:-bridge adaptive busypoll}
+VARIANTS=${VARIANTS:-bridge adaptive busypoll tap}
 WORKER_CORE=${WORKER_CORE:-1}
 REPS=${REPS:-1}
 T_TCP=${T_TCP:-8}; T_UDP=${T_UDP:-8}; T_GEN=${T_GEN:-8}; T_LAT=${T_LAT:-5}; T_CRR=${T_CRR:-5}
@@ -138,6 +140,42 @@ setup_bridge() {
   ip -n "$NODE" link set vsb-br0 mtu 1500 up
   ip -n "$NODE" link set "$POD1" master vsb-br0
   ip -n "$NODE" link set "$POD2" master vsb-br0
+}
+
+setup_vswitchd_tap() {  # vswitchd creates each pod's eth0 as a TAP device with offloads
+  local dir=$RES/$VAR cfg p
+  ip netns add "$NODE"; ip -n "$NODE" link set lo up
+  for p in "$POD1" "$POD2"; do
+    ip netns add "$p"; ip -n "$p" link set lo up
+    nsx "$p" sysctl -qw net.ipv4.tcp_tw_reuse=1
+    nsx "$p" sysctl -qw net.ipv4.ip_local_port_range="1024 65000"
+  done
+  cfg=$dir/vswitchd.toml
+  SOCK=$dir/vswitchd.sock
+  {
+    printf '[api]\nsocket = "%s"\n\n[[worker]]\nidle = "adaptive"\n' "$SOCK"
+    [ "$WORKER_CORE" != none ] && printf 'core = %s\n' "$WORKER_CORE"
+    for p in p1 p2; do
+      printf '\n[[port]]\nname = "%s"\ntype = "tap"\n' "$p"
+      printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
+    done
+  } > "$cfg"
+  ip netns exec "$NODE" "$BIN/vswitchd" --config "$cfg" --log-level info > "$dir/vswitchd.log" 2>&1 &
+  VSWITCHD_PID=$!
+  local i
+  for i in $(seq 100); do
+    [ -S "$SOCK" ] && ctl status >/dev/null 2>&1 && break
+    [ -d "/proc/$VSWITCHD_PID" ] || break
+    sleep 0.1
+  done
+  if ! ctl status >/dev/null 2>&1; then
+    log "  vswitchd did not come up; log:"; sed 's/^/    /' "$dir/vswitchd.log" >&2
+    return 1
+  fi
+  ip -n "$POD1" addr add "$P1/24" dev eth0; ip -n "$POD1" link set eth0 mtu 1500 up
+  ip -n "$POD2" addr add "$P2/24" dev eth0; ip -n "$POD2" link set eth0 mtu 1500 up
+  for p in "$POD1" "$POD2"; do nsx "$p" ethtool -k eth0 > "$dir/offloads_$p.txt" 2>&1; done
+  return 0
 }
 
 SOCK=
@@ -351,6 +389,7 @@ run_variant() {
     bridge) setup_bridge ;;
     adaptive) setup_vswitchd adaptive || ok=0 ;;
     busypoll) setup_vswitchd busy-poll || ok=0 ;;
+    tap) setup_vswitchd_tap || ok=0 ;;
     *) log "unknown variant $VAR"; return 1 ;;
   esac
   REP=1
@@ -393,7 +432,7 @@ python3 - "$RES" "$VARIANTS" <<'PY' | tee "$RES/table.txt"
 import glob, json, os, statistics, sys
 
 res, variants = sys.argv[1], sys.argv[2].split()
-NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll"}
+NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll", "tap": "vswitchd-tap"}
 
 vals = {}
 for line in open(os.path.join(res, "results.tsv")):
