@@ -165,6 +165,15 @@ impl Switch {
             .unwrap_or_else(|| panic!("no port {name}"))
     }
 
+    /// Waits (at most 5 s) until every port is attached to its worker; returns the ports.
+    pub fn wait_attached(&self) -> Vec<vswitch_api::PortInfo> {
+        wait_for(Duration::from_secs(5), || {
+            let ports = self.ports();
+            ports.iter().all(|p| !p.kind.contains("attaching")).then_some(ports)
+        })
+        .unwrap_or_else(|| panic!("ports not attached: {:?}", self.ports()))
+    }
+
     /// The FDB.
     pub fn fdb(&self) -> Vec<vswitch_api::FdbEntry> {
         match self.call(Request::ListFdb { vlan: None, port: None }) {

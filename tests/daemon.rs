@@ -174,7 +174,14 @@ fn ports_are_added_and_removed_live_without_losing_other_traffic() {
     ports.push(PortSpec::pod(&topo, "p3", 10));
     sw.reload(&ports);
     let added = wait_for(Duration::from_secs(5), || {
-        sw.ports().iter().find(|p| p.name == "p3" && p.kind.starts_with("afxdp native")).map(|_| ())
+        sw.ports()
+            .iter()
+            .find(|p| {
+                p.name == "p3"
+                    && p.kind.starts_with("afxdp native")
+                    && !p.kind.contains("attaching")
+            })
+            .map(|_| ())
     });
     assert!(added.is_some(), "p3 not attached: {:?}", sw.ports());
     assert_eq!(topo.ping("p3", &addr(0), 3), 3, "the added port switches");
@@ -386,6 +393,7 @@ fn pods_attach_through_the_api_and_survive_a_daemon_restart() {
         other => panic!("{other:?}"),
     };
     assert_eq!(pods.len(), 2, "{pods:?}");
+    assert_eq!(sw.wait_attached().len(), 2);
     assert_eq!(topo.ping("p1", &addr(1), 3), 3, "re-attached pods switch again");
     let table = sw.ctl(&["show", "pods"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("default/p1"), "{table:?}");

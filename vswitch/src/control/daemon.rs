@@ -458,6 +458,21 @@ impl<const N: usize> Daemon<N> {
         Ok(())
     }
 
+    /// Waits (at most `timeout`) until port `id`'s worker reports it attached; true if it did.
+    pub(super) fn wait_attached(&mut self, id: PortId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.collect_events();
+            if self.ports.get(id as usize).and_then(Option::as_ref).is_some_and(|p| p.attached) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     fn collect_events(&mut self) {
         for wi in 0..self.workers.len() {
             while let Ok(ev) = self.workers[wi].events.pop() {

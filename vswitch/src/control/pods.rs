@@ -147,6 +147,10 @@ impl<const N: usize> Daemon<N> {
         self.pods_mut().insert(key, a);
         self.persist_pods();
         let id = self.port_id(&name)?;
+        // Answer once the worker switches the port, so a pod is connected when ADD returns.
+        if !self.wait_attached(id, std::time::Duration::from_secs(1)) {
+            warn!(port = %name, "worker has not attached the port within 1 s");
+        }
         Ok(Reply::Port(self.port_info(id)))
     }
 
