@@ -407,6 +407,16 @@ fn pods_attach_through_the_api_and_survive_a_daemon_restart() {
     }
     assert_eq!(sw.ports().len(), 1);
     assert_eq!(topo.ping("p2", &addr(0), 2), 0, "a detached pod is off the switch");
+    // The first pod's veth goes away for good (as when a pod is deleted); a pod attached
+    // afterwards on the same worker still gets a working port.
+    let host1 = topo.name("p1");
+    topo.ip(&["-n", &topo.name("sw"), "link", "del", &host1]);
+    topo.pod("p3", "sw", "10.244.1.13/24");
+    match sw.call(Request::AttachPod(attachment(&topo, "p3", "dddddddddddddddd4444"))) {
+        Ok(Reply::Port(_)) => {}
+        other => panic!("attach after the first pod's device was deleted: {other:?}"),
+    }
+    assert_eq!(topo.ping("p3", &addr(1), 3), 3);
 }
 
 #[test]

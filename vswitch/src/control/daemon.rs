@@ -28,6 +28,7 @@ use tracing::{error, info, warn};
 
 use super::api::ApiCall;
 use super::config::{Config, IdlePolicy, PortKind, PortSection, WorkerSection, XdpMode};
+use crate::packet::umem::FrameReader;
 use crate::packet::Pool;
 use crate::pipeline::Snapshot;
 use crate::pmd::{learn_ring, monotonic_ns, Learner, Worker, WorkerConfig};
@@ -37,8 +38,6 @@ use crate::tables::fdb::{Fdb, FdbConfig, FdbWriter};
 use crate::telemetry::WorkerCounters;
 use crate::types::PortId;
 
-/// Entries of the UMEM's own fill and completion rings (the first socket's).
-const RING_SIZE: u32 = 2048;
 /// Frames a worker needs beyond its ports' fill rings: a batch in flight per port and flood
 /// copies.
 const POOL_MARGIN: usize = 1024;
@@ -143,8 +142,19 @@ fn frames_needed(p: &PortSection) -> usize {
     }
 }
 
-/// Opens the port described by `p` on a worker whose UMEM is `umem`.
-fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn Port<N>>, String> {
+/// Opens the port described by `p` on a worker whose pool memory is `area`.
+///
+/// Each AF_XDP port registers its own UMEM over the worker's whole pool memory instead of
+/// sharing one registration (XDP_SHARED_UMEM): the kernel refuses a shared bind once the
+/// registering socket is unbound (its device deleted, as when a pod goes away), which would
+/// stop every later pod on that worker from attaching. All registrations cover the same
+/// pages, so frame addresses mean the same to every port and forwarding still moves a
+/// descriptor.
+fn open_port<const N: usize>(
+    p: &PortSection,
+    area: &FrameReader,
+    headroom: u32,
+) -> Result<Box<dyn Port<N>>, String> {
     // A pod behind AF_XDP or AF_PACKET must send complete checksums; a tap pod keeps its
     // offloads (that is the point of the tap port).
     let copy_port = p.kind != PortKind::Tap;
@@ -172,7 +182,17 @@ fn open_port<const N: usize>(p: &PortSection, umem: &mut Umem) -> Result<Box<dyn
                 ring_size: p.ring_size,
                 fill_target: p.ring_size,
             };
-            let port = AfXdpPort::open(&p.name, umem, cfg)
+            let mut umem = Umem::new(
+                area,
+                UmemConfig {
+                    frame_size: area.frame_size() as u32,
+                    headroom,
+                    fill_size: p.ring_size,
+                    comp_size: p.ring_size,
+                },
+            )
+            .map_err(|e| format!("port {:?}: registering the UMEM: {e}", p.name))?;
+            let port = AfXdpPort::open(&p.name, &mut umem, cfg)
                 .map_err(|e| format!("port {:?}: {e}", p.name))?;
             Ok(Box::new(port))
         }
@@ -207,9 +227,8 @@ struct WorkerHandle<const N: usize> {
     commands: Producer<Command<N>>,
     events: Consumer<Event>,
     counters: Arc<WorkerCounters>,
-    /// The worker's UMEM registration, for opening ports added later. Dropped after the
-    /// worker (and its sockets).
-    umem: Umem,
+    /// The worker's pool memory and UMEM headroom, for opening ports added later.
+    area: (FrameReader, u32),
     pool_frames: usize,
 }
 
@@ -282,46 +301,23 @@ impl<const N: usize> Daemon<N> {
             let pool = Pool::new(d.cfg.pool.to_pool_config())
                 .map_err(|e| DaemonError::Setup(format!("pool: {e}")))?;
             let headroom = (d.cfg.pool.headroom as u32).saturating_sub(afxdp::XDP_PACKET_HEADROOM);
-            let mut umem = Umem::new(
-                pool.region(),
-                UmemConfig {
-                    frame_size: d.cfg.pool.frame_size as u32,
-                    headroom,
-                    fill_size: d
-                        .cfg
-                        .ports
-                        .iter()
-                        .filter(|p| p.worker == wi)
-                        .map(|p| p.ring_size)
-                        .max()
-                        .unwrap_or(RING_SIZE),
-                    comp_size: d
-                        .cfg
-                        .ports
-                        .iter()
-                        .filter(|p| p.worker == wi)
-                        .map(|p| p.ring_size)
-                        .max()
-                        .unwrap_or(RING_SIZE),
-                },
-            )
-            .map_err(|e| DaemonError::Setup(format!("worker {wi}: registering the UMEM: {e}")))?;
+            let area = (pool.region().reader(), headroom);
             let mut opened = Vec::new();
             for (pi, p) in d.cfg.ports.iter().enumerate().filter(|(_, p)| p.worker == wi) {
-                let port = open_port::<N>(p, &mut umem).map_err(DaemonError::Setup)?;
+                let port = open_port::<N>(p, &area.0, area.1).map_err(DaemonError::Setup)?;
                 info!(port = %p.name, interface = p.interface(), kind = %port.kind(), worker = wi, "port opened");
                 if let Some(Some(st)) = d.ports.get_mut(pi) {
                     st.kind = port.kind();
                 }
                 opened.push((pi as PortId, port));
             }
-            built.push((wcfg, pool, umem, opened));
+            built.push((wcfg, pool, area, opened));
         }
         // Build every worker, link each pair (for packets whose egress port another worker
         // owns), then start them.
         let mut workers = Vec::new();
-        for (wi, (wcfg, pool, umem, opened)) in built.into_iter().enumerate() {
-            workers.push((d.build_worker(wi, pool, opened)?, wcfg, umem));
+        for (wi, (wcfg, pool, area, opened)) in built.into_iter().enumerate() {
+            workers.push((d.build_worker(wi, pool, opened)?, wcfg, area));
         }
         for i in 0..workers.len() {
             let (head, tail) = workers.split_at_mut(i + 1);
@@ -329,8 +325,8 @@ impl<const N: usize> Daemon<N> {
                 Worker::link(&mut head[i].0, &mut other.0);
             }
         }
-        for (wi, (worker, wcfg, umem)) in workers.into_iter().enumerate() {
-            d.spawn_worker(wi, worker, wcfg, umem)?;
+        for (wi, (worker, wcfg, area)) in workers.into_iter().enumerate() {
+            d.spawn_worker(wi, worker, wcfg, area)?;
         }
         d.install_signals()?;
         d.restore_pods();
@@ -363,7 +359,7 @@ impl<const N: usize> Daemon<N> {
         wi: usize,
         worker: Worker<N>,
         wcfg: WorkerSection,
-        umem: Umem,
+        area: (FrameReader, u32),
     ) -> Result<(), DaemonError> {
         let pool_frames = worker.pool().frames();
         let counters = worker.counters().clone();
@@ -382,7 +378,7 @@ impl<const N: usize> Daemon<N> {
             commands,
             events,
             counters,
-            umem,
+            area,
             pool_frames,
         });
         Ok(())
@@ -570,8 +566,8 @@ impl<const N: usize> Daemon<N> {
         }
         let mut opened = Vec::new();
         for p in &to_add {
-            let w = &mut self.workers[p.worker];
-            opened.push((p.worker, (*p).clone(), open_port::<N>(p, &mut w.umem)?));
+            let (area, headroom) = &self.workers[p.worker].area;
+            opened.push((p.worker, (*p).clone(), open_port::<N>(p, area, *headroom)?));
         }
         // Remove: out of the snapshot first, then out of the worker.
         for id in &to_remove {

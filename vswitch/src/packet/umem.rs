@@ -70,6 +70,26 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Start of the mapping (for registering it as another AF_XDP UMEM).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.base.as_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len
+    }
+
+    /// Never true: a region has at least one frame.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Bytes per frame.
+    pub fn frame_size(&self) -> usize {
+        self.frame_size
+    }
+
     /// Frame `idx`, shared.
     ///
     /// # Panics

@@ -159,6 +159,21 @@ pub unsafe trait UmemArea {
     fn umem_frame_size(&self) -> usize;
 }
 
+// SAFETY: a `FrameReader` keeps the same mapping alive as its `Region` (shared ownership), so
+// the area stays valid for as long as the reader, and the frames are still governed by the
+// owning pool's handles, which is this module's contract.
+unsafe impl UmemArea for crate::packet::umem::FrameReader {
+    fn umem_base(&self) -> *mut u8 {
+        self.as_ptr()
+    }
+    fn umem_len(&self) -> usize {
+        self.len()
+    }
+    fn umem_frame_size(&self) -> usize {
+        self.frame_size()
+    }
+}
+
 // SAFETY: `Region` is a page-aligned anonymous private mapping of `frames * frame_size` bytes
 // that it owns, and the buffer pool that owns it hands out a frame only while the switch owns
 // it (see `packet::umem`), which is this module's contract.
