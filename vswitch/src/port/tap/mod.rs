@@ -885,8 +885,13 @@ mod tests {
     /// Two pods, A (10.244.9.1) and B (10.244.9.2), joined by [`forward`] with `big_buffers`
     /// in its pool; runs the iperf3 client `args` in A against a server in B and returns the
     /// iperf3 receiver line with the forwarder's numbers.
-    fn iperf3_through_loop(args: &[&str], big_buffers: usize) -> (String, FwdStats) {
-        let (a, b) = (Ns::new('b'), Ns::new('c'));
+    fn iperf3_through_loop(
+        args: &[&str],
+        big_buffers: usize,
+        names: (char, char),
+    ) -> (String, FwdStats) {
+        // Each caller passes its own letters: tests run in parallel and must not share names.
+        let (a, b) = (Ns::new(names.0), Ns::new(names.1));
         let pa = TapPort::create(Some(&a.path()), "tap0", TapConfig::default()).unwrap();
         let pb = TapPort::create(Some(&b.path()), "tap0", TapConfig::default()).unwrap();
         a.up("10.244.9.1/24");
@@ -939,7 +944,7 @@ mod tests {
 
     #[test]
     fn iperf3_between_two_pods_moves_64k_segments() {
-        let (receiver, st) = iperf3_through_loop(&["-t", "2"], 64);
+        let (receiver, st) = iperf3_through_loop(&["-t", "2"], 64, ('b', 'c'));
         report("iperf3 TCP A -> B through a TAP <-> TAP loop", &receiver, &st);
         assert!(st.gso_tcp4_big > 0, "the pod handed over TSO segments");
         assert!(st.max_len > 9000, "largest packet {}", st.max_len);
@@ -954,7 +959,7 @@ mod tests {
     fn bench_small_packets_big_buffer_or_frame() {
         for big in [64, 0] {
             let args = ["-t", "1", "-u", "-b", "0", "-l", "64"];
-            let (receiver, st) = iperf3_through_loop(&args, big);
+            let (receiver, st) = iperf3_through_loop(&args, big, ('g', 'h'));
             let how = if big > 0 { "big buffer + copy" } else { "straight into a frame" };
             report(&format!("iperf3 UDP 64 B, rx {how}"), &receiver, &st);
         }
