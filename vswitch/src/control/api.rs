@@ -296,7 +296,14 @@ impl<const N: usize> Daemon<N> {
         PortInfo {
             id,
             name: s.name.clone(),
-            interface: s.interface().to_string(),
+            // A TAP port's device is the pod's interface, inside the pod's namespace.
+            interface: match (s.kind, &s.pod_netns, &s.pod_interface) {
+                (super::config::PortKind::Tap, Some(ns), Some(ifname)) => {
+                    let ns = ns.rsplit('/').next().unwrap_or(ns);
+                    format!("{ns}/{ifname}")
+                }
+                _ => s.interface().to_string(),
+            },
             kind: self.port_kind(id),
             worker: s.worker,
             queues: s.queues,
