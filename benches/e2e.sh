@@ -142,6 +142,23 @@ setup_bridge() {
   ip -n "$NODE" link set "$POD2" master vsb-br0
 }
 
+start_vswitchd() {  # config dir: start vswitchd in the node and wait until every port is open
+  local cfg=$1 dir=$2 i
+  # `ip netns exec` execs in place, so $! is vswitchd itself (a backgrounded shell function
+  # would give the PID of a subshell instead)
+  ip netns exec "$NODE" "$BIN/vswitchd" --config "$cfg" --log-level info > "$dir/vswitchd.log" 2>&1 &
+  VSWITCHD_PID=$!
+  for i in $(seq 100); do
+    [ -S "$SOCK" ] && ctl status >/dev/null 2>&1 && break
+    [ -d "/proc/$VSWITCHD_PID" ] || break
+    sleep 0.1
+  done
+  if ! ctl status >/dev/null 2>&1; then
+    log "  vswitchd did not come up; log:"; sed 's/^/    /' "$dir/vswitchd.log" >&2
+    return 1
+  fi
+}
+
 setup_vswitchd_tap() {  # vswitchd creates each pod's eth0 as a TAP device with offloads
   local dir=$RES/$VAR cfg p
   ip netns add "$NODE"; ip -n "$NODE" link set lo up
@@ -160,18 +177,7 @@ setup_vswitchd_tap() {  # vswitchd creates each pod's eth0 as a TAP device with 
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
     done
   } > "$cfg"
-  ip netns exec "$NODE" "$BIN/vswitchd" --config "$cfg" --log-level info > "$dir/vswitchd.log" 2>&1 &
-  VSWITCHD_PID=$!
-  local i
-  for i in $(seq 100); do
-    [ -S "$SOCK" ] && ctl status >/dev/null 2>&1 && break
-    [ -d "/proc/$VSWITCHD_PID" ] || break
-    sleep 0.1
-  done
-  if ! ctl status >/dev/null 2>&1; then
-    log "  vswitchd did not come up; log:"; sed 's/^/    /' "$dir/vswitchd.log" >&2
-    return 1
-  fi
+  start_vswitchd "$cfg" "$dir" || return 1
   ip -n "$POD1" addr add "$P1/24" dev eth0; ip -n "$POD1" link set eth0 mtu 1500 up
   ip -n "$POD2" addr add "$P2/24" dev eth0; ip -n "$POD2" link set eth0 mtu 1500 up
   for p in "$POD1" "$POD2"; do nsx "$p" ethtool -k eth0 > "$dir/offloads_$p.txt" 2>&1; done
@@ -196,20 +202,7 @@ setup_vswitchd() {  # idle policy
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
     done
   } > "$cfg"
-  # `ip netns exec` execs in place, so $! is vswitchd itself (a backgrounded shell function
-  # would give the PID of a subshell instead)
-  ip netns exec "$NODE" "$BIN/vswitchd" --config "$cfg" --log-level info > "$dir/vswitchd.log" 2>&1 &
-  VSWITCHD_PID=$!
-  local i
-  for i in $(seq 100); do
-    [ -S "$SOCK" ] && ctl status >/dev/null 2>&1 && break
-    [ -d "/proc/$VSWITCHD_PID" ] || break
-    sleep 0.1
-  done
-  if ! ctl status >/dev/null 2>&1; then
-    log "  vswitchd did not come up; log:"; sed 's/^/    /' "$dir/vswitchd.log" >&2
-    return 1
-  fi
+  start_vswitchd "$cfg" "$dir" || return 1
   ip -n "$NODE" -d link show > "$dir/node_links.txt" 2>&1
   for p in "$POD1" "$POD2"; do nsx "$p" ethtool -k eth0 > "$dir/offloads_$p.txt" 2>&1; done
   return 0

@@ -15,83 +15,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use vswitch::packet::{Batch, Meta, PoolConfig};
+use vswitch::packet::{Batch, Meta};
 use vswitch::pipeline::nodes::parse;
-use vswitch::pipeline::{VlanMode, VlanSet};
 use vswitch::port::{ring, Port};
 use vswitch::tables::fdb::{Fdb, FdbConfig};
 use vswitch::testkit::Rig;
 use vswitch::types::MacAddr;
+use vswitch_suite::l2bench::{bounce, far_mac, L2Bench};
 use vswitch_suite::{mac, udp_frame};
-
-fn far_mac(i: u32) -> [u8; 6] {
-    let b = i.to_be_bytes();
-    [0x06, 0, b[0], b[1], b[2], b[3]]
-}
-
-/// An access<->trunk rig with `macs` MACs learned behind the trunk, and a stock of `flows`
-/// packets in flight from port 0 to far MACs spread over the learned ones.
-struct L2Bench<const N: usize> {
-    rig: Rig<N>,
-    flows: usize,
-}
-
-impl<const N: usize> L2Bench<N> {
-    fn new(macs: u32) -> Self {
-        let mut allowed = VlanSet::default();
-        allowed.insert(10);
-        // A stock of packets in flight, with destinations spread over the learned MACs.
-        let flows = 4096;
-        let pool = PoolConfig { frames: 65536, ..PoolConfig::default() };
-        let fdb = FdbConfig { max_entries: 131072, ..FdbConfig::default() };
-        let mut rig: Rig<N> = Rig::with(
-            &[("pod", VlanMode::Access(10)), ("trunk", VlanMode::Trunk { allowed, native: None })],
-            fdb,
-            pool,
-        );
-        // Learn the far MACs behind the trunk and the pod's MAC on port 0.
-        for i in 0..macs {
-            rig.send(1, &udp_frame(mac(1), far_mac(i), Some(10), 18));
-            if i % 512 == 511 {
-                rig.run(64);
-                rig.discard_all();
-            }
-        }
-        rig.send(0, &udp_frame([0xff; 6], mac(1), None, 18));
-        rig.run(64);
-        rig.discard_all();
-        assert_eq!(rig.fdb.len(), macs as usize + 1);
-        // The stock: one packet per flow, waiting on port 0.
-        for i in 0..flows {
-            let f = udp_frame(far_mac((i as u32 * 7919) % macs), mac(1), None, 18);
-            assert!(rig.send(0, &f));
-        }
-        L2Bench { rig, flows }
-    }
-
-    /// Moves `n` packets through the switch (both directions) and bounces them back.
-    fn run(&mut self, n: usize) {
-        let mut moved = 0;
-        while moved < n {
-            moved += self.rig.worker.poll_once(self.rig.now);
-            self.rig.now += 100;
-            for p in 0..2 {
-                let (pool, peer) = (self.rig.worker.pool_mut(), &mut self.rig.peers[p]);
-                while let Some(pkt) = peer.collect() {
-                    let d = pool.data_mut(&pkt);
-                    let (a, b) = d.split_at_mut(6);
-                    a.swap_with_slice(&mut b[..6]);
-                    if let Err(pkt) = peer.inject(pkt) {
-                        pool.free(pkt);
-                    }
-                }
-            }
-        }
-        // The learner has nothing to do in steady state; keep it honest anyway.
-        self.rig.learner.run_once(self.rig.now);
-        debug_assert!(self.flows > 0);
-    }
-}
 
 /// The floor: packets move port -> batch -> port with the same bounce, no pipeline.
 struct Baseline<const N: usize> {
@@ -123,14 +54,7 @@ impl<const N: usize> Baseline<N> {
                 let _ = self.ports[1 - i].tx(pool, &mut self.batch);
                 // What went out of port 1 - i comes back into it.
                 let dst = 1 - i;
-                while let Some(pkt) = self.peers[dst].collect() {
-                    let d = pool.data_mut(&pkt);
-                    let (a, b) = d.split_at_mut(6);
-                    a.swap_with_slice(&mut b[..6]);
-                    if let Err(pkt) = self.peers[dst].inject(pkt) {
-                        pool.free(pkt);
-                    }
-                }
+                bounce(pool, &mut self.peers[dst]);
             }
         }
     }
@@ -200,10 +124,10 @@ fn bench_l2(c: &mut Criterion) {
     let mut g = c.benchmark_group("l2");
     g.throughput(Throughput::Elements(4096));
     for macs in [1u32, 1_000, 100_000] {
-        let mut b32: L2Bench<32> = L2Bench::new(macs);
+        let mut b32: L2Bench<32> = L2Bench::new(macs, 4096);
         g.bench_function(BenchmarkId::new("batch32", macs), |b| b.iter(|| b32.run(4096)));
         drop(b32);
-        let mut b256: L2Bench<256> = L2Bench::new(macs);
+        let mut b256: L2Bench<256> = L2Bench::new(macs, 4096);
         g.bench_function(BenchmarkId::new("batch256", macs), |b| b.iter(|| b256.run(4096)));
     }
     g.finish();
@@ -230,11 +154,15 @@ fn summary(_c: &mut Criterion) {
     println!("\n== summary: Mpps per core, and share of the ring-to-ring baseline measured now ==");
     println!("baseline ring_to_ring   batch32 {floor:7.2} Mpps   batch256 {floor256:7.2} Mpps");
     for macs in [1u32, 1_000, 100_000] {
-        let mut b32: L2Bench<32> = L2Bench::new(macs);
-        let r32 = mpps(secs, 4096, || b32.run(4096));
+        let mut b32: L2Bench<32> = L2Bench::new(macs, 4096);
+        let r32 = mpps(secs, 4096, || {
+            b32.run(4096);
+        });
         drop(b32);
-        let mut b256: L2Bench<256> = L2Bench::new(macs);
-        let r256 = mpps(secs, 4096, || b256.run(4096));
+        let mut b256: L2Bench<256> = L2Bench::new(macs, 4096);
+        let r256 = mpps(secs, 4096, || {
+            b256.run(4096);
+        });
         println!(
             "l2 access<->trunk {macs:>6} MACs  batch32 {r32:7.2} Mpps ({:4.0}% of baseline)   batch256 {r256:7.2} Mpps ({:4.0}%)",
             100.0 * r32 / floor,
