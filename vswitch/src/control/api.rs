@@ -412,6 +412,7 @@ impl<const N: usize> Daemon<N> {
     /// us mirror counters that live in the workers' shared memory into its own on every scrape.
     fn metrics(&self) -> String {
         let mut out = String::new();
+        let workers = self.workers_info();
         let ports: Vec<(String, PortStats)> = self
             .port_ids()
             .into_iter()
@@ -473,8 +474,8 @@ impl<const N: usize> Daemon<N> {
             ),
         ] {
             family(&mut out, name, help, kind);
-            for w in self.workers_info() {
-                let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.id, get(&w));
+            for w in &workers {
+                let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.id, get(w));
             }
         }
         family(&mut out, "vswitch_fdb_entries", "MAC addresses in the FDB.", "gauge");

@@ -754,7 +754,9 @@ fn worker_main<const N: usize>(
                     continue;
                 }
                 // Sleep until a port has packets or another worker hands some over (or 10 ms
-                // pass, for housekeeping and stop).
+                // pass, for housekeeping and stop). Housekeeping runs only after a quiet
+                // timeout: a packet that wakes the worker is switched first.
+                let mut timed_out = false;
                 if w.prepare_sleep() {
                     fds.clear();
                     w.poll_fds(&mut fds);
@@ -764,10 +766,12 @@ fn worker_main<const N: usize>(
                         events: libc::POLLIN,
                         revents: 0,
                     }));
-                    let _ = afxdp::poll(&mut pollfds, 10);
+                    timed_out = afxdp::poll(&mut pollfds, 10).unwrap_or(0) == 0;
                     w.woke();
                 }
-                w.housekeep();
+                if timed_out {
+                    w.housekeep(monotonic_ns());
+                }
                 idle_since = None;
             }
         }

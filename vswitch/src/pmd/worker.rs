@@ -64,6 +64,8 @@ pub struct Worker<const N: usize> {
     inboxes: Vec<Inbox>,
     /// Set while the worker sleeps in poll(2), so others wake it with their hand-offs.
     sleeping: Arc<AtomicBool>,
+    /// When the ports' kernel drop statistics are next read.
+    next_drop_stats: u64,
     iterations: u64,
     last_now: u64,
     last_busy: bool,
@@ -90,6 +92,7 @@ impl<const N: usize> Worker<N> {
             outboxes: Vec::new(),
             inboxes: Vec::new(),
             sleeping: Arc::new(AtomicBool::new(false)),
+            next_drop_stats: 0,
             iterations: 0,
             last_now: 0,
             last_busy: false,
@@ -178,17 +181,7 @@ impl<const N: usize> Worker<N> {
                 continue;
             }
             moved += n;
-            let mut cx = Ctx {
-                now,
-                pool: &mut self.pool,
-                snap: &snap,
-                fdb: &self.fdb,
-                ports: &mut self.ports,
-                counters: &self.counters,
-                me: self.cfg.id,
-                outboxes: &mut self.outboxes,
-            };
-            self.pipeline.dispatch(&mut self.batch, &mut cx);
+            self.run_batch(&snap, now, true);
         }
         for i in 0..self.rx_order.len() {
             let id = self.rx_order[i];
@@ -201,26 +194,37 @@ impl<const N: usize> Worker<N> {
             c.rx_packets.add(n as u64);
             c.rx_bytes.add(self.batch.pkts().iter().map(|p| p.len() as u64).sum());
             moved += n;
-            let mut cx = Ctx {
-                now,
-                pool: &mut self.pool,
-                snap: &snap,
-                fdb: &self.fdb,
-                ports: &mut self.ports,
-                counters: &self.counters,
-                me: self.cfg.id,
-                outboxes: &mut self.outboxes,
-            };
-            self.pipeline.process(&mut self.batch, &mut cx);
+            self.run_batch(&snap, now, false);
         }
         for out in self.outboxes.iter_mut().flatten() {
             out.wake_if_sleeping();
         }
         self.account(now, moved);
         if self.iterations.is_multiple_of(self.cfg.housekeeping_interval) {
-            self.housekeep();
+            self.housekeep(now);
         }
         moved
+    }
+
+    /// Runs the received batch through the pipeline, or only through output when its packets
+    /// were `decided` already (handed over by another worker).
+    #[inline]
+    fn run_batch(&mut self, snap: &Snapshot, now: u64, decided: bool) {
+        let mut cx = Ctx {
+            now,
+            pool: &mut self.pool,
+            snap,
+            fdb: &self.fdb,
+            ports: &mut self.ports,
+            counters: &self.counters,
+            me: self.cfg.id,
+            outboxes: &mut self.outboxes,
+        };
+        if decided {
+            self.pipeline.dispatch(&mut self.batch, &mut cx);
+        } else {
+            self.pipeline.process(&mut self.batch, &mut cx);
+        }
     }
 
     fn account(&mut self, now: u64, moved: usize) {
@@ -271,11 +275,19 @@ impl<const N: usize> Worker<N> {
         }
     }
 
-    /// Housekeeping for every port.
-    pub fn housekeep(&mut self) {
+    /// Housekeeping for every port at time `now`. The ports' kernel drop statistics cost a
+    /// syscall each, so they are read at most once a second.
+    pub fn housekeep(&mut self, now: u64) {
+        let read_drops = now >= self.next_drop_stats;
+        if read_drops {
+            self.next_drop_stats = now + 1_000_000_000;
+        }
         for (id, e) in self.ports.iter_mut().enumerate() {
             let Some(e) = e else { continue };
             e.port.housekeep(&mut self.pool);
+            if !read_drops {
+                continue;
+            }
             let d = e.port.rx_drops();
             let c = self.counters.port(id as PortId);
             c.drops[DropReason::RxRingFull.index()].set(d.ring_full);
