@@ -23,6 +23,8 @@ use crate::pipeline::{PortEntry, Snapshot, VlanMode};
 use crate::pmd::{learn_ring, Learner, Worker, WorkerConfig};
 use crate::port::ring::{self, RingPeer};
 use crate::tables::fdb::{Fdb, FdbConfig};
+use crate::tables::l3::L3Table;
+use crate::tables::neigh::{NeighEvent, NeighTable, Neighbors};
 use crate::telemetry::PortStats;
 use crate::types::PortId;
 
@@ -37,6 +39,12 @@ pub struct Rig<const N: usize> {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub fdb: Arc<Fdb>,
     entries: Vec<PortEntry>,
+    /// The routing state published with every snapshot, if the rig routes.
+    l3: Option<Arc<L3Table>>,
+    /// The neighbour table the worker reads, its writer, and the worker's gleaning ring.
+    pub neigh: Arc<ArcSwap<Neighbors>>,
+    pub neigh_table: NeighTable,
+    neigh_rx: rtrb::Consumer<NeighEvent>,
     /// The fake clock, ns.
     pub now: u64,
 }
@@ -79,7 +87,49 @@ impl<const N: usize> Rig<N> {
             worker.add_port(i as PortId, Box::new(port)).expect("add port");
             peers.push(peer);
         }
-        Rig { worker, learner, peers, snapshot, fdb, entries, now: 1_000_000_000 }
+        let neigh = Arc::new(ArcSwap::from_pointee(Neighbors::default()));
+        let (neigh_tx, neigh_rx) = rtrb::RingBuffer::new(1024);
+        worker.set_neighbors(neigh.clone(), neigh_tx);
+        Rig {
+            worker,
+            learner,
+            peers,
+            snapshot,
+            fdb,
+            entries,
+            l3: None,
+            neigh,
+            neigh_table: NeighTable::default(),
+            neigh_rx,
+            now: 1_000_000_000,
+        }
+    }
+
+    /// Makes the rig a router with routing state `l3` (its port ids are the rig's).
+    pub fn route(&mut self, l3: L3Table) {
+        self.l3 = Some(Arc::new(l3));
+        self.republish();
+    }
+
+    fn republish(&mut self) {
+        let gen = self.snapshot.load().generation + 1;
+        let mut snap = Snapshot::build(
+            gen,
+            self.entries.iter().cloned().enumerate().map(|(i, e)| (i as PortId, e)),
+        )
+        .expect("valid reconfiguration");
+        snap.set_l3(self.l3.clone());
+        self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Applies the neighbours the worker gleaned (what the daemon's control loop does).
+    pub fn learn_neighbors(&mut self) {
+        while let Ok(ev) = self.neigh_rx.pop() {
+            self.neigh_table.learn(ev, self.now);
+        }
+        if let Some(t) = self.neigh_table.publish() {
+            self.neigh.store(Arc::new(t));
+        }
     }
 
     /// Offers a frame to the switch on port `port`. Returns false if the pool or the ring had
@@ -99,6 +149,7 @@ impl<const N: usize> Rig<N> {
     pub fn step(&mut self) -> usize {
         let n = self.worker.poll_once(self.now);
         self.learner.run_once(self.now);
+        self.learn_neighbors();
         self.now += 1_000;
         n
     }
@@ -141,12 +192,6 @@ impl<const N: usize> Rig<N> {
     /// Publishes a new snapshot with port `port`'s entry changed by `f`.
     pub fn reconfigure(&mut self, port: PortId, f: impl FnOnce(&mut PortEntry)) {
         f(&mut self.entries[port as usize]);
-        let gen = self.snapshot.load().generation + 1;
-        let snap = Snapshot::build(
-            gen,
-            self.entries.iter().cloned().enumerate().map(|(i, e)| (i as PortId, e)),
-        )
-        .expect("valid reconfiguration");
-        self.snapshot.store(Arc::new(snap));
+        self.republish();
     }
 }

@@ -12,8 +12,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use std::net::Ipv4Addr;
+
 use crate::packet::PoolConfig;
 use crate::pipeline::{PortEntry, Snapshot, VlanMode, VlanSet};
+use crate::tables::l3::{choose_mode, default_mac, L3Table, ModeSetting, PeerSpec};
+use crate::tables::route::{Ipv4Cidr, Ipv4Net};
+use crate::types::MacAddr;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
 
 /// The whole configuration.
@@ -32,6 +37,105 @@ pub struct Config {
     pub api: ApiSection,
     #[serde(default)]
     pub state: StateSection,
+    /// This node's place in the pod network (routing between nodes); absent on a pure L2
+    /// switch.
+    #[serde(default)]
+    pub node: Option<NodeSection>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerSection>,
+}
+
+/// `[node]`: this node in the multi-node pod network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    #[serde(default)]
+    pub name: String,
+    /// This node's pods, e.g. "10.244.1.0/24".
+    pub pod_cidr: Ipv4Net,
+    /// The pods' default gateway, answered by the switch; default: the first host address.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// VLAN of the pod ports the gateway serves.
+    #[serde(default = "default_pod_vlan")]
+    pub pod_vlan: VlanId,
+    /// Name of the `[[port]]` on the underlay interface.
+    pub uplink: String,
+    /// This node's underlay address and the uplink's L2 subnet, e.g. "198.18.0.1/24".
+    pub underlay_ip: Ipv4Cidr,
+    /// Next hop to VTEPs outside the subnet.
+    #[serde(default)]
+    pub underlay_gateway: Option<Ipv4Addr>,
+    #[serde(default = "default_vni")]
+    pub vxlan_vni: u32,
+    #[serde(default = "default_vxlan_port")]
+    pub vxlan_port: u16,
+    /// The gateway's MAC (also the uplink's source MAC); default 0a:58 + the underlay address.
+    #[serde(default)]
+    pub router_mac: Option<String>,
+    /// A neighbour (pod or peer MAC) not confirmed by ARP for this long is resolved again.
+    #[serde(default = "default_neighbor_timeout")]
+    pub neighbor_timeout_secs: u64,
+}
+
+fn default_pod_vlan() -> VlanId {
+    1
+}
+fn default_vni() -> u32 {
+    1
+}
+fn default_vxlan_port() -> u16 {
+    crate::wire::vxlan::PORT_LINUX
+}
+fn default_neighbor_timeout() -> u64 {
+    300
+}
+
+impl NodeSection {
+    /// The gateway address (validated).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.gateway.unwrap_or_else(|| self.pod_cidr.first_host())
+    }
+
+    /// The router MAC (validated).
+    pub fn router_mac(&self) -> MacAddr {
+        self.router_mac
+            .as_deref()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| default_mac(self.underlay_ip.addr))
+    }
+}
+
+/// `[[peer]]`: another node of the pod network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSection {
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+    /// "auto" (direct on the uplink's subnet, VXLAN otherwise), "direct" or "vxlan".
+    #[serde(default = "default_mode_setting")]
+    pub mode: ModeSetting,
+    /// Inner destination MAC of VXLAN packets to this peer (a Flannel node's flannel.1 MAC);
+    /// default 0a:58 + the peer's underlay address.
+    #[serde(default)]
+    pub vtep_mac: Option<String>,
+}
+
+fn default_mode_setting() -> ModeSetting {
+    ModeSetting::Auto
+}
+
+impl PeerSection {
+    pub fn spec(&self) -> PeerSpec {
+        PeerSpec {
+            name: self.name.clone(),
+            underlay_ip: self.underlay_ip,
+            pod_cidr: self.pod_cidr,
+            setting: self.mode,
+            vtep_mac: self.vtep_mac.as_deref().and_then(|m| m.parse().ok()),
+        }
+    }
 }
 
 /// `[state]`: where the daemon keeps what it must remember across restarts (pod attachments).
@@ -608,7 +712,154 @@ impl Config {
                 err(at("queues"), "an afpacket port has one queue".into());
             }
         }
+        self.validate_node(&mut err);
         errs
+    }
+
+    /// Checks `[node]` and `[[peer]]`: addresses that make sense together, the uplink a
+    /// routable port, peers that neither overlap nor claim our own address.
+    fn validate_node(&self, err: &mut impl FnMut(String, String)) {
+        let Some(n) = &self.node else {
+            if !self.peers.is_empty() {
+                err(
+                    "peer".into(),
+                    "peers need a [node] table (this node's pod_cidr, uplink and underlay_ip)"
+                        .into(),
+                );
+            }
+            return;
+        };
+        if n.pod_cidr.prefix_len() > 30 {
+            err(
+                "node.pod_cidr".into(),
+                format!("{} leaves no room for pods (at most /30)", n.pod_cidr),
+            );
+        }
+        let gw = n.gateway();
+        if !n.pod_cidr.contains(gw) || gw == n.pod_cidr.addr() {
+            err(
+                "node.gateway".into(),
+                format!("{gw} is not a host address of pod_cidr {}", n.pod_cidr),
+            );
+        }
+        if !vlan_is_valid(n.pod_vlan) {
+            err("node.pod_vlan".into(), format!("{} is out of range 1..=4094", n.pod_vlan));
+        }
+        match self.ports.iter().find(|p| p.name == n.uplink) {
+            None => err("node.uplink".into(), format!("{:?} is not the name of a [[port]]", n.uplink)),
+            Some(p) if p.kind == PortKind::Tap || p.mode != VlanModeName::Access || p.pod_netns.is_some() => err(
+                "node.uplink".into(),
+                format!("port {:?} must be an access-mode afxdp or afpacket port on the underlay interface", n.uplink),
+            ),
+            Some(_) => {}
+        }
+        let u = n.underlay_ip;
+        if u.prefix_len == 0 || u.prefix_len > 31 || u.addr == u.network().addr() {
+            err(
+                "node.underlay_ip".into(),
+                format!("{u} is not a host address with a subnet (e.g. 198.18.0.1/24)"),
+            );
+        }
+        if n.pod_cidr.contains(u.addr) {
+            err("node.underlay_ip".into(), format!("{} is inside pod_cidr {}", u.addr, n.pod_cidr));
+        }
+        if let Some(g) = n.underlay_gateway {
+            if !u.network().contains(g) || g == u.addr {
+                err(
+                    "node.underlay_gateway".into(),
+                    format!("{g} is not another address on the underlay subnet {}", u.network()),
+                );
+            }
+        }
+        if !(1..=crate::wire::vxlan::VNI_MAX).contains(&n.vxlan_vni) {
+            err("node.vxlan_vni".into(), format!("{} is out of range 1..=16777215", n.vxlan_vni));
+        }
+        if n.vxlan_port == 0 {
+            err("node.vxlan_port".into(), "0 is not a UDP port".into());
+        }
+        if let Some(m) = &n.router_mac {
+            match m.parse::<MacAddr>() {
+                Ok(mac) if mac.is_unicast() => {}
+                Ok(_) => err("node.router_mac".into(), format!("{m:?} is not a unicast address")),
+                Err(e) => err("node.router_mac".into(), e.to_string()),
+            }
+        }
+        if !(10..=86_400).contains(&n.neighbor_timeout_secs) {
+            err(
+                "node.neighbor_timeout_secs".into(),
+                format!("{} is out of range 10..=86400", n.neighbor_timeout_secs),
+            );
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let at = |f: &str| format!("peer[{i}] ({:?}).{f}", p.name);
+            if p.name.is_empty() || p.name.len() > 64 {
+                err(format!("peer[{i}].name"), format!("{:?} must be 1 to 64 characters", p.name));
+            } else if !names.insert(p.name.clone()) {
+                err(at("name"), format!("{:?} is used by another peer", p.name));
+            }
+            if p.pod_cidr.overlaps(&n.pod_cidr) {
+                err(
+                    at("pod_cidr"),
+                    format!("{} overlaps this node's pod_cidr {}", p.pod_cidr, n.pod_cidr),
+                );
+            }
+            if let Some(o) = self.peers[..i].iter().find(|o| o.pod_cidr.overlaps(&p.pod_cidr)) {
+                err(
+                    at("pod_cidr"),
+                    format!("{} overlaps peer {:?}'s pod_cidr {}", p.pod_cidr, o.name, o.pod_cidr),
+                );
+            }
+            if p.underlay_ip == u.addr {
+                err(
+                    at("underlay_ip"),
+                    format!(
+                        "{} is this node's own underlay address (a VTEP cannot be ourselves)",
+                        p.underlay_ip
+                    ),
+                );
+            } else if let Err(why) = choose_mode(&p.spec(), u, n.underlay_gateway) {
+                err(at("mode"), why);
+            }
+            if let Some(m) = &p.vtep_mac {
+                match m.parse::<MacAddr>() {
+                    Ok(mac) if mac.is_unicast() => {}
+                    Ok(_) => err(at("vtep_mac"), format!("{m:?} is not a unicast address")),
+                    Err(e) => err(at("vtep_mac"), e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// The routing state, with the uplink's port id given by `port_id` (the daemon's ids
+    /// differ from the file's order after reloads). `None` without a `[node]` table.
+    pub fn l3_table(
+        &self,
+        port_id: impl Fn(&str) -> Option<PortId>,
+    ) -> Result<Option<L3Table>, String> {
+        let Some(n) = &self.node else { return Ok(None) };
+        let up = self
+            .ports
+            .iter()
+            .find(|p| p.name == n.uplink)
+            .ok_or_else(|| format!("node.uplink: {:?} is not a port", n.uplink))?;
+        let id =
+            port_id(&up.name).ok_or_else(|| format!("node.uplink: {:?} has no id", n.uplink))?;
+        let peers: Vec<PeerSpec> = self.peers.iter().map(PeerSection::spec).collect();
+        L3Table::build(
+            n.name.clone(),
+            n.router_mac(),
+            n.pod_cidr,
+            n.gateway(),
+            n.pod_vlan,
+            (id, up.vlan.unwrap_or(1), up.mtu),
+            n.underlay_ip,
+            n.underlay_gateway,
+            (n.vxlan_vni, n.vxlan_port),
+            &peers,
+        )
+        .map(Some)
+        .map_err(|e| e.to_string())
     }
 
     /// The batch size, for choosing the worker's const generic.
@@ -626,6 +877,10 @@ impl Config {
         for (i, p) in self.ports.iter().enumerate() {
             s.set_owner(i as PortId, p.worker as u16);
         }
+        let l3 = self
+            .l3_table(|name| self.ports.iter().position(|p| p.name == name).map(|i| i as PortId))
+            .expect("a validated configuration compiles");
+        s.set_l3(l3.map(std::sync::Arc::new));
         s
     }
 }
@@ -720,5 +975,113 @@ mod tests {
             assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
         }
         assert_eq!(fields.len(), want.len(), "{fields:#?}");
+    }
+
+    const NODE: &str = r#"
+        [[port]]
+        name = "uplink"
+        interface = "eth1"
+        [[port]]
+        name = "pod-a"
+        interface = "vsp-a"
+        [node]
+        name = "n1"
+        pod_cidr = "10.244.1.0/24"
+        uplink = "uplink"
+        underlay_ip = "198.18.0.1/24"
+        underlay_gateway = "198.18.0.254"
+        [[peer]]
+        name = "n2"
+        underlay_ip = "198.18.0.2"
+        pod_cidr = "10.244.2.0/24"
+        [[peer]]
+        name = "n3"
+        underlay_ip = "198.19.0.3"
+        pod_cidr = "10.244.3.0/24"
+        vtep_mac = "02:00:00:00:00:03"
+    "#;
+
+    #[test]
+    fn a_node_compiles_to_routes_and_peer_modes() {
+        let c = Config::parse(NODE, "t.toml").unwrap();
+        let n = c.node.as_ref().unwrap();
+        assert_eq!(n.gateway(), "10.244.1.1".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(n.router_mac(), MacAddr([0x0a, 0x58, 198, 18, 0, 1]));
+        assert_eq!((n.vxlan_vni, n.vxlan_port), (1, 8472));
+        let s = c.snapshot(1);
+        let t = s.l3().expect("routing state");
+        assert_eq!(t.uplink, 0);
+        assert_eq!(t.peers[0].mode, crate::tables::l3::PeerMode::Direct);
+        assert_eq!(t.peers[1].mode, crate::tables::l3::PeerMode::Vxlan);
+        assert_eq!(t.peers[1].vtep_mac, MacAddr([2, 0, 0, 0, 0, 3]));
+        // The uplink carries no pod-network floods.
+        assert_eq!(s.flood_members(1), &[1]);
+    }
+
+    #[test]
+    fn bad_node_and_peers_are_refused_naming_field_and_value() {
+        let text = r#"
+            [[port]]
+            name = "uplink"
+            interface = "eth1"
+            mode = "trunk"
+            allowed_vlans = [5]
+            [node]
+            pod_cidr = "10.244.1.0/24"
+            gateway = "10.244.2.1"
+            uplink = "uplink"
+            underlay_ip = "198.18.0.1/24"
+            vxlan_vni = 16777216
+            router_mac = "01:00:5e:00:00:01"
+            [[peer]]
+            name = "n2"
+            underlay_ip = "198.18.0.2"
+            pod_cidr = "10.244.1.128/25"
+            [[peer]]
+            name = "n3"
+            underlay_ip = "198.18.0.1"
+            pod_cidr = "10.244.3.0/24"
+            [[peer]]
+            name = "n4"
+            underlay_ip = "198.19.0.4"
+            pod_cidr = "10.244.4.0/24"
+            [[peer]]
+            name = "n5"
+            underlay_ip = "198.18.0.5"
+            pod_cidr = "10.244.4.0/23"
+            [[peer]]
+            name = "n2"
+            underlay_ip = "198.18.0.6"
+            pod_cidr = "10.244.6.0/24"
+            mode = "direct"
+            vtep_mac = "zz"
+        "#;
+        let e = Config::parse(text, "t.toml").unwrap_err();
+        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
+        let want = [
+            "node.gateway: 10.244.2.1 is not a host address of pod_cidr 10.244.1.0/24",
+            "node.uplink: port \"uplink\" must be an access-mode",
+            "node.vxlan_vni: 16777216 is out of range 1..=16777215",
+            "node.router_mac: \"01:00:5e:00:00:01\" is not a unicast address",
+            "peer[0] (\"n2\").pod_cidr: 10.244.1.128/25 overlaps this node's pod_cidr 10.244.1.0/24",
+            "peer[1] (\"n3\").underlay_ip: 198.18.0.1 is this node's own underlay address",
+            "peer[2] (\"n4\").mode: 198.19.0.4 is not on the uplink's subnet 198.18.0.0/24 and [node] has no underlay_gateway",
+            "peer[3] (\"n5\").pod_cidr: 10.244.4.0/23 overlaps peer \"n4\"'s pod_cidr 10.244.4.0/24",
+            "peer[4] (\"n2\").name: \"n2\" is used by another peer",
+            "peer[4] (\"n2\").vtep_mac: invalid MAC address \"zz\"",
+        ];
+        for w in want {
+            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
+        }
+        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+        // A bad prefix is a syntax error naming the key.
+        let e = Config::parse("[node]\npod_cidr = \"10.244.1.5/24\"\nuplink = \"u\"\nunderlay_ip = \"198.18.0.1/24\"\n", "t.toml").unwrap_err();
+        assert!(e.to_string().contains("pod_cidr") && e.to_string().contains("host bits"), "{e}");
+        let e = Config::parse(
+            "[[peer]]\nname = \"n2\"\nunderlay_ip = \"198.18.0.2\"\npod_cidr = \"10.244.2.0/24\"\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[node]"), "{e}");
     }
 }

@@ -35,12 +35,15 @@ use crate::pmd::{learn_ring, monotonic_ns, Learner, Worker, WorkerConfig};
 use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, Umem, UmemConfig, XdpModePreference};
 use crate::port::{netdev, Port};
 use crate::tables::fdb::{Fdb, FdbConfig, FdbWriter};
+use crate::tables::neigh::{NeighEvent, NeighTable, Neighbors};
 use crate::telemetry::WorkerCounters;
 use crate::types::PortId;
 
 /// Frames a worker needs beyond its ports' fill rings: a batch in flight per port and flood
 /// copies.
 const POOL_MARGIN: usize = 1024;
+/// Ring size between a worker and the neighbour learner (ARP rates, not packet rates).
+const NEIGH_RING: usize = 1024;
 /// How often the control loop runs when nothing asks it to.
 const CONTROL_TICK: Duration = Duration::from_millis(5);
 
@@ -259,6 +262,12 @@ pub struct Daemon<const N: usize> {
     api: Option<JoinHandle<()>>,
     requests: Option<Receiver<ApiCall>>,
     pods: super::pods::Pods,
+    /// The neighbour table: the workers read `neigh`; the control loop is its one writer,
+    /// fed by the workers' rings.
+    neigh: Arc<ArcSwap<Neighbors>>,
+    neigh_table: NeighTable,
+    neigh_rings: Vec<Consumer<NeighEvent>>,
+    next_neigh_expiry: u64,
 }
 
 impl<const N: usize> Daemon<N> {
@@ -289,6 +298,10 @@ impl<const N: usize> Daemon<N> {
             api: None,
             requests: None,
             pods: Default::default(),
+            neigh: Arc::new(ArcSwap::from_pointee(Neighbors::default())),
+            neigh_table: NeighTable::default(),
+            neigh_rings: Vec::new(),
+            next_neigh_expiry: 0,
             cfg,
         };
         let (api, requests) =
@@ -329,6 +342,8 @@ impl<const N: usize> Daemon<N> {
             d.spawn_worker(wi, worker, wcfg, area)?;
         }
         d.install_signals()?;
+        d.publish();
+        d.log_peers();
         d.restore_pods();
         Ok(d)
     }
@@ -348,6 +363,9 @@ impl<const N: usize> Daemon<N> {
         };
         let mut worker =
             Worker::<N>::new(wc, pool, self.snapshot.clone(), self.fdb.clone(), learn_tx);
+        let (neigh_tx, neigh_rx) = RingBuffer::new(NEIGH_RING);
+        self.neigh_rings.push(neigh_rx);
+        worker.set_neighbors(self.neigh.clone(), neigh_tx);
         for (id, port) in ports {
             worker.add_port(id, port).map_err(|e| DaemonError::Setup(e.to_string()))?;
         }
@@ -429,7 +447,9 @@ impl<const N: usize> Daemon<N> {
 
     /// One pass of the control loop.
     pub fn tick(&mut self) -> Result<(), DaemonError> {
-        self.learner.run_once(monotonic_ns());
+        let now = monotonic_ns();
+        self.learner.run_once(now);
+        self.learn_neighbors(now);
         self.collect_events();
         if self.reload.swap(false, Ordering::Relaxed) {
             match Config::load(&self.path) {
@@ -469,6 +489,26 @@ impl<const N: usize> Daemon<N> {
         }
     }
 
+    /// Applies the neighbours the workers gleaned, forgets stale ones once a second, and
+    /// publishes a new table when anything changed.
+    fn learn_neighbors(&mut self, now: u64) {
+        for ring in &mut self.neigh_rings {
+            while let Ok(ev) = ring.pop() {
+                if self.neigh_table.learn(ev, now) {
+                    tracing::debug!(ip = %std::net::Ipv4Addr::from(ev.ip), mac = %ev.mac, port = ev.port, "neighbour learned");
+                }
+            }
+        }
+        if now >= self.next_neigh_expiry {
+            let timeout = self.cfg.node.as_ref().map_or(300, |n| n.neighbor_timeout_secs);
+            self.neigh_table.expire(now, timeout * 1_000_000_000);
+            self.next_neigh_expiry = now + 1_000_000_000;
+        }
+        if let Some(t) = self.neigh_table.publish() {
+            self.neigh.store(Arc::new(t));
+        }
+    }
+
     fn collect_events(&mut self) {
         for wi in 0..self.workers.len() {
             while let Ok(ev) = self.workers[wi].events.pop() {
@@ -481,6 +521,7 @@ impl<const N: usize> Daemon<N> {
                     Event::Removed(id) => {
                         self.draining.retain(|&d| d != id);
                         let purged = self.learner.writer().purge_port(id);
+                        self.neigh_table.purge_port(id);
                         info!(port_id = id, fdb_entries_removed = purged, "port removed");
                     }
                 }
@@ -501,6 +542,17 @@ impl<const N: usize> Daemon<N> {
                     if let Some(p) = p {
                         s.set_owner(i as PortId, p.section.worker as u16);
                     }
+                }
+                let ports = &self.ports;
+                let id_of = |name: &str| {
+                    ports
+                        .iter()
+                        .position(|p| p.as_ref().is_some_and(|p| p.section.name == name))
+                        .map(|i| i as PortId)
+                };
+                match self.cfg.l3_table(id_of) {
+                    Ok(t) => s.set_l3(t.map(Arc::new)),
+                    Err(e) => error!("routing state not compiled, routing off: {e}"),
                 }
                 self.snapshot.store(Arc::new(s))
             }
@@ -600,9 +652,70 @@ impl<const N: usize> Daemon<N> {
                 return Err("worker command ring full".into());
             }
         }
+        if new.node != self.cfg.node {
+            // Another identity (addresses, uplink, MAC): what was learned may be wrong now.
+            self.neigh_table.clear();
+            info!("node routing configuration changed");
+        }
+        if new.peers != self.cfg.peers {
+            for p in &new.peers {
+                if !self.cfg.peers.contains(p) {
+                    info!(peer = %p.name, underlay_ip = %p.underlay_ip, pod_cidr = %p.pod_cidr, "peer added or changed");
+                }
+            }
+            for p in &self.cfg.peers {
+                if !new.peers.iter().any(|n| n.name == p.name) {
+                    info!(peer = %p.name, "peer removed");
+                }
+            }
+        }
         self.cfg = new;
         self.publish();
+        self.log_peers();
         Ok(())
+    }
+
+    /// Logs each peer's forwarding mode and why.
+    fn log_peers(&self) {
+        let snap = self.snapshot.load();
+        if let Some(t) = snap.l3() {
+            for p in &t.peers {
+                info!(peer = %p.name, mode = p.mode.name(), reason = %p.reason, "peer mode");
+            }
+        }
+    }
+
+    /// The neighbour table the workers read.
+    pub fn neighbors(&self) -> Arc<Neighbors> {
+        self.neigh.load_full()
+    }
+
+    /// Adds peer `p` (or replaces the peer of that name), validated with the whole
+    /// configuration and applied like a reload; refused whole on any problem.
+    pub fn set_peer(&mut self, p: super::config::PeerSection) -> Result<(), String> {
+        let mut cfg = self.cfg.clone();
+        cfg.peers.retain(|o| o.name != p.name);
+        cfg.peers.push(p);
+        self.apply_checked(cfg)
+    }
+
+    /// Removes peer `name`; an error if there is none.
+    pub fn remove_peer(&mut self, name: &str) -> Result<(), String> {
+        let mut cfg = self.cfg.clone();
+        let before = cfg.peers.len();
+        cfg.peers.retain(|o| o.name != name);
+        if cfg.peers.len() == before {
+            return Err(format!("no peer {name:?}"));
+        }
+        self.apply_checked(cfg)
+    }
+
+    fn apply_checked(&mut self, cfg: Config) -> Result<(), String> {
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            return Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "));
+        }
+        self.apply(cfg)
     }
 
     fn free_id(&self) -> Option<PortId> {
@@ -757,6 +870,8 @@ fn worker_main<const N: usize>(
                 // pass, for housekeeping and stop). Housekeeping runs only after a quiet
                 // timeout: a packet that wakes the worker is switched first.
                 let mut timed_out = false;
+                // Packets waiting for ARP: wake up soon to release or expire them.
+                let timeout_ms = if w.l3_waiting() { 1 } else { 10 };
                 if w.prepare_sleep() {
                     fds.clear();
                     w.poll_fds(&mut fds);
@@ -766,7 +881,7 @@ fn worker_main<const N: usize>(
                         events: libc::POLLIN,
                         revents: 0,
                     }));
-                    timed_out = afxdp::poll(&mut pollfds, 10).unwrap_or(0) == 0;
+                    timed_out = afxdp::poll(&mut pollfds, timeout_ms).unwrap_or(0) == 0;
                     w.woke();
                 }
                 if timed_out {

@@ -26,6 +26,15 @@ pub enum Verdict {
     Flood,
     /// Drop and count.
     Drop(DropReason),
+    /// Route to peer `.0` (an index into the node's peers) through a VXLAN tunnel: output
+    /// encapsulates it (segmenting a GSO packet first) and sends it out of the uplink.
+    Tunnel(u16),
+    /// Taken by the L3 stage (queued until its next hop resolves); leaves the batch before
+    /// output.
+    Held,
+    /// Addressed to the switch itself and done with (an ARP reply to its own request): freed,
+    /// counted as delivered locally, not as a drop.
+    Consumed,
 }
 
 /// GSO type of a packet carried as one unit although it is larger than the MTU.
@@ -65,6 +74,9 @@ pub mod flags {
     pub const IPV6: u8 = 1 << 3;
     /// A non-first IPv4 fragment: no L4 header.
     pub const FRAGMENT: u8 = 1 << 4;
+    /// Addressed to the node's router (its MAC, or decapsulated from VXLAN): the L3 stage
+    /// decides it, L2 leaves it alone.
+    pub const ROUTED: u8 = 1 << 5;
 }
 
 /// Per-packet metadata, filled in by the stages. Parse once: later stages reopen wire views at
@@ -211,6 +223,25 @@ impl<const N: usize> Batch<N> {
         }
     }
 
+    /// Removes the packets whose metadata matches `pred`, handing each to `f` in order; the
+    /// others stay, in order.
+    pub fn take_where(&mut self, pred: impl Fn(&Meta) -> bool, mut f: impl FnMut(Pkt, Meta)) {
+        let mut keep = 0;
+        for i in 0..self.len {
+            if pred(&self.meta[i]) {
+                let p = std::mem::replace(&mut self.pkts[i], Pkt::EMPTY);
+                f(p, self.meta[i]);
+            } else {
+                if keep != i {
+                    self.pkts.swap(keep, i);
+                    self.meta[keep] = self.meta[i];
+                }
+                keep += 1;
+            }
+        }
+        self.len = keep;
+    }
+
     /// Frees every packet back to `pool`.
     pub fn free_all(&mut self, pool: &mut Pool) {
         self.drain(|p, _| pool.free(p));
@@ -241,6 +272,26 @@ mod tests {
         });
         assert_eq!(seen, vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
         assert!(b.is_empty());
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn take_where_keeps_the_rest_in_order() {
+        let mut pool = Pool::new(PoolConfig { frames: 8, ..PoolConfig::default() }).unwrap();
+        let mut b: Batch<8> = Batch::new();
+        for i in 0..6u8 {
+            let p = pool.alloc_from(&[i]).unwrap();
+            b.push(p, Meta::rx(u16::from(i))).unwrap();
+        }
+        let mut taken = Vec::new();
+        b.take_where(|m| m.in_port % 2 == 1, |p, m| taken.push((p, m.in_port)));
+        assert_eq!(taken.iter().map(|t| t.1).collect::<Vec<_>>(), vec![1, 3, 5]);
+        assert_eq!(b.meta().iter().map(|m| m.in_port).collect::<Vec<_>>(), vec![0, 2, 4]);
+        assert_eq!(b.pkts().iter().map(|p| pool.data(p)[0]).collect::<Vec<_>>(), vec![0, 2, 4]);
+        for (p, _) in taken {
+            pool.free(p);
+        }
+        b.free_all(&mut pool);
         assert_eq!(pool.in_use(), 0);
     }
 

@@ -1,16 +1,19 @@
 //! The packet pipeline: stages over whole batches.
 //!
 //! ```text
-//!  port rx ─► parse ─► vlan ingress ─► l2 (flow cache │ FDB) ─► output ─► port tx
-//!             offsets,   VLAN from      learn src, look up      egress checks,
-//!             flow hash  port mode      dst: output/flood/drop  tag fix-up, flood copies
+//!  port rx ─► parse ─► vlan ingress ─► l3 input ─► l2 (flow cache │ FDB) ─► l3 route ─► output ─► port tx
+//!             offsets,   VLAN from      ARP for us,  learn src, look up       LPM, TTL,     egress checks,
+//!             flow hash  port mode      VXLAN decap, dst: output/flood/drop   ICMP, next    tag fix-up, flood
+//!                                       mark ROUTED                           hop MAC       copies, VXLAN encap
 //! ```
 //!
 //! Each stage runs one small per-packet body over the whole batch and records its decision in
 //! the packet's [`Meta`](crate::packet::Meta) (`verdict`); a dropped packet is skipped by the
 //! later stages and counted once, by reason, in output. The stages read the forwarding state
 //! from an immutable [`Snapshot`] the worker loaded once for the iteration, and the FDB through
-//! its lock-free reader side: no locks, no allocation, no syscalls per packet.
+//! its lock-free reader side: no locks, no allocation, no syscalls per packet. The L3 stages
+//! run only on a node that routes (`[node]` in the configuration); packets for the router's MAC
+//! bypass L2, the others bypass L3.
 
 pub mod nodes;
 pub mod snapshot;
@@ -18,14 +21,17 @@ pub mod trace;
 
 use crate::packet::{Batch, Pool};
 use crate::tables::fdb::Fdb;
+use crate::tables::neigh::{NeighEvent, Neighbors};
 use crate::telemetry::WorkerCounters;
 use nodes::l2::{L2Ctx, LearnEvent, L2};
+use nodes::l3::{L3Ctx, L3};
 use nodes::output::{Egress, Output, OutputCtx};
 pub use snapshot::{PortEntry, Snapshot, VlanMode, VlanSet};
 
 /// A worker's pipeline: the stages and their per-worker state.
 pub struct Pipeline {
     pub l2: L2,
+    pub l3: L3,
     output: Output,
 }
 
@@ -40,13 +46,19 @@ pub struct Ctx<'a, const N: usize> {
     /// This worker's id and its links to the other workers (see [`crate::pmd::handoff`]).
     pub me: u16,
     pub outboxes: &'a mut [Option<crate::pmd::handoff::Outbox>],
+    /// Next hops' MACs (the L3 stages), loaded once per iteration like the snapshot.
+    pub neigh: &'a Neighbors,
 }
 
 impl Pipeline {
-    /// A pipeline whose flow cache holds `cache_entries` flows and whose learn events go to
-    /// `learn`.
-    pub fn new(cache_entries: usize, learn: rtrb::Producer<LearnEvent>) -> Pipeline {
-        Pipeline { l2: L2::new(cache_entries, learn), output: Output::new() }
+    /// A pipeline whose flow cache holds `cache_entries` flows, whose learn events go to
+    /// `learn` and whose gleaned neighbours go to `neigh`.
+    pub fn new(
+        cache_entries: usize,
+        learn: rtrb::Producer<LearnEvent>,
+        neigh: rtrb::Producer<NeighEvent>,
+    ) -> Pipeline {
+        Pipeline { l2: L2::new(cache_entries, learn), l3: L3::new(neigh), output: Output::new() }
     }
 
     /// Runs every stage over `batch`; the batch is empty afterwards (every packet was queued
@@ -54,6 +66,11 @@ impl Pipeline {
     pub fn process<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut Ctx<'_, N>) {
         nodes::parse::run(batch, cx.pool);
         nodes::vlan::run(batch, cx.snap);
+        let routes = cx.snap.l3().is_some();
+        let l3cx = L3Ctx { snap: cx.snap, neigh: cx.neigh, now: cx.now, counters: cx.counters };
+        if routes {
+            self.l3.input(batch, cx.pool, &l3cx);
+        }
         let l2cx = L2Ctx {
             fdb: cx.fdb,
             snapshot_generation: cx.snap.generation,
@@ -61,7 +78,41 @@ impl Pipeline {
             counters: cx.counters,
         };
         self.l2.run(batch, cx.pool, &l2cx);
+        if routes {
+            self.l3.route(batch, cx.pool, &l3cx);
+        }
         self.dispatch(batch, cx);
+    }
+
+    /// The L3 stage's own work between batches: held packets whose next hop resolved, ARP
+    /// requests to repeat. Cheap to call when there is none.
+    pub fn service<const N: usize>(&mut self, cx: &mut Ctx<'_, N>) {
+        if self.l3.busy() {
+            let l3cx = L3Ctx { snap: cx.snap, neigh: cx.neigh, now: cx.now, counters: cx.counters };
+            self.l3.service(cx.pool, &l3cx);
+            self.send_generated(cx);
+        }
+    }
+
+    /// Sends what the L3 stage generated or released.
+    fn send_generated<const N: usize>(&mut self, cx: &mut Ctx<'_, N>) {
+        let mut ocx = OutputCtx {
+            pool: cx.pool,
+            snap: cx.snap,
+            ports: cx.ports,
+            counters: cx.counters,
+            me: cx.me,
+            outboxes: cx.outboxes,
+            neigh: cx.neigh,
+        };
+        let out = &mut self.output;
+        self.l3.take_out(|p, m| out.send(&mut ocx, p, m));
+        out.flush(&mut ocx);
+    }
+
+    /// Frees every packet the pipeline holds (the worker is stopping).
+    pub fn clear(&mut self, pool: &mut Pool) {
+        self.l3.clear(pool);
     }
 
     /// Runs only the output stage: for packets whose verdict is already decided (handed over
@@ -74,7 +125,12 @@ impl Pipeline {
             counters: cx.counters,
             me: cx.me,
             outboxes: cx.outboxes,
+            neigh: cx.neigh,
         };
         self.output.run(batch, &mut ocx);
+        // ARP requests the L3 stage made for this batch's held packets.
+        let out = &mut self.output;
+        self.l3.take_out(|p, m| out.send(&mut ocx, p, m));
+        out.flush(&mut ocx);
     }
 }

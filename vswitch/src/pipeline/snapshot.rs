@@ -3,6 +3,9 @@
 //! it once per iteration; a change is a new snapshot with a higher generation, which also
 //! invalidates the workers' flow caches.
 
+use std::sync::Arc;
+
+use crate::tables::l3::L3Table;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
 
 /// A set of VLAN ids as a 4096-bit bitmap.
@@ -96,6 +99,8 @@ pub struct Snapshot {
     flood: Vec<Box<[PortId]>>,
     /// The worker that polls and transmits each port (0 unless set).
     owners: Vec<u16>,
+    /// The node's routing state, when it routes between nodes (`[node]`).
+    l3: Option<Arc<L3Table>>,
 }
 
 impl Default for Snapshot {
@@ -105,6 +110,7 @@ impl Default for Snapshot {
             ports: Vec::new(),
             flood: vec![Box::default(); 4096],
             owners: Vec::new(),
+            l3: None,
         }
     }
 }
@@ -169,7 +175,7 @@ impl Snapshot {
             }
         }
         let flood = members.into_iter().map(Vec::into_boxed_slice).collect();
-        Ok(Snapshot { generation, ports, flood, owners: Vec::new() })
+        Ok(Snapshot { generation, ports, flood, owners: Vec::new(), l3: None })
     }
 
     /// Records that worker `worker` owns port `id` (polls it and transmits on it).
@@ -178,6 +184,25 @@ impl Snapshot {
             self.owners.resize(id as usize + 1, 0);
         }
         self.owners[id as usize] = worker;
+    }
+
+    /// Sets the routing state. The uplink leaves every flood domain: it carries only what the
+    /// L3 stage sends it, never the pod network's broadcasts.
+    pub fn set_l3(&mut self, l3: Option<Arc<L3Table>>) {
+        if let Some(t) = &l3 {
+            for m in &mut self.flood {
+                if m.contains(&t.uplink) {
+                    *m = m.iter().copied().filter(|&p| p != t.uplink).collect();
+                }
+            }
+        }
+        self.l3 = l3;
+    }
+
+    /// The routing state, if the node routes.
+    #[inline]
+    pub fn l3(&self) -> Option<&L3Table> {
+        self.l3.as_deref()
     }
 
     /// The worker that owns port `id`.

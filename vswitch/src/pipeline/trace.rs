@@ -58,6 +58,9 @@ pub enum TraceVerdict {
     Flood { vlan: VlanId, outputs: Vec<TraceOutput>, dropped: Vec<(String, DropReason)> },
     /// Dropped by `stage`.
     Drop { stage: &'static str, reason: DropReason },
+    /// Handled by the node's router (L3): answered, or routed as described (the next hop's
+    /// MAC and the tunnel's outer headers depend on ARP state the trace does not read).
+    Routed(String),
 }
 
 impl TraceVerdict {
@@ -66,7 +69,7 @@ impl TraceVerdict {
         match self {
             TraceVerdict::Output(o) => vec![o.name.clone()],
             TraceVerdict::Flood { outputs, .. } => outputs.iter().map(|o| o.name.clone()).collect(),
-            TraceVerdict::Drop { .. } => Vec::new(),
+            TraceVerdict::Drop { .. } | TraceVerdict::Routed(_) => Vec::new(),
         }
     }
 
@@ -113,6 +116,7 @@ impl fmt::Display for TraceVerdict {
             TraceVerdict::Drop { stage, reason } => {
                 write!(f, "drop in {stage}: {} ({})", reason.name(), reason.help())
             }
+            TraceVerdict::Routed(what) => write!(f, "l3: {what}"),
         }
     }
 }
@@ -177,6 +181,21 @@ fn run(
     };
     step("vlan", format!("{how} on {port}: VLAN {}", m.vlan));
 
+    // l3
+    if let Some(t) = snap.l3() {
+        match l3_decision(frame, &m, t) {
+            Ok(None) => {}
+            Ok(Some(what)) => {
+                step("l3", what.clone());
+                return TraceVerdict::Routed(what);
+            }
+            Err((what, r)) => {
+                step("l3", format!("{what}: {}", drop_text(r)));
+                return dropped("l3", r);
+            }
+        }
+    }
+
     // l2
     let dst = MacAddr::from_bytes(&frame[0..6]);
     let src = MacAddr::from_bytes(&frame[6..12]);
@@ -201,13 +220,13 @@ fn run(
         Verdict::Flood if dst.is_multicast() => format!("destination {dst} is a group address"),
         Verdict::Flood => format!("destination {dst} unknown on VLAN {}", m.vlan),
         Verdict::Output(p) => format!("destination {dst} on {}", name(p)),
-        Verdict::Continue => String::new(),
+        _ => String::new(),
     };
     let decision = match v {
         Verdict::Drop(r) => drop_text(r),
         Verdict::Flood => "flood".to_string(),
         Verdict::Output(p) => format!("output to {}", name(p)),
-        Verdict::Continue => drop_text(DropReason::Unhandled),
+        _ => drop_text(DropReason::Unhandled),
     };
     let parts: Vec<&str> = [src_text.as_str(), dst_text.as_str(), decision.as_str()]
         .into_iter()
@@ -218,7 +237,9 @@ fn run(
     // output
     match v {
         Verdict::Drop(r) => dropped("l2", r),
-        Verdict::Continue => dropped("l2", DropReason::Unhandled),
+        Verdict::Continue | Verdict::Tunnel(_) | Verdict::Held | Verdict::Consumed => {
+            dropped("l2", DropReason::Unhandled)
+        }
         Verdict::Output(p) => match egress(snap, p, &m, frame.len(), wire_vid, step) {
             Ok(o) => TraceVerdict::Output(o),
             Err(r) => dropped("output", r),
@@ -265,6 +286,111 @@ fn run(
             TraceVerdict::Flood { vlan: m.vlan, outputs, dropped: lost }
         }
     }
+}
+
+/// What the L3 stage does with a frame, if it takes it: `Ok(None)` when it leaves it to L2.
+/// Mirrors [`crate::pipeline::nodes::l3`] without touching the neighbour table.
+fn l3_decision(
+    frame: &[u8],
+    m: &Meta,
+    t: &crate::tables::l3::L3Table,
+) -> Result<Option<String>, (String, DropReason)> {
+    use crate::tables::l3::{PeerMode, Route};
+    let l3 = m.l3_off as usize;
+    let from_uplink = m.in_port == t.uplink;
+    if m.ethertype == ethertype::ARP {
+        let a = wire::ArpPacket::new_unchecked(&frame[l3..]);
+        if !a.is_ethernet_ipv4() || a.check_len().is_err() {
+            return if from_uplink {
+                Err(("ARP on the uplink".into(), DropReason::ArpNotForUs))
+            } else {
+                Ok(None)
+            };
+        }
+        let tpa = a.target_protocol_addr();
+        let ours = if from_uplink {
+            if tpa != t.underlay.addr {
+                return Err((format!("ARP for {tpa} on the uplink"), DropReason::ArpNotForUs));
+            }
+            true
+        } else {
+            m.vlan == t.pod_vlan && tpa == t.gateway
+        };
+        if !ours {
+            return Ok(None);
+        }
+        return Ok(Some(if a.operation() == wire::arp::operation::REQUEST {
+            format!(
+                "ARP request for {tpa}: answered with {} ({} learned)",
+                t.router_mac,
+                a.source_protocol_addr()
+            )
+        } else {
+            format!(
+                "ARP reply for {tpa}: {} at {} learned",
+                a.source_protocol_addr(),
+                a.source_hardware_addr()
+            )
+        }));
+    }
+    let to_router = frame[0..6] == t.router_mac.0;
+    if !(from_uplink || to_router && m.vlan == t.pod_vlan) {
+        return Ok(None);
+    }
+    if from_uplink && !to_router {
+        return Err((
+            format!("destination {} is not the router", MacAddr::from_bytes(&frame[0..6])),
+            DropReason::UplinkNotForUs,
+        ));
+    }
+    if m.ethertype != ethertype::IPV4 {
+        let r = if from_uplink { DropReason::UplinkNotForUs } else { DropReason::NotIpv4 };
+        return Err((format!("EtherType {:#06x} to the router", m.ethertype), r));
+    }
+    let ip = wire::Ipv4Packet::new_unchecked(&frame[l3..]);
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if from_uplink && dst == t.underlay.addr && m.ip_proto == ip_proto::UDP && m.l4_off != 0 {
+        let l4 = m.l4_off as usize;
+        if u16::from_be_bytes([frame[l4 + 2], frame[l4 + 3]]) == t.vxlan_port {
+            return Ok(Some(format!(
+                "VXLAN to {dst}: decapsulated if VNI {} and routed (the inner frame is not traced)",
+                t.vni
+            )));
+        }
+    }
+    if t.is_own(u32::from(dst)) {
+        let l4 = m.l4_off as usize;
+        if m.ip_proto == ip_proto::ICMP
+            && l4 != 0
+            && frame[l4] == wire::icmp::msg_type::ECHO_REQUEST
+        {
+            return Ok(Some(format!("ping to the node's {dst}: echo reply to {src}")));
+        }
+        return Err((format!("{dst} is the node's own address"), DropReason::ToNodeUnsupported));
+    }
+    if ip.ttl() <= 1 {
+        return Ok(Some(format!("TTL {} to {dst}: ICMP time exceeded to {src}", ip.ttl())));
+    }
+    let what = match t.routes.lookup(u32::from(dst)) {
+        Some((net, Route::Local)) => {
+            format!("{dst} in {net}: to the local pod (MAC by ARP on VLAN {})", t.pod_vlan)
+        }
+        Some((net, &Route::Peer(i))) => {
+            let p = &t.peers[i as usize];
+            match p.mode {
+                PeerMode::Direct => format!("{dst} in {net}: peer {:?}, direct routing to {} on the uplink", p.name, p.next_hop),
+                PeerMode::Vxlan => format!(
+                    "{dst} in {net}: peer {:?}, VXLAN VNI {} to {} (outer next hop {}), inner destination {}",
+                    p.name, t.vni, p.underlay_ip, p.next_hop, p.vtep_mac
+                ),
+            }
+        }
+        None if t.underlay.network().contains(dst) => {
+            format!("{dst} on the underlay subnet: to it on the uplink")
+        }
+        None => format!("no route to {dst}: ICMP net unreachable to {src}"),
+    };
+    Ok(Some(format!("routed, TTL {} -> {}: {what}", ip.ttl(), ip.ttl() - 1)))
 }
 
 /// One egress port's checks, reported as an `output` step.

@@ -18,6 +18,7 @@ use crate::pipeline::{Ctx, Pipeline, Snapshot};
 use crate::pmd::handoff::{self, Inbox, Outbox};
 use crate::port::Port;
 use crate::tables::fdb::Fdb;
+use crate::tables::neigh::{NeighEvent, Neighbors};
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::{PortId, MAX_PORTS};
 
@@ -55,6 +56,7 @@ pub struct Worker<const N: usize> {
     rx_order: Vec<PortId>,
     pipeline: Pipeline,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    neigh: Arc<ArcSwap<Neighbors>>,
     fdb: Arc<Fdb>,
     counters: Arc<WorkerCounters>,
     batch: Box<Batch<N>>,
@@ -83,8 +85,11 @@ impl<const N: usize> Worker<N> {
             pool,
             ports: Vec::new(),
             rx_order: Vec::new(),
-            pipeline: Pipeline::new(cfg.flow_cache_entries, learn),
+            // No neighbour learning until `set_neighbors` connects the learner: a node without
+            // `[node]` never routes.
+            pipeline: Pipeline::new(cfg.flow_cache_entries, learn, rtrb::RingBuffer::new(1).0),
             snapshot,
+            neigh: Arc::new(ArcSwap::from_pointee(Neighbors::default())),
             fdb,
             counters: Arc::new(WorkerCounters::default()),
             batch: Box::new(Batch::new()),
@@ -97,6 +102,22 @@ impl<const N: usize> Worker<N> {
             last_now: 0,
             last_busy: false,
         }
+    }
+
+    /// Connects the L3 stage to the neighbour table the workers read and to the learner that
+    /// writes it (`events`).
+    pub fn set_neighbors(
+        &mut self,
+        table: Arc<ArcSwap<Neighbors>>,
+        events: rtrb::Producer<NeighEvent>,
+    ) {
+        self.neigh = table;
+        self.pipeline.l3 = crate::pipeline::nodes::l3::L3::new(events);
+    }
+
+    /// Whether the L3 stage holds packets waiting for ARP (the worker should not sleep long).
+    pub fn l3_waiting(&self) -> bool {
+        self.pipeline.l3.busy()
     }
 
     /// Attaches a port under `id` (the id the snapshot knows it by).
@@ -170,6 +191,7 @@ impl<const N: usize> Worker<N> {
     /// One iteration at time `now` (ns, monotonic). Returns the packets received.
     pub fn poll_once(&mut self, now: u64) -> usize {
         let snap = self.snapshot.load();
+        let neigh = self.neigh.load();
         let mut moved = 0;
         // Packets other workers handed over for our ports, and buffers they gave back.
         for out in self.outboxes.iter_mut().flatten() {
@@ -181,7 +203,7 @@ impl<const N: usize> Worker<N> {
                 continue;
             }
             moved += n;
-            self.run_batch(&snap, now, true);
+            self.run_batch(&snap, &neigh, now, true);
         }
         for i in 0..self.rx_order.len() {
             let id = self.rx_order[i];
@@ -194,7 +216,21 @@ impl<const N: usize> Worker<N> {
             c.rx_packets.add(n as u64);
             c.rx_bytes.add(self.batch.pkts().iter().map(|p| p.len() as u64).sum());
             moved += n;
-            self.run_batch(&snap, now, false);
+            self.run_batch(&snap, &neigh, now, false);
+        }
+        if self.pipeline.l3.busy() {
+            let mut cx = Ctx {
+                now,
+                pool: &mut self.pool,
+                snap: &snap,
+                fdb: &self.fdb,
+                ports: &mut self.ports,
+                counters: &self.counters,
+                me: self.cfg.id,
+                outboxes: &mut self.outboxes,
+                neigh: &neigh,
+            };
+            self.pipeline.service(&mut cx);
         }
         for out in self.outboxes.iter_mut().flatten() {
             out.wake_if_sleeping();
@@ -209,7 +245,7 @@ impl<const N: usize> Worker<N> {
     /// Runs the received batch through the pipeline, or only through output when its packets
     /// were `decided` already (handed over by another worker).
     #[inline]
-    fn run_batch(&mut self, snap: &Snapshot, now: u64, decided: bool) {
+    fn run_batch(&mut self, snap: &Snapshot, neigh: &Neighbors, now: u64, decided: bool) {
         let mut cx = Ctx {
             now,
             pool: &mut self.pool,
@@ -219,6 +255,7 @@ impl<const N: usize> Worker<N> {
             counters: &self.counters,
             me: self.cfg.id,
             outboxes: &mut self.outboxes,
+            neigh,
         };
         if decided {
             self.pipeline.dispatch(&mut self.batch, &mut cx);
@@ -300,6 +337,7 @@ impl<const N: usize> Worker<N> {
 
 impl<const N: usize> Drop for Worker<N> {
     fn drop(&mut self) {
+        self.pipeline.clear(&mut self.pool);
         for id in self.rx_order.clone() {
             self.remove_port(id);
         }

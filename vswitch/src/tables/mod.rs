@@ -11,9 +11,14 @@
 //! * **Exact-match flow cache** ([`flow_cache`]): one per worker, written and read only by that
 //!   worker (`&mut self`, no atomics). Entries carry the generation they were computed under
 //!   and die when it changes.
-//! * *Later:* **routes (LPM), peers, policy**: written by the control plane, read by every
-//!   worker as immutable snapshots swapped in whole (`arc-swap`); a worker loads the current
-//!   snapshot once per batch.
+//! * **Routes** ([`route`], longest-prefix match): [`route::Lpm`] is immutable, built once by
+//!   the control plane from the whole route set and read by every worker inside the config
+//!   snapshot, swapped in whole (`arc-swap`); a worker loads the current snapshot once per
+//!   batch, and a lookup is a few binary searches (one per prefix length present) with no lock
+//!   and no allocation. [`route`] also holds the IPv4 prefix types the control plane speaks in
+//!   ([`route::Ipv4Net`] for networks, [`route::Ipv4Cidr`] for interface addresses).
+//! * *Later:* **peers, policy**: written by the control plane, read by every worker as
+//!   immutable snapshots swapped in whole in the same way.
 //!
 //! MAC learning is the one table that changes at packet rate, which is why it is not a snapshot:
 //! workers see an unknown or moved source MAC through [`fdb::Fdb::check_source`], push a learn
@@ -30,6 +35,9 @@
 
 pub mod fdb;
 pub mod flow_cache;
+pub mod l3;
+pub mod neigh;
+pub mod route;
 
 pub use fdb::{
     Fdb, FdbConfig, FdbEntry, FdbError, FdbStats, FdbWriter, LearnOutcome, SourceCheck,

@@ -143,6 +143,18 @@ pub struct WorkerCounters {
     pub flow_misses: Counter,
     /// Free frames in the worker's pool (a gauge, refreshed at housekeeping).
     pub pool_free: Counter,
+    /// Packets addressed to the switch itself and consumed (ARP replies to its requests).
+    pub local_consumed: Counter,
+    /// Packets the switch generated or answered itself: ARP replies and requests, ICMP echo
+    /// replies and ICMP errors.
+    pub arp_replies: Counter,
+    pub arp_requests: Counter,
+    pub icmp_echo_replies: Counter,
+    pub icmp_errors: Counter,
+    /// Packets routed (L3) and VXLAN packets encapsulated and decapsulated.
+    pub routed: Counter,
+    pub vxlan_encap: Counter,
+    pub vxlan_decap: Counter,
 }
 
 impl Default for WorkerCounters {
@@ -158,6 +170,14 @@ impl Default for WorkerCounters {
             flow_hits: Counter::default(),
             flow_misses: Counter::default(),
             pool_free: Counter::default(),
+            local_consumed: Counter::default(),
+            arp_replies: Counter::default(),
+            arp_requests: Counter::default(),
+            icmp_echo_replies: Counter::default(),
+            icmp_errors: Counter::default(),
+            routed: Counter::default(),
+            vxlan_encap: Counter::default(),
+            vxlan_decap: Counter::default(),
         }
     }
 }

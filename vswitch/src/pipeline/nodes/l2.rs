@@ -18,7 +18,7 @@
 
 use rtrb::Producer;
 
-use crate::packet::{Batch, Pool, Verdict};
+use crate::packet::{flags, Batch, Pool, Verdict};
 use crate::tables::fdb::{Fdb, SourceCheck};
 use crate::tables::flow_cache::FlowCache;
 use crate::telemetry::{DropReason, WorkerCounters};
@@ -94,7 +94,7 @@ impl L2 {
         let (mut hits, mut misses) = (0u64, 0u64);
         let (pkts, metas) = batch.split_mut();
         for (p, m) in pkts.iter().zip(metas.iter_mut()) {
-            if m.verdict != Verdict::Continue {
+            if m.verdict != Verdict::Continue || m.flags & flags::ROUTED != 0 {
                 continue;
             }
             // Parse guaranteed at least an Ethernet header.

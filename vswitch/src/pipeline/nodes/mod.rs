@@ -1,6 +1,8 @@
 //! The pipeline's stages, one file each, in the order a packet meets them.
 
 pub mod l2;
+pub mod l3;
 pub mod output;
 pub mod parse;
+pub mod reply;
 pub mod vlan;

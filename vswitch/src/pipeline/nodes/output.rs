@@ -11,12 +11,15 @@
 //! Drops before egress count on the ingress port; drops at egress (MTU, tx ring) count on the
 //! egress port.
 
+use super::reply;
 use crate::packet::{flags, gso, Batch, GsoType, Meta, Pkt, Pool, Verdict};
 use crate::pipeline::snapshot::Snapshot;
 use crate::pmd::handoff::{Handoff, Outbox};
 use crate::port::Port;
+use crate::tables::neigh::Neighbors;
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::PortId;
+use crate::wire;
 
 const TPID_8021Q: u16 = 0x8100;
 
@@ -57,6 +60,8 @@ pub struct Output {
     dirty: Vec<PortId>,
     /// Segments of the GSO packet being cut (capacity for the most a packet may make).
     segs: Vec<Pkt>,
+    /// IPv4 identification of the next VXLAN packet.
+    ident: u16,
 }
 
 /// What the output stage needs besides the batch.
@@ -68,6 +73,8 @@ pub struct OutputCtx<'a, const N: usize> {
     /// This worker's id, and its links to the other workers, indexed by worker id.
     pub me: u16,
     pub outboxes: &'a mut [Option<Outbox>],
+    /// Next hops' MACs, for the outer header of VXLAN packets.
+    pub neigh: &'a Neighbors,
 }
 
 impl Output {
@@ -75,24 +82,100 @@ impl Output {
         Output {
             dirty: Vec::with_capacity(crate::types::MAX_PORTS),
             segs: Vec::with_capacity(gso::MAX_SEGS),
+            ident: 0,
         }
     }
 
     /// Dispatches every packet of `batch` (which is left empty), then flushes the output queues.
     pub fn run<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut OutputCtx<'_, N>) {
-        batch.drain(|p, m| match m.verdict {
+        batch.drain(|p, m| self.send(cx, p, m));
+        self.flush(cx);
+    }
+
+    /// Dispatches one packet by its verdict (queued; [`Output::flush`] transmits).
+    #[inline]
+    pub fn send<const N: usize>(&mut self, cx: &mut OutputCtx<'_, N>, p: Pkt, m: Meta) {
+        match m.verdict {
             Verdict::Output(port) => self.emit(cx, p, m, port),
             Verdict::Flood => self.flood(cx, p, m),
+            Verdict::Tunnel(peer) => self.tunnel(cx, p, m, peer),
             Verdict::Drop(r) => {
                 cx.counters.drop(m.in_port, r);
                 cx.pool.free(p);
             }
-            Verdict::Continue => {
+            Verdict::Consumed => {
+                cx.counters.local_consumed.add(1);
+                cx.pool.free(p);
+            }
+            Verdict::Continue | Verdict::Held => {
                 cx.counters.drop(m.in_port, DropReason::Unhandled);
                 cx.pool.free(p);
             }
-        });
-        self.flush(cx);
+        }
+    }
+
+    /// Encapsulates a packet routed to VXLAN peer `peer` and sends it out of the uplink. A GSO
+    /// packet is cut first into segments that fit the uplink's MTU less the 50 bytes of outer
+    /// headers (the uplink takes no offloads); a partial checksum is completed, since the
+    /// receiver cannot finish it through the tunnel.
+    fn tunnel<const N: usize>(&mut self, cx: &mut OutputCtx<'_, N>, p: Pkt, m: Meta, peer: u16) {
+        let Some(t) = cx.snap.l3() else {
+            cx.counters.drop(m.in_port, DropReason::NoRoute);
+            return cx.pool.free(p);
+        };
+        let Some(pe) = t.peers.get(peer as usize) else {
+            cx.counters.drop(m.in_port, DropReason::NoRoute);
+            return cx.pool.free(p);
+        };
+        let Some(n) = cx.neigh.get(u32::from(pe.next_hop)) else {
+            cx.counters.drop(m.in_port, DropReason::NeighborUnresolved);
+            return cx.pool.free(p);
+        };
+        let tun = reply::Tunnel {
+            src_mac: t.router_mac,
+            dst_mac: n.mac,
+            src_ip: t.underlay.addr,
+            dst_ip: pe.underlay_ip,
+            vni: t.vni,
+            dst_port: t.vxlan_port,
+        };
+        let (uplink, uplink_vlan) = (t.uplink, t.uplink_vlan);
+        let one = |out: &mut Output, cx: &mut OutputCtx<'_, N>, mut q: Pkt, mut qm: Meta| {
+            if reply::vxlan_encap(cx.pool, &mut q, &mut qm, &tun, out.ident).is_err() {
+                cx.counters.drop(uplink, DropReason::NoHeadroom);
+                return cx.pool.free(q);
+            }
+            out.ident = out.ident.wrapping_add(1);
+            qm.vlan = uplink_vlan;
+            cx.counters.vxlan_encap.add(1);
+            out.emit(cx, q, qm, uplink);
+        };
+        if m.offload.gso_type != GsoType::None {
+            let inner_mtu = (t.uplink_mtu as usize).saturating_sub(wire::vxlan::OVERHEAD_V4);
+            let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, inner_mtu);
+            let seg_meta = gso::segment_meta(&m);
+            let mut segs = std::mem::take(&mut self.segs);
+            let r = gso::segment(cx.pool, &p, &m, mss, &mut |s| segs.push(s));
+            cx.pool.free(p);
+            if let Err(err) = r {
+                cx.counters.drop(uplink, err.into());
+                cx.pool.free_all(segs.drain(..));
+            }
+            for s in segs.drain(..) {
+                one(self, cx, s, seg_meta);
+            }
+            self.segs = segs;
+            return;
+        }
+        let mut m = m;
+        if m.offload.csum_partial {
+            if let Err(err) = gso::complete_checksum(cx.pool.data_mut(&p), &m.offload) {
+                cx.counters.drop(uplink, err.into());
+                return cx.pool.free(p);
+            }
+            m.offload.csum_partial = false;
+        }
+        one(self, cx, p, m);
     }
 
     /// Transmits every queued packet.
@@ -301,19 +384,23 @@ fn fix_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta, tag: TagAction) -> Result
                 m.offload.csum_start += 4;
             }
         }
-        TagAction::Pop => {
-            let d = pool.data_mut(p);
-            d.copy_within(0..12, 4);
-            pool.pull_front(p, 4);
-            m.flags &= !flags::TAGGED;
-            m.l3_off -= 4;
-            if m.l4_off != 0 {
-                m.l4_off -= 4;
-            }
-            if m.offload.csum_partial {
-                m.offload.csum_start = m.offload.csum_start.saturating_sub(4);
-            }
-        }
+        TagAction::Pop => pop_tag(pool, p, m),
     }
     Ok(())
+}
+
+/// Removes the packet's 802.1Q tag (it must have one: `flags::TAGGED`).
+#[inline]
+pub(crate) fn pop_tag(pool: &mut Pool, p: &mut Pkt, m: &mut Meta) {
+    let d = pool.data_mut(p);
+    d.copy_within(0..12, 4);
+    pool.pull_front(p, 4);
+    m.flags &= !flags::TAGGED;
+    m.l3_off -= 4;
+    if m.l4_off != 0 {
+        m.l4_off -= 4;
+    }
+    if m.offload.csum_partial {
+        m.offload.csum_start = m.offload.csum_start.saturating_sub(4);
+    }
 }
