@@ -383,6 +383,11 @@ pub struct PortSection {
     pub pod_netns: Option<String>,
     #[serde(default)]
     pub pod_interface: Option<String>,
+    /// An afpacket port: carry checksum and segmentation state with `PACKET_VNET_HDR`, so TCP
+    /// segments of 64 KB cross it whole (default true; the uplink of a node whose pods use TAP
+    /// ports keeps kernel-speed TCP this way).
+    #[serde(default)]
+    pub vnet_hdr: Option<bool>,
 }
 
 fn default_kind() -> PortKind {
@@ -710,6 +715,9 @@ impl Config {
             }
             if port.kind == PortKind::Afpacket && port.queues != 1 {
                 err(at("queues"), "an afpacket port has one queue".into());
+            }
+            if port.kind != PortKind::Afpacket && port.vnet_hdr.is_some() {
+                err(at("vnet_hdr"), "only an afpacket port has vnet_hdr (tap ports always carry offloads; afxdp cannot)".into());
             }
         }
         self.validate_node(&mut err);

@@ -216,7 +216,11 @@ fn open_port<const N: usize>(
         }
         PortKind::Afpacket => crate::port::afpacket::AfPacketPort::open(
             p.interface(),
-            crate::port::afpacket::AfPacketConfig::default(),
+            if p.vnet_hdr.unwrap_or(true) {
+                crate::port::afpacket::AfPacketConfig::offload()
+            } else {
+                crate::port::afpacket::AfPacketConfig::default()
+            },
         )
         .map(|port| Box::new(port) as Box<dyn Port<N>>)
         .map_err(|e| format!("port {:?}: {e}", p.name)),

@@ -88,6 +88,7 @@ impl<const N: usize> Daemon<N> {
             up: true,
             pod_netns: Some(a.netns.clone()),
             pod_interface: Some(a.ifname.clone()),
+            vnet_hdr: None,
         }
     }
 

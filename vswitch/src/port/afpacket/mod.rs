@@ -107,6 +107,11 @@ pub struct AfPacketConfig {
     pub promiscuous: bool,
     /// Send straight to the driver, bypassing the device's qdisc.
     pub qdisc_bypass: bool,
+    /// `PACKET_VNET_HDR`: frames carry their checksum and segmentation state both ways, so
+    /// 64 KB TCP segments cross the port whole (the kernel segments on the wire if the device
+    /// cannot). The tx slots must then hold a whole GSO packet: see
+    /// [`AfPacketConfig::offload`].
+    pub vnet_hdr: bool,
 }
 
 impl Default for AfPacketConfig {
@@ -119,6 +124,20 @@ impl Default for AfPacketConfig {
             tx_frame_count: 512,
             promiscuous: true,
             qdisc_bypass: true,
+            vnet_hdr: false,
+        }
+    }
+}
+
+impl AfPacketConfig {
+    /// An offload-aware port (`PACKET_VNET_HDR`): tx slots of 68 KiB hold a 64 KiB GSO packet
+    /// with its headers, 128 of them (8.5 MiB); rx blocks of 128 KiB hold a 64 KiB aggregate.
+    pub fn offload() -> AfPacketConfig {
+        AfPacketConfig {
+            vnet_hdr: true,
+            tx_frame_size: 68 * 1024,
+            tx_frame_count: 128,
+            ..AfPacketConfig::default()
         }
     }
 }
@@ -163,6 +182,8 @@ pub struct AfPacketStats {
     pub rx_csum_partial: u64,
     /// Rx blocks skipped because their headers pointed outside the block.
     pub rx_malformed: u64,
+    /// Frames whose virtio-net header had a GSO type the switch does not know.
+    pub rx_bad_vnet: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
     /// Packets freed because the tx ring had no free slot.
@@ -185,6 +206,10 @@ pub struct AfPacketPort {
     /// The last kick failed, or frames may still wait in the ring for one.
     kick_pending: bool,
     stats: AfPacketStats,
+    /// `PACKET_VNET_HDR` is on.
+    vnet: bool,
+    /// Vnet-hdr mode: the big buffer the next packet is read into.
+    big: Option<Pkt>,
 }
 
 impl AfPacketPort {
@@ -211,9 +236,26 @@ impl AfPacketPort {
             .map_err(fail("setsockopt(PACKET_VERSION, TPACKET_V3)"))?;
         sock.set_int(sys::SOL_PACKET, sys::PACKET_LOSS, 1)
             .map_err(fail("setsockopt(PACKET_LOSS)"))?;
-        sock.set_ring(sys::PACKET_RX_RING, &rx_req).map_err(fail("setsockopt(PACKET_RX_RING)"))?;
+        // Before the rings: the kernel refuses it once they exist. A vnet-hdr port reads
+        // from the socket queue instead of a TPACKET_V3 ring: a V3 block reaches userspace
+        // only when full or after its timeout (1 ms at best), and TCP's ACK clock would run at
+        // that pace; one readv per packet costs little when packets are 64 KB segments.
+        let rx_geo = if cfg.vnet_hdr {
+            sock.set_int(sys::SOL_PACKET, sys::PACKET_VNET_HDR, 1)
+                .map_err(fail("setsockopt(PACKET_VNET_HDR)"))?;
+            RxGeometry { block_nr: 0, ..rx_geo }
+        } else {
+            sock.set_ring(sys::PACKET_RX_RING, &rx_req)
+                .map_err(fail("setsockopt(PACKET_RX_RING)"))?;
+            rx_geo
+        };
         sock.set_ring(sys::PACKET_TX_RING, &tx_req).map_err(fail("setsockopt(PACKET_TX_RING)"))?;
-        let rings = Rings::map(&sock, rx_geo, tx_geo).map_err(fail("mmap rings"))?;
+        let mut rings = Rings::map(&sock, rx_geo, tx_geo).map_err(fail("mmap rings"))?;
+        rings.set_vnet(cfg.vnet_hdr);
+        if cfg.vnet_hdr {
+            // Room for a burst of 64 KB segments in the socket queue.
+            let _ = sock.set_int(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 16 << 20);
+        }
         sock.set_int(sys::SOL_PACKET, sys::PACKET_IGNORE_OUTGOING, 1)
             .map_err(fail("setsockopt(PACKET_IGNORE_OUTGOING)"))?;
         if cfg.qdisc_bypass {
@@ -239,7 +281,97 @@ impl AfPacketPort {
             sock,
             kick_pending: false,
             stats: AfPacketStats::default(),
+            vnet: cfg.vnet_hdr,
+            big: None,
         })
+    }
+
+    /// Reads one packet from the socket queue (vnet-hdr mode) into the pool and appends it to
+    /// `batch`. Returns `false` when the queue is empty or no buffer is free.
+    fn rx_vnet_one<const N: usize>(
+        &mut self,
+        id: PortId,
+        pool: &mut Pool,
+        batch: &mut Batch<N>,
+    ) -> bool {
+        let frame_room = pool.frame_size() - pool.headroom();
+        if self.big.is_none() {
+            self.big = pool.alloc_big();
+        }
+        let (mut p, cap) = match self.big.take() {
+            Some(mut b) => {
+                let cap = crate::packet::BIG_BUFFER_SIZE - b.headroom();
+                pool.truncate(&mut b, 0);
+                (b, cap)
+            }
+            None => match pool.alloc() {
+                Some(f) => (f, frame_room),
+                None => return false,
+            },
+        };
+        let Some(buf) = pool.append(&mut p, cap) else {
+            pool.free(p);
+            return false;
+        };
+        let mut hdr = [0u8; sys::VNET_HDR_LEN];
+        let n = match self.sock.read_vnet(&mut hdr, buf) {
+            Ok(n) => n,
+            Err(_) => {
+                self.recycle(pool, p);
+                return false;
+            }
+        };
+        let Some(len) = n.checked_sub(sys::VNET_HDR_LEN).filter(|l| (ETH_HLEN..cap).contains(l))
+        else {
+            // Too short for a frame, or filling the buffer to the last byte (maybe cut).
+            self.stats.rx_truncated += 1;
+            self.recycle(pool, p);
+            return true;
+        };
+        let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
+        v1[..sys::VNET_HDR_LEN].copy_from_slice(&hdr);
+        let Ok(offload) = crate::port::tap::parse_vnet_hdr(&v1) else {
+            self.stats.rx_bad_vnet += 1;
+            self.recycle(pool, p);
+            return true;
+        };
+        pool.truncate(&mut p, len);
+        let p = if p.is_big() && len <= frame_room {
+            // A small packet: into a frame, and the big buffer reads the next one.
+            let Some(mut f) = pool.alloc() else {
+                self.stats.rx_no_buffer += 1;
+                self.big = Some(p);
+                return false;
+            };
+            let reader = pool.reader();
+            let src = reader.data(&p);
+            if let Some(dst) = pool.append(&mut f, len) {
+                dst.copy_from_slice(src);
+            }
+            self.big = Some(p);
+            f
+        } else {
+            p
+        };
+        if offload.csum_partial {
+            self.stats.rx_csum_partial += 1;
+        }
+        self.stats.rx_bytes += len as u64;
+        let mut m = Meta::rx(id);
+        m.offload = offload;
+        if let Err(p) = batch.push(p, m) {
+            pool.free(p);
+            return false;
+        }
+        true
+    }
+
+    fn recycle(&mut self, pool: &mut Pool, p: Pkt) {
+        if p.is_big() && self.big.is_none() {
+            self.big = Some(p);
+        } else {
+            pool.free(p);
+        }
     }
 
     /// The socket, for `poll(POLLIN)` while the worker is idle. It is readable when an rx block
@@ -424,11 +556,26 @@ impl<const N: usize> Port<N> for AfPacketPort {
     }
 
     fn kind(&self) -> String {
-        "afpacket tpacket_v3".to_string()
+        if self.vnet {
+            "afpacket tpacket_v3 vnet-hdr (tso, csum)".to_string()
+        } else {
+            "afpacket tpacket_v3".to_string()
+        }
+    }
+
+    fn offloads(&self) -> crate::port::Offloads {
+        crate::port::Offloads { csum: self.vnet, tso: self.vnet }
     }
 
     fn rx(&mut self, id: PortId, pool: &mut Pool, batch: &mut Batch<N>) -> usize {
         let mut n = 0;
+        if self.vnet {
+            let before = batch.len();
+            while batch.room() > 0 && self.rx_vnet_one(id, pool, batch) {}
+            n = batch.len() - before;
+            self.stats.rx_packets += n as u64;
+            return n;
+        }
         while batch.room() > 0 {
             let Some(f) = self.rings.rx_peek() else { break };
             if f.data.len() < f.wire_len as usize {
@@ -439,11 +586,30 @@ impl<const N: usize> Port<N> for AfPacketPort {
             if f.status & sys::TP_STATUS_CSUMNOTREADY != 0 {
                 self.stats.rx_csum_partial += 1;
             }
+            let mut m = Meta::rx(id);
+            if let Some(h) = f.vnet {
+                let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
+                v1[..sys::VNET_HDR_LEN].copy_from_slice(&h);
+                match crate::port::tap::parse_vnet_hdr(&v1) {
+                    Ok(mut o) => {
+                        // A tag the kernel stripped goes back in front of the checksummed part.
+                        if o.csum_partial && f.status & sys::TP_STATUS_VLAN_VALID != 0 {
+                            o.csum_start += 4;
+                        }
+                        m.offload = o;
+                    }
+                    Err(_) => {
+                        self.stats.rx_bad_vnet += 1;
+                        self.rings.rx_advance();
+                        continue;
+                    }
+                }
+            }
             match copy_in(pool, &f) {
                 Ok(p) => {
                     self.stats.rx_bytes += p.len() as u64;
                     // Cannot fail: the loop runs only while the batch has room.
-                    if let Err(p) = batch.push(p, Meta::rx(id)) {
+                    if let Err(p) = batch.push(p, m) {
                         pool.free(p);
                         break;
                     }
@@ -463,10 +629,11 @@ impl<const N: usize> Port<N> for AfPacketPort {
 
     fn tx(&mut self, pool: &mut Pool, batch: &mut Batch<N>) -> TxReport {
         let mut r = TxReport::default();
-        let cap = self.rings.tx_capacity();
+        let hdr = if self.vnet { sys::VNET_HDR_LEN } else { 0 };
+        let cap = self.rings.tx_capacity() - hdr;
         let rings = &mut self.rings;
         let mut full = false;
-        batch.drain(|p, _| {
+        batch.drain(|p, m| {
             let len = p.len();
             if !(ETH_HLEN..=cap).contains(&len) {
                 pool.free(p);
@@ -475,8 +642,13 @@ impl<const N: usize> Port<N> for AfPacketPort {
             }
             if !full {
                 if let Some(mut slot) = rings.tx_slot() {
-                    slot.buf()[..len].copy_from_slice(pool.data(&p));
-                    slot.submit(len);
+                    let buf = slot.buf();
+                    if hdr > 0 {
+                        let h = crate::port::tap::build_vnet_hdr(&m.offload, pool.data(&p));
+                        buf[..hdr].copy_from_slice(&h[..hdr]);
+                    }
+                    buf[hdr..hdr + len].copy_from_slice(pool.data(&p));
+                    slot.submit(hdr + len);
                     pool.free(p);
                     r.sent += 1;
                     r.sent_bytes += len as u64;
@@ -509,8 +681,13 @@ impl<const N: usize> Port<N> for AfPacketPort {
         let _ = self.refresh_kernel_stats();
     }
 
-    // `drain`: nothing to give back: frames are copied in and out, so the port holds no pool
-    // buffer between calls.
+    // Frames are copied in and out, so the port holds no pool buffer between calls, except
+    // the big buffer a vnet-hdr port reads into.
+    fn drain(&mut self, pool: &mut Pool) {
+        if let Some(b) = self.big.take() {
+            pool.free(b);
+        }
+    }
 
     fn rx_drops(&mut self) -> crate::port::RxDrops {
         let _ = self.refresh_kernel_stats();
@@ -518,7 +695,7 @@ impl<const N: usize> Port<N> for AfPacketPort {
         crate::port::RxDrops {
             ring_full: s.kernel_drops,
             kernel: 0,
-            port: s.rx_truncated + s.rx_no_buffer + s.rx_malformed,
+            port: s.rx_truncated + s.rx_no_buffer + s.rx_malformed + s.rx_bad_vnet,
         }
     }
 

@@ -40,6 +40,10 @@ pub(super) const PACKET_VERSION: c_int = 10;
 pub(super) const PACKET_TX_RING: c_int = 13;
 pub(super) const PACKET_LOSS: c_int = 14;
 pub(super) const PACKET_QDISC_BYPASS: c_int = 20;
+/// Prefix every frame, both directions, with a `struct virtio_net_hdr` (10 bytes).
+pub(super) const PACKET_VNET_HDR: c_int = 15;
+/// Length of the virtio-net header `PACKET_VNET_HDR` adds.
+pub(super) const VNET_HDR_LEN: usize = 10;
 pub(super) const PACKET_IGNORE_OUTGOING: c_int = 23;
 pub(super) const PACKET_MR_PROMISC: u16 = 1;
 /// `enum tpacket_versions`: V1 = 0, V2 = 1, V3 = 2.
@@ -161,6 +165,23 @@ impl PacketSocket {
         })?;
         // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
         Ok(PacketSocket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Reads one queued packet (a socket without an rx ring): its virtio-net header into
+    /// `hdr`, its frame into `buf`. Returns the bytes read, header included; `WouldBlock` when
+    /// nothing is queued (the socket is non-blocking).
+    pub fn read_vnet(&self, hdr: &mut [u8], buf: &mut [u8]) -> io::Result<usize> {
+        let iov = [
+            libc::iovec { iov_base: hdr.as_mut_ptr().cast::<c_void>(), iov_len: hdr.len() },
+            libc::iovec { iov_base: buf.as_mut_ptr().cast::<c_void>(), iov_len: buf.len() },
+        ];
+        // SAFETY: both iovecs describe live, exclusively borrowed slices (`hdr`, `buf`) that
+        // the kernel may write up to their lengths; `iov` outlives the call.
+        let n = unsafe { libc::readv(self.fd.as_raw_fd(), iov.as_ptr(), iov.len() as c_int) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
     }
 
     fn setsockopt<T>(&self, level: c_int, opt: c_int, val: &T) -> io::Result<()> {
@@ -428,6 +449,8 @@ pub(super) struct RxFrame<'a> {
     pub status: u32,
     pub vlan_tci: u16,
     pub vlan_tpid: u16,
+    /// The virtio-net header in front of the frame (`PACKET_VNET_HDR` sockets).
+    pub vnet: Option<[u8; VNET_HDR_LEN]>,
 }
 
 /// Where the rx walk stands.
@@ -457,6 +480,8 @@ pub(super) struct Rings {
     tx_frame_nr: usize,
     /// The next slot to fill, in step with the kernel's own tx head (it sends in ring order).
     tx_head: usize,
+    /// The socket has `PACKET_VNET_HDR`: a virtio-net header precedes every rx frame.
+    vnet: bool,
 }
 
 impl Rings {
@@ -477,7 +502,14 @@ impl Rings {
             tx_frames_per_block,
             tx_frame_nr: tx_frames_per_block * tx.block_nr,
             tx_head: 0,
+            vnet: false,
         })
+    }
+
+    /// Tells the rings that the socket has `PACKET_VNET_HDR` (rx frames carry the header just
+    /// before the MAC header).
+    pub fn set_vnet(&mut self, on: bool) {
+        self.vnet = on;
     }
 
     /// Blocks (or slots) whose headers made no sense and were skipped whole.
@@ -529,7 +561,21 @@ impl Rings {
         // SAFETY: the block is open, hence user-owned, and stays so while the returned frame
         // borrows `self`: giving it back (`rx_advance`, `rx_release`) needs `&mut self`.
         let blk = unsafe { self.map.bytes(block_off, bs) };
-        Some(RxFrame { data: &blk[data..data + snaplen], wire_len, status, vlan_tci, vlan_tpid })
+        // With PACKET_VNET_HDR the kernel writes the header right before the MAC header
+        // (tpacket_rcv reserves it between the tpacket3_hdr and tp_mac).
+        let vnet = (self.vnet && data >= VNET_HDR_LEN).then(|| {
+            let mut h = [0u8; VNET_HDR_LEN];
+            h.copy_from_slice(&blk[data - VNET_HDR_LEN..data]);
+            h
+        });
+        Some(RxFrame {
+            data: &blk[data..data + snaplen],
+            wire_len,
+            status,
+            vlan_tci,
+            vlan_tpid,
+            vnet,
+        })
     }
 
     /// Consumes the frame [`Rings::rx_peek`] returned; gives the block back to the kernel
