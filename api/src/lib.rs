@@ -28,10 +28,22 @@
 //! | POST | `/v1/pods` (body [`PodAttachment`]) | [`Request::AttachPod`] | [`PortInfo`] of the pod's port |
 //! | GET | `/v1/pods` | [`Request::ListPods`] | `[`[`PodAttachment`]`]` |
 //! | DELETE | `/v1/pods/{container_id}/{ifname}` | [`Request::DetachPod`] | `{"message": "..."}` (also when absent) |
+//! | GET | `/v1/node` | [`Request::GetNode`] | [`NodeInfo`], or `not_found` (see below) |
+//! | GET | `/v1/peers` | [`Request::ListPeers`] | `[`[`PeerInfo`]`]` |
+//! | PUT | `/v1/peers/{name}` (body [`PeerSpec`]) | [`Request::SetPeer`] | `{"message": "..."}` |
+//! | DELETE | `/v1/peers/{name}` | [`Request::DelPeer`] | `{"message": "..."}` |
+//! | GET | `/v1/routes` | [`Request::ListRoutes`] | `[`[`RouteInfo`]`]` |
+//! | GET | `/v1/neighbors` | [`Request::ListNeighbors`] | `[`[`NeighborInfo`]`]` |
 //! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
 //!
 //! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
 //! empty value counts as absent. A `{"message"}` body is [`Reply::Done`].
+//!
+//! The routing routes (`node`, `peers`, `routes`, `neighbors`) describe the node's place in a
+//! multi-node pod network, configured by `[node]` and `[[peer]]`. On a node without `[node]`
+//! (a pure L2 switch) `GET /v1/node` is `not_found`, and the lists are empty rather than
+//! errors, so scripts can iterate them on every node alike; `PUT /v1/peers/{name}` is then
+//! refused as `invalid` (peers need a `[node]`).
 //!
 //! # Errors
 //!
@@ -64,9 +76,9 @@ mod client;
 mod server;
 
 pub use types::{
-    ApiError, Bandwidth, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, PodAttachment, PortInfo,
-    PortStats, PortUpdate, Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult,
-    TraceStep, VlanInfo, WorkerInfo,
+    ApiError, Bandwidth, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, NeighborInfo, NodeInfo,
+    PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, Reply, Request, Response,
+    RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 #[cfg(feature = "client")]

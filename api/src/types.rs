@@ -296,6 +296,100 @@ pub struct PodAttachment {
     pub bandwidth: Option<Bandwidth>,
 }
 
+/// This node's place in the multi-node pod network, `GET /v1/node`: the `[node]` table as the
+/// daemon compiled it (defaults filled in).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// This node's pods, e.g. `10.244.1.0/24`.
+    pub pod_cidr: String,
+    /// The pods' default gateway, answered by the switch, e.g. `10.244.1.1`.
+    pub gateway: String,
+    /// The gateway's MAC, also the source MAC of what the switch sends on the uplink.
+    pub router_mac: String,
+    /// The VLAN of the pod ports the gateway serves.
+    pub pod_vlan: u16,
+    /// This node's underlay address with its subnet, e.g. `198.18.0.1/24`.
+    pub underlay_ip: String,
+    /// The next hop to peers off the underlay subnet, if configured.
+    pub underlay_gateway: Option<String>,
+    /// The name of the port on the underlay interface.
+    pub uplink: String,
+    /// The VXLAN network identifier.
+    pub vni: u32,
+    /// The VXLAN UDP destination port.
+    pub vxlan_port: u16,
+}
+
+/// Another node of the pod network, as `GET /v1/peers` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's name.
+    pub name: String,
+    /// Its underlay address, e.g. `198.18.0.2`.
+    pub underlay_ip: String,
+    /// Its pods, e.g. `10.244.2.0/24`.
+    pub pod_cidr: String,
+    /// How its pods are reached now: `direct` (the packet as is, to its MAC on the shared
+    /// underlay subnet) or `vxlan` (encapsulated to its underlay address).
+    pub mode: String,
+    /// The mode asked for in the configuration: `auto`, `direct` or `vxlan`.
+    pub configured: String,
+    /// Why `mode` was chosen, e.g. `auto: 198.18.0.2 is on the uplink's subnet 198.18.0.0/24`.
+    pub reason: String,
+    /// The inner destination MAC of VXLAN packets to it.
+    pub vtep_mac: String,
+    /// The underlay address whose MAC packets to it are sent to: the peer itself on our
+    /// subnet, else the underlay gateway.
+    pub next_hop: String,
+    /// The next hop's MAC, once resolved by ARP (from the neighbour table).
+    pub next_hop_mac: Option<String>,
+}
+
+/// A peer to add or replace, `PUT /v1/peers/{name}` (the name is in the path). The daemon
+/// checks it with the whole configuration; its error names the field and value at fault.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSpec {
+    /// The peer's underlay address, e.g. `198.18.0.2`.
+    pub underlay_ip: String,
+    /// The peer's pods, e.g. `10.244.2.0/24`.
+    pub pod_cidr: String,
+    /// `auto` (the default: direct on the uplink's subnet, VXLAN otherwise), `direct` or
+    /// `vxlan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The inner destination MAC of VXLAN packets to the peer (a Flannel node's `flannel.1`
+    /// MAC); by default `0a:58` followed by its underlay address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vtep_mac: Option<String>,
+}
+
+/// One route of the node's table, as `GET /v1/routes` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    /// The destination prefix, e.g. `10.244.2.0/24`.
+    pub prefix: String,
+    /// `local` (this node's pods) or the name of the peer whose pods they are.
+    pub via: String,
+    /// `local`, `direct` or `vxlan`.
+    pub mode: String,
+    /// The underlay address packets are sent to (a peer's route only).
+    pub next_hop: Option<String>,
+}
+
+/// One resolved neighbour (a local pod, a peer or the underlay gateway), `GET /v1/neighbors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighborInfo {
+    /// The IPv4 address.
+    pub ip: String,
+    /// Its MAC address.
+    pub mac: String,
+    /// The name of the port it is behind.
+    pub port: String,
+}
+
 /// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -469,6 +563,19 @@ pub enum Request {
     },
     /// `GET /v1/pods` -> [`Reply::Pods`].
     ListPods,
+    /// `GET /v1/node` -> [`Reply::Node`]; not found when the node does not route (no
+    /// `[node]` in the configuration).
+    GetNode,
+    /// `GET /v1/peers` -> [`Reply::Peers`] (empty when the node does not route).
+    ListPeers,
+    /// `PUT /v1/peers/{name}` -> [`Reply::Done`]: add peer `name`, or replace it, live.
+    SetPeer(String, PeerSpec),
+    /// `DELETE /v1/peers/{name}` -> [`Reply::Done`]; not found when there is no such peer.
+    DelPeer(String),
+    /// `GET /v1/routes` -> [`Reply::Routes`] (empty when the node does not route).
+    ListRoutes,
+    /// `GET /v1/neighbors` -> [`Reply::Neighbors`] (empty when the node does not route).
+    ListNeighbors,
 }
 
 /// A successful answer; which variant depends on the [`Request`] (see its variants).
@@ -494,6 +601,14 @@ pub enum Reply {
     Trace(TraceResult),
     /// The pods attached through the CNI plugin.
     Pods(Vec<PodAttachment>),
+    /// This node's routing identity.
+    Node(NodeInfo),
+    /// The peer nodes.
+    Peers(Vec<PeerInfo>),
+    /// The route table, longest prefixes first.
+    Routes(Vec<RouteInfo>),
+    /// The resolved neighbours, by address.
+    Neighbors(Vec<NeighborInfo>),
     /// A change was made; `message` says what (e.g. `flushed 12 entries`).
     Done {
         /// What was done.

@@ -8,8 +8,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ApiError, ErrorBody, ErrorKind, PodAttachment, PortInfo, PortUpdate, Reply, Request, StaticMac,
-    TraceRequest,
+    ApiError, ErrorBody, ErrorKind, PeerSpec, PodAttachment, PortInfo, PortUpdate, Reply, Request,
+    StaticMac, TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -42,11 +42,11 @@ const SEGMENT: &AsciiSet = &CONTROLS
 /// A request as HTTP: what the client sends for a [`Request`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
-    /// `GET`, `PATCH`, `POST` or `DELETE`.
+    /// `GET`, `PATCH`, `POST`, `PUT` or `DELETE`.
     pub method: &'static str,
     /// Path and query string, percent-encoded, e.g. `/v1/fdb?vlan=10`.
     pub path_and_query: String,
-    /// JSON body, for `PATCH /v1/ports/{name}` and `POST /v1/fdb`.
+    /// JSON body, for `PATCH /v1/ports/{name}`, `PUT /v1/peers/{name}` and the `POST`s.
     pub body: Option<Vec<u8>>,
 }
 
@@ -122,6 +122,14 @@ impl Request {
                 ("DELETE", format!("/v1/pods/{}/{}", segment(container_id), segment(ifname)), None)
             }
             Request::ListPods => ("GET", "/v1/pods".to_string(), None),
+            Request::GetNode => ("GET", "/v1/node".to_string(), None),
+            Request::ListPeers => ("GET", "/v1/peers".to_string(), None),
+            Request::SetPeer(name, spec) => {
+                ("PUT", format!("/v1/peers/{}", segment(name)), Some(json_body(spec)))
+            }
+            Request::DelPeer(name) => ("DELETE", format!("/v1/peers/{}", segment(name)), None),
+            Request::ListRoutes => ("GET", "/v1/routes".to_string(), None),
+            Request::ListNeighbors => ("GET", "/v1/neighbors".to_string(), None),
         };
         HttpRequest { method, path_and_query, body }
     }
@@ -145,6 +153,12 @@ impl Request {
             Request::AttachPod(_) => "POST /v1/pods",
             Request::DetachPod { .. } => "DELETE /v1/pods/{container_id}/{ifname}",
             Request::ListPods => "GET /v1/pods",
+            Request::GetNode => "GET /v1/node",
+            Request::ListPeers => "GET /v1/peers",
+            Request::SetPeer(..) => "PUT /v1/peers/{name}",
+            Request::DelPeer(_) => "DELETE /v1/peers/{name}",
+            Request::ListRoutes => "GET /v1/routes",
+            Request::ListNeighbors => "GET /v1/neighbors",
         }
     }
 }
@@ -195,6 +209,11 @@ enum Resource {
     Trace,
     Pods,
     Pod(String, String),
+    Node,
+    Peers,
+    Peer(String),
+    Routes,
+    Neighbors,
 }
 
 impl Resource {
@@ -206,6 +225,7 @@ impl Resource {
             Resource::FdbFlush | Resource::Trace => "POST",
             Resource::Pods => "GET, POST",
             Resource::Pod(..) => "DELETE",
+            Resource::Peer(_) => "PUT, DELETE",
             _ => "GET",
         }
     }
@@ -244,6 +264,11 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
             decode_segment(container_id, "container id")?,
             decode_segment(ifname, "interface name")?,
         ),
+        ["v1", "node"] => Resource::Node,
+        ["v1", "peers"] => Resource::Peers,
+        ["v1", "peers", name] => Resource::Peer(decode_segment(name, "peer name")?),
+        ["v1", "routes"] => Resource::Routes,
+        ["v1", "neighbors"] => Resource::Neighbors,
         _ => {
             return Err(RouteError::new(
                 404,
@@ -404,6 +429,35 @@ pub fn parse_request(
             query_params(query, &[])?;
             Request::DetachPod { container_id, ifname }
         }
+        ("GET", Resource::Node) => {
+            query_params(query, &[])?;
+            Request::GetNode
+        }
+        ("GET", Resource::Peers) => {
+            query_params(query, &[])?;
+            Request::ListPeers
+        }
+        ("PUT", Resource::Peer(name)) => {
+            query_params(query, &[])?;
+            let spec: PeerSpec = body_json(
+                body,
+                "PUT /v1/peers/{name}",
+                "fields underlay_ip, pod_cidr, mode, vtep_mac",
+            )?;
+            Request::SetPeer(name, spec)
+        }
+        ("DELETE", Resource::Peer(name)) => {
+            query_params(query, &[])?;
+            Request::DelPeer(name)
+        }
+        ("GET", Resource::Routes) => {
+            query_params(query, &[])?;
+            Request::ListRoutes
+        }
+        ("GET", Resource::Neighbors) => {
+            query_params(query, &[])?;
+            Request::ListNeighbors
+        }
         (_, resource) => {
             let allow = resource.allow();
             let mut error = RouteError::new(
@@ -438,6 +492,12 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::AttachPod(_), Reply::Port(_))
             | (Request::DetachPod { .. }, Reply::Done { .. })
             | (Request::ListPods, Reply::Pods(_))
+            | (Request::GetNode, Reply::Node(_))
+            | (Request::ListPeers, Reply::Peers(_))
+            | (Request::SetPeer(..), Reply::Done { .. })
+            | (Request::DelPeer(_), Reply::Done { .. })
+            | (Request::ListRoutes, Reply::Routes(_))
+            | (Request::ListNeighbors, Reply::Neighbors(_))
     )
 }
 
@@ -454,6 +514,10 @@ pub fn reply_name(reply: &Reply) -> &'static str {
         Reply::Metrics(_) => "Metrics",
         Reply::Trace(_) => "Trace",
         Reply::Pods(_) => "Pods",
+        Reply::Node(_) => "Node",
+        Reply::Peers(_) => "Peers",
+        Reply::Routes(_) => "Routes",
+        Reply::Neighbors(_) => "Neighbors",
         Reply::Done { .. } => "Done",
     }
 }
@@ -478,6 +542,10 @@ pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
         Reply::DropReasons(v) => pretty(v),
         Reply::Trace(v) => pretty(v),
         Reply::Pods(v) => pretty(v),
+        Reply::Node(v) => pretty(v),
+        Reply::Peers(v) => pretty(v),
+        Reply::Routes(v) => pretty(v),
+        Reply::Neighbors(v) => pretty(v),
         Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
         Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
     };
@@ -507,6 +575,11 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::AttachPod(_) => Reply::Port(json(body)?),
         Request::DetachPod { .. } => done(body)?,
         Request::ListPods => Reply::Pods(json(body)?),
+        Request::GetNode => Reply::Node(json(body)?),
+        Request::ListPeers => Reply::Peers(json(body)?),
+        Request::SetPeer(..) | Request::DelPeer(_) => done(body)?,
+        Request::ListRoutes => Reply::Routes(json(body)?),
+        Request::ListNeighbors => Reply::Neighbors(json(body)?),
         Request::Metrics => Reply::Metrics(
             String::from_utf8(body.to_vec())
                 .map_err(|_| "metrics text is not UTF-8".to_string())?,
@@ -586,6 +659,30 @@ mod tests {
             Request::DetachPod { container_id: "abc123".into(), ifname: "eth0".into() },
             Request::DetachPod { container_id: "odd/id%?#".into(), ifname: "net 1".into() },
             Request::ListPods,
+            Request::GetNode,
+            Request::ListPeers,
+            Request::SetPeer(
+                "n2".into(),
+                PeerSpec {
+                    underlay_ip: "198.18.0.2".into(),
+                    pod_cidr: "10.244.2.0/24".into(),
+                    mode: None,
+                    vtep_mac: None,
+                },
+            ),
+            Request::SetPeer(
+                "node b/c%?#".into(),
+                PeerSpec {
+                    underlay_ip: "198.19.0.3".into(),
+                    pod_cidr: "10.244.3.0/24".into(),
+                    mode: Some("vxlan".into()),
+                    vtep_mac: Some("02:00:00:00:00:03".into()),
+                },
+            ),
+            Request::DelPeer("n2".into()),
+            Request::DelPeer("node b/c%?#".into()),
+            Request::ListRoutes,
+            Request::ListNeighbors,
         ]
     }
 
@@ -694,6 +791,121 @@ mod tests {
         assert!(!reply_fits(&Request::AttachPod(pod()), &done));
         let (_, body) = encode_reply(&done);
         assert_eq!(decode_reply(&detach, &body), Ok(done));
+    }
+
+    #[test]
+    fn peer_routes_name_their_problems() {
+        let e = parse_request("POST", "/v1/peers/n2", None, b"").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.allow, Some("PUT, DELETE"));
+        let e = parse_request("DELETE", "/v1/peers", None, b"").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert_eq!(e.allow, Some("GET"));
+        for path in ["/v1/node", "/v1/routes", "/v1/neighbors"] {
+            let e = parse_request("PUT", path, None, b"{}").unwrap_err();
+            assert_eq!((e.status, e.allow), (405, Some("GET")), "{path}");
+        }
+        let e = parse_request("PUT", "/v1/peers/n2", None, b"").unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.error.message.contains("PUT /v1/peers/{name} needs a JSON body"), "{e:?}");
+        let e = parse_request("PUT", "/v1/peers/n2", None, br#"{"underlay_ip": "198.18.0.2"}"#)
+            .unwrap_err();
+        assert!(e.error.message.contains("missing field `pod_cidr`"), "{}", e.error.message);
+        let body = br#"{"underlay_ip": "1.2.3.4", "pod_cidr": "10.0.0.0/24", "mtu": 1}"#;
+        let e = parse_request("PUT", "/v1/peers/n2", None, body).unwrap_err();
+        assert!(e.error.message.contains("unknown field `mtu`"), "{}", e.error.message);
+        let e = parse_request("GET", "/v1/routes", Some("peer=n2"), b"").unwrap_err();
+        assert_eq!(e.error.message, r#"unknown query parameter "peer" (this route takes none)"#);
+        let e = parse_request("GET", "/v1/peers/n2/x", None, b"").unwrap_err();
+        assert_eq!(e.status, 404);
+    }
+
+    #[test]
+    fn routing_replies_round_trip() {
+        use crate::types::{NeighborInfo, NodeInfo, PeerInfo, RouteInfo};
+        let replies = [
+            (
+                Request::GetNode,
+                Reply::Node(NodeInfo {
+                    name: "n1".into(),
+                    pod_cidr: "10.244.1.0/24".into(),
+                    gateway: "10.244.1.1".into(),
+                    router_mac: "0a:58:c6:12:00:01".into(),
+                    pod_vlan: 1,
+                    underlay_ip: "198.18.0.1/24".into(),
+                    underlay_gateway: None,
+                    uplink: "uplink".into(),
+                    vni: 1,
+                    vxlan_port: 8472,
+                }),
+            ),
+            (
+                Request::ListPeers,
+                Reply::Peers(vec![PeerInfo {
+                    name: "n2".into(),
+                    underlay_ip: "198.18.0.2".into(),
+                    pod_cidr: "10.244.2.0/24".into(),
+                    mode: "direct".into(),
+                    configured: "auto".into(),
+                    reason: "auto: 198.18.0.2 is on the uplink's subnet 198.18.0.0/24".into(),
+                    vtep_mac: "0a:58:c6:12:00:02".into(),
+                    next_hop: "198.18.0.2".into(),
+                    next_hop_mac: Some("02:00:00:00:00:02".into()),
+                }]),
+            ),
+            (
+                Request::ListRoutes,
+                Reply::Routes(vec![
+                    RouteInfo {
+                        prefix: "10.244.1.0/24".into(),
+                        via: "local".into(),
+                        mode: "local".into(),
+                        next_hop: None,
+                    },
+                    RouteInfo {
+                        prefix: "10.244.2.0/24".into(),
+                        via: "n2".into(),
+                        mode: "direct".into(),
+                        next_hop: Some("198.18.0.2".into()),
+                    },
+                ]),
+            ),
+            (
+                Request::ListNeighbors,
+                Reply::Neighbors(vec![NeighborInfo {
+                    ip: "10.244.1.11".into(),
+                    mac: "02:00:00:00:00:0b".into(),
+                    port: "a1".into(),
+                }]),
+            ),
+            (Request::DelPeer("n2".into()), Reply::Done { message: "removed".into() }),
+            (
+                Request::SetPeer("n2".into(), PeerSpec::default()),
+                Reply::Done { message: "added".into() },
+            ),
+        ];
+        for (request, reply) in replies {
+            assert!(reply_fits(&request, &reply), "{request:?} {reply:?}");
+            let (ct, body) = encode_reply(&reply);
+            assert_eq!(ct, JSON);
+            assert_eq!(decode_reply(&request, &body), Ok(reply));
+        }
+        assert!(!reply_fits(&Request::ListPeers, &Reply::Routes(vec![])));
+        assert!(!reply_fits(&Request::GetNode, &Reply::Done { message: String::new() }));
+        // The JSON is the documented shape: an array of objects with these keys.
+        let (_, body) = encode_reply(&Reply::Routes(vec![RouteInfo {
+            prefix: "10.244.1.0/24".into(),
+            via: "local".into(),
+            mode: "local".into(),
+            next_hop: None,
+        }]));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!([
+                {"prefix": "10.244.1.0/24", "via": "local", "mode": "local", "next_hop": null}
+            ])
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::oneshot;
 use vswitch_api::{
     ApiError, ApiListener, Backend, Bandwidth, Client, ClientError, DropReasonInfo, ErrorKind,
-    FdbEntry, PodAttachment, PortInfo, PortStats, PortUpdate, Reply, Request, Response, StaticMac,
-    Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
+    FdbEntry, NeighborInfo, NodeInfo, PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats,
+    PortUpdate, Reply, Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult,
+    TraceStep, VlanInfo, WorkerInfo,
 };
 
 type Script = dyn Fn(&Request) -> Response + Send + Sync;
@@ -153,6 +154,42 @@ fn canned(request: &Request) -> Response {
         Request::AttachPod(pod) => Reply::Port(port(&pod.host_interface)),
         Request::DetachPod { .. } => Reply::Done { message: "detached".into() },
         Request::ListPods => Reply::Pods(vec![pod_attachment("c1")]),
+        Request::GetNode => Reply::Node(NodeInfo {
+            name: "n1".into(),
+            pod_cidr: "10.244.1.0/24".into(),
+            gateway: "10.244.1.1".into(),
+            router_mac: "0a:58:c6:12:00:01".into(),
+            pod_vlan: 1,
+            underlay_ip: "198.18.0.1/24".into(),
+            underlay_gateway: Some("198.18.0.254".into()),
+            uplink: "uplink".into(),
+            vni: 1,
+            vxlan_port: 8472,
+        }),
+        Request::ListPeers => Reply::Peers(vec![PeerInfo {
+            name: "n2".into(),
+            underlay_ip: "198.18.0.2".into(),
+            pod_cidr: "10.244.2.0/24".into(),
+            mode: "direct".into(),
+            configured: "auto".into(),
+            reason: "auto: 198.18.0.2 is on the uplink's subnet 198.18.0.0/24".into(),
+            vtep_mac: "0a:58:c6:12:00:02".into(),
+            next_hop: "198.18.0.2".into(),
+            next_hop_mac: None,
+        }]),
+        Request::SetPeer(name, _) => Reply::Done { message: format!("peer {name:?} added") },
+        Request::DelPeer(name) => Reply::Done { message: format!("peer {name:?} removed") },
+        Request::ListRoutes => Reply::Routes(vec![RouteInfo {
+            prefix: "10.244.2.0/24".into(),
+            via: "n2".into(),
+            mode: "direct".into(),
+            next_hop: Some("198.18.0.2".into()),
+        }]),
+        Request::ListNeighbors => Reply::Neighbors(vec![NeighborInfo {
+            ip: "198.18.0.2".into(),
+            mac: "02:00:00:00:00:02".into(),
+            port: "uplink".into(),
+        }]),
     })
 }
 
@@ -209,6 +246,28 @@ fn all_requests() -> Vec<Request> {
         Request::DetachPod { container_id: "c1".into(), ifname: "eth0".into() },
         Request::DetachPod { container_id: "id with/slash".into(), ifname: "net%1".into() },
         Request::ListPods,
+        Request::GetNode,
+        Request::ListPeers,
+        Request::SetPeer(
+            "n2".into(),
+            PeerSpec {
+                underlay_ip: "198.18.0.2".into(),
+                pod_cidr: "10.244.2.0/24".into(),
+                ..Default::default()
+            },
+        ),
+        Request::SetPeer(
+            "odd peer/name%".into(),
+            PeerSpec {
+                underlay_ip: "198.19.0.3".into(),
+                pod_cidr: "10.244.3.0/24".into(),
+                mode: Some("vxlan".into()),
+                vtep_mac: Some("02:00:00:00:00:03".into()),
+            },
+        ),
+        Request::DelPeer("n2".into()),
+        Request::ListRoutes,
+        Request::ListNeighbors,
     ]
 }
 

@@ -1,14 +1,36 @@
 //! `vswitchctl`: the operator's command line for `vswitchd`, the userspace virtual switch.
 //!
-//! It shows the switch's state (ports, FDB, VLANs, workers, drop counters, metrics) and changes
-//! port settings and static MACs. It talks to the daemon over its control API, HTTP/JSON on the
-//! Unix socket `/run/vswitch/vswitchd.sock` (or `--socket PATH`, or `$VSWITCH_SOCKET`), through
-//! the typed client of `vswitch-api`: routes and types are declared there once.
+//! It shows the switch's state (ports, FDB, VLANs, workers, drop counters, metrics, and on a
+//! node of a multi-node pod network its routing identity, peers, routes and neighbours) and
+//! changes port settings, static MACs and peers. It talks to the daemon over its control API,
+//! HTTP/JSON on the Unix socket `/run/vswitch/vswitchd.sock` (or `--socket PATH`, or
+//! `$VSWITCH_SOCKET`), through the typed client of `vswitch-api`: routes and types are declared
+//! there once.
 //!
 //! The tool is thin: it parses arguments and formats replies, nothing more. Every check of a
-//! value (VLAN range, MAC syntax, port existence) is the daemon's, and its messages are printed
-//! as they come (`error: VLAN 5000 out of range 1..=4094`). `--json` prints the reply as the
-//! daemon sent it instead of a table.
+//! value (VLAN range, MAC syntax, port existence, a peer's addresses) is the daemon's, and its
+//! messages are printed as they come (`error: VLAN 5000 out of range 1..=4094`). `--json` prints
+//! the reply as the daemon sent it instead of a table.
+//!
+//! # Commands
+//!
+//! - `status`: version, uptime, sizes.
+//! - `show ports|port NAME|pods|fdb [--vlan N] [--port P]|vlans|workers|drops`: the L2 switch.
+//! - `show node`: this node's routing identity (`[node]`: pod CIDR, gateway, router MAC,
+//!   underlay address, uplink, VXLAN); refused (exit 1) on a node that does not route.
+//! - `show peers`: peer nodes with the forwarding mode in use (direct or VXLAN), why, and the
+//!   next hop with its MAC once ARP resolved it.
+//! - `show routes`: the route table, longest prefix first (`local` or the peer's name).
+//! - `show neighbors`: neighbours resolved by ARP (pods, peers, the underlay gateway).
+//!
+//!   The last three are empty lists on a node that does not route.
+//! - `port set NAME [--up|--down] [--access VLAN | --trunk VLANS [--native VLAN]] [--mtu N]`.
+//! - `fdb add|del|flush`: static MACs; forgetting learned ones.
+//! - `peer add NAME --underlay-ip IP --pod-cidr CIDR [--mode auto|direct|vxlan]
+//!   [--vtep-mac MAC]`: add a peer node, or replace the one of that name, live; refused whole
+//!   (exit 1, the message naming the field and value) if it does not fit.
+//! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
+//! - `trace`, `top`, `metrics`: a packet's path stage by stage; live rates; Prometheus text.
 //!
 //! # Exit codes
 //!
@@ -30,8 +52,8 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::Serialize;
 use vswitch_api::{
-    Client, ClientError, DropReasonInfo, PortInfo, PortUpdate, Reply, Request, StaticMac,
-    TraceRequest, DEFAULT_SOCKET,
+    Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortUpdate, Reply, Request,
+    StaticMac, TraceRequest, DEFAULT_SOCKET,
 };
 
 use text::{format_duration, format_vlan_list, parse_vlan_list, Table};
@@ -70,7 +92,7 @@ struct Cli {
 enum Command {
     /// The daemon's version, uptime and sizes.
     Status,
-    /// Show ports, the FDB, VLANs, workers or drop counters.
+    /// Show ports, the FDB, VLANs, workers, drop counters, or the node's routing state.
     #[command(subcommand)]
     Show(Show),
     /// Change a port's settings.
@@ -79,6 +101,9 @@ enum Command {
     /// Add, delete or flush FDB entries.
     #[command(subcommand)]
     Fdb(FdbCommand),
+    /// Add, replace or remove peer nodes of the pod network, live.
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Print the Prometheus metrics text.
     Metrics,
     /// Live per-port packet and bit rates, refreshed every interval.
@@ -198,6 +223,41 @@ enum Show {
     Workers,
     /// Every port's nonzero drop counters, by reason.
     Drops,
+    /// This node's place in the pod network: pod CIDR, gateway, underlay, uplink, VXLAN.
+    Node,
+    /// Peer nodes: the forwarding mode in use (direct or VXLAN) and why, and the next hop.
+    Peers,
+    /// The route table, longest prefix first: local pods, and each peer's pods.
+    Routes,
+    /// Neighbours resolved by ARP (pods, peers, the underlay gateway), by address.
+    Neighbors,
+}
+
+#[derive(Debug, Subcommand)]
+enum PeerCommand {
+    /// Add a peer node, or replace the one of that name; refused whole if it does not fit
+    /// (overlapping pod CIDR, own or unreachable underlay address, ...).
+    Add {
+        /// The peer's name.
+        name: String,
+        /// The peer's underlay address, e.g. 198.18.0.2.
+        #[arg(long, value_name = "IP")]
+        underlay_ip: String,
+        /// The peer's pods, e.g. 10.244.2.0/24.
+        #[arg(long, value_name = "CIDR")]
+        pod_cidr: String,
+        /// auto (direct on the uplink's subnet, VXLAN otherwise; the default), direct or vxlan.
+        #[arg(long, value_name = "MODE")]
+        mode: Option<String>,
+        /// Inner destination MAC of VXLAN packets to the peer (a Flannel node's flannel.1 MAC).
+        #[arg(long, value_name = "MAC")]
+        vtep_mac: Option<String>,
+    },
+    /// Remove a peer node (and the route to its pods).
+    Del {
+        /// The peer's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +392,14 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Show(Show::Fdb { vlan, port }) => Request::ListFdb { vlan, port },
         Command::Show(Show::Vlans) => Request::ListVlans,
         Command::Show(Show::Workers) => Request::ListWorkers,
+        Command::Show(Show::Node) => Request::GetNode,
+        Command::Show(Show::Peers) => Request::ListPeers,
+        Command::Show(Show::Routes) => Request::ListRoutes,
+        Command::Show(Show::Neighbors) => Request::ListNeighbors,
+        Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
+            Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
+        }
+        Command::Peer(PeerCommand::Del { name }) => Request::DelPeer(name),
         Command::Port(PortCommand::Set(set)) => Request::UpdatePort(set.name.clone(), update(set)),
         Command::Fdb(FdbCommand::Add { vlan, mac, port }) => {
             Request::AddStaticMac(StaticMac { vlan, mac, port })
@@ -431,8 +499,65 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
             let _ = writeln!(out, "{:<8}: {}", "action", t.verdict);
             out
         }
+        Reply::Node(node) => node_text(&node),
+        Reply::Peers(peers) => {
+            let mut t = Table::new(&[
+                "NAME",
+                "UNDERLAY-IP",
+                "POD-CIDR",
+                "MODE",
+                "NEXT-HOP",
+                "NEXT-HOP-MAC",
+                "VTEP-MAC",
+                "REASON",
+            ]);
+            for p in peers {
+                t.row(vec![
+                    p.name,
+                    p.underlay_ip,
+                    p.pod_cidr,
+                    p.mode,
+                    p.next_hop,
+                    p.next_hop_mac.unwrap_or_else(|| "(unresolved)".into()),
+                    p.vtep_mac,
+                    p.reason,
+                ]);
+            }
+            t.render()
+        }
+        Reply::Routes(routes) => {
+            let mut t = Table::new(&["PREFIX", "VIA", "MODE", "NEXT-HOP"]);
+            for r in routes {
+                t.row(vec![r.prefix, r.via, r.mode, r.next_hop.unwrap_or_else(|| "-".into())]);
+            }
+            t.render()
+        }
+        Reply::Neighbors(neighbors) => {
+            let mut t = Table::new(&["IP", "MAC", "PORT"]);
+            for n in neighbors {
+                t.row(vec![n.ip, n.mac, n.port]);
+            }
+            t.render()
+        }
         other @ Reply::DropReasons(_) => return Err(unexpected(&other)),
     })
+}
+
+/// `show node`: one field per line, as `show port` does.
+fn node_text(n: &NodeInfo) -> String {
+    let mut out = format!("node {}\n", n.name);
+    let mut field = |key: &str, value: String| {
+        let _ = writeln!(out, "  {key:<16} {value}");
+    };
+    field("pod cidr", n.pod_cidr.clone());
+    field("gateway", n.gateway.clone());
+    field("router mac", n.router_mac.clone());
+    field("pod vlan", n.pod_vlan.to_string());
+    field("underlay ip", n.underlay_ip.clone());
+    field("underlay gateway", n.underlay_gateway.clone().unwrap_or_else(|| "-".into()));
+    field("uplink", n.uplink.clone());
+    field("vxlan", format!("VNI {}, UDP port {}", n.vni, n.vxlan_port));
+    out
 }
 
 fn update(set: PortSet) -> PortUpdate {
@@ -759,6 +884,50 @@ mod tests {
             &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--proto", "tcp"],
             &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--ip", "10.0.0.1"],
             &["trace", "--in-port", "p1", "--src", "a", "--dst", "b", "--ethertype", "0xzz"],
+        ] {
+            assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn peer_commands_build_the_requests() {
+        let request = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
+                Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
+            }
+            Command::Peer(PeerCommand::Del { name }) => Request::DelPeer(name),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            request(&[
+                "peer",
+                "add",
+                "n3",
+                "--underlay-ip",
+                "198.18.0.3",
+                "--pod-cidr",
+                "10.244.3.0/24",
+                "--mode",
+                "vxlan",
+                "--vtep-mac",
+                "02:00:00:00:00:03",
+            ]),
+            Request::SetPeer(
+                "n3".into(),
+                PeerSpec {
+                    underlay_ip: "198.18.0.3".into(),
+                    pod_cidr: "10.244.3.0/24".into(),
+                    mode: Some("vxlan".into()),
+                    vtep_mac: Some("02:00:00:00:00:03".into()),
+                }
+            )
+        );
+        assert_eq!(request(&["peer", "del", "n3"]), Request::DelPeer("n3".into()));
+        for args in [
+            &["peer", "add", "n3", "--underlay-ip", "198.18.0.3"][..],
+            &["peer", "add", "--underlay-ip", "198.18.0.3", "--pod-cidr", "10.244.3.0/24"],
+            &["peer", "del"],
+            &["show", "peers", "extra"],
         ] {
             assert_eq!(parse(args).unwrap_err().exit_code(), 2, "{args:?}");
         }

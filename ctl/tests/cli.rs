@@ -7,9 +7,9 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use vswitch_api::{
-    ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, PortInfo, PortStats, PortUpdate,
-    Reply, Request, Response, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
-    WorkerInfo,
+    ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo,
+    PeerSpec, PortInfo, PortStats, PortUpdate, Reply, Request, Response, RouteInfo, StaticMac,
+    Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 struct Fake {
@@ -131,6 +131,58 @@ fn answer(request: &Request) -> Response {
         Request::AttachPod(_) | Request::DetachPod { .. } => {
             return Err(ApiError::invalid("not used by vswitchctl"))
         }
+        Request::GetNode => Reply::Node(NodeInfo {
+            name: "n1".into(),
+            pod_cidr: "10.244.1.0/24".into(),
+            gateway: "10.244.1.1".into(),
+            router_mac: "0a:58:c6:12:00:01".into(),
+            pod_vlan: 1,
+            underlay_ip: "198.18.0.1/24".into(),
+            underlay_gateway: None,
+            uplink: "uplink".into(),
+            vni: 1,
+            vxlan_port: 8472,
+        }),
+        Request::ListPeers => Reply::Peers(vec![PeerInfo {
+            name: "n2".into(),
+            underlay_ip: "198.18.0.2".into(),
+            pod_cidr: "10.244.2.0/24".into(),
+            mode: "direct".into(),
+            configured: "auto".into(),
+            reason: "auto: 198.18.0.2 is on the uplink's subnet 198.18.0.0/24".into(),
+            vtep_mac: "0a:58:c6:12:00:02".into(),
+            next_hop: "198.18.0.2".into(),
+            next_hop_mac: None,
+        }]),
+        Request::ListRoutes => Reply::Routes(vec![
+            RouteInfo {
+                prefix: "10.244.1.0/24".into(),
+                via: "local".into(),
+                mode: "local".into(),
+                next_hop: None,
+            },
+            RouteInfo {
+                prefix: "10.244.2.0/24".into(),
+                via: "n2".into(),
+                mode: "direct".into(),
+                next_hop: Some("198.18.0.2".into()),
+            },
+        ]),
+        Request::ListNeighbors => Reply::Neighbors(vec![NeighborInfo {
+            ip: "198.18.0.2".into(),
+            mac: "02:00:00:00:00:02".into(),
+            port: "uplink".into(),
+        }]),
+        Request::SetPeer(name, spec) if spec.underlay_ip == "198.18.0.1" => {
+            return Err(ApiError::invalid(format!(
+                "peer[1] ({name:?}).underlay_ip: 198.18.0.1 is this node's own underlay address"
+            )))
+        }
+        Request::SetPeer(name, _) => Reply::Done { message: format!("peer {name:?} added") },
+        Request::DelPeer(name) if name != "n2" => {
+            return Err(ApiError::not_found(format!("no peer {name:?}")))
+        }
+        Request::DelPeer(name) => Reply::Done { message: format!("peer {name:?} removed") },
         Request::Trace(t) if t.in_port != "pod-a" => {
             return Err(ApiError::not_found(format!("unknown port {:?}", t.in_port)))
         }
@@ -524,4 +576,71 @@ fn top_prints_one_sample_per_interval_and_stops_after_count() {
     assert_eq!(samples[1][1]["rx_pps"], 0.0);
     let out = server.ctl(&["top", "--interval", "0"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn routing_tables_and_peer_commands() {
+    let d = Daemon::start();
+    assert_eq!(
+        ok(&d.ctl(&["show", "routes"])),
+        "PREFIX         VIA    MODE    NEXT-HOP\n\
+         10.244.1.0/24  local  local   -\n\
+         10.244.2.0/24  n2     direct  198.18.0.2\n"
+    );
+    assert_eq!(
+        ok(&d.ctl(&["show", "neighbors"])),
+        "IP          MAC                PORT\n198.18.0.2  02:00:00:00:00:02  uplink\n"
+    );
+    let out = ok(&d.ctl(&["show", "peers"]));
+    assert!(out.starts_with("NAME  UNDERLAY-IP  POD-CIDR       MODE    NEXT-HOP  "), "{out}");
+    assert!(out.contains("n2    198.18.0.2   10.244.2.0/24  direct  198.18.0.2  (unresolved)"));
+    let out = ok(&d.ctl(&["show", "node"]));
+    assert!(out.starts_with("node n1\n  pod cidr         10.244.1.0/24\n"), "{out}");
+    assert!(out.contains("  underlay gateway -\n"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&d.ctl(&["--json", "show", "peers"]))).unwrap();
+    assert_eq!(v[0]["next_hop_mac"], serde_json::Value::Null);
+    assert_eq!(v[0]["configured"], "auto");
+
+    let add = ["peer", "add", "n3", "--underlay-ip", "198.18.0.3", "--pod-cidr", "10.244.3.0/24"];
+    assert_eq!(ok(&d.ctl(&[&add[..], &["--mode", "vxlan"]].concat())), "peer \"n3\" added\n");
+    let o =
+        d.ctl(&["peer", "add", "n4", "--underlay-ip", "198.18.0.1", "--pod-cidr", "10.0.0.0/8"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("own underlay address"), "{}", stderr(&o));
+    assert_eq!(ok(&d.ctl(&["peer", "del", "n2"])), "peer \"n2\" removed\n");
+    let o = d.ctl(&["peer", "del", "n9"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: no peer \"n9\"\n");
+    assert_eq!(d.ctl(&["peer", "add", "n5", "--pod-cidr", "10.5.0.0/16"]).status.code(), Some(2));
+
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::ListRoutes,
+            Request::ListNeighbors,
+            Request::ListPeers,
+            Request::GetNode,
+            Request::ListPeers,
+            Request::SetPeer(
+                "n3".into(),
+                PeerSpec {
+                    underlay_ip: "198.18.0.3".into(),
+                    pod_cidr: "10.244.3.0/24".into(),
+                    mode: Some("vxlan".into()),
+                    vtep_mac: None,
+                }
+            ),
+            Request::SetPeer(
+                "n4".into(),
+                PeerSpec {
+                    underlay_ip: "198.18.0.1".into(),
+                    pod_cidr: "10.0.0.0/8".into(),
+                    ..Default::default()
+                }
+            ),
+            Request::DelPeer("n2".into()),
+            Request::DelPeer("n9".into()),
+        ]
+    );
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -13,15 +14,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use vswitch_api::{
-    ApiError, Backend, DropReasonInfo, FdbEntry, PortInfo, PortStats as ApiPortStats, PortUpdate,
-    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
+    ApiError, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
+    PortInfo, PortStats as ApiPortStats, PortUpdate, Reply, Request, Response, RouteInfo,
+    StaticMac, Status, VlanInfo, WorkerInfo,
 };
 
-use super::config::{ApiSection, Config, IdlePolicy, VlanModeName};
+use super::config::{ApiSection, Config, IdlePolicy, PeerSection, VlanModeName};
 use super::daemon::Daemon;
 use crate::pipeline::VlanMode;
 use crate::pmd::monotonic_ns;
-use crate::telemetry::{DropReason, PortStats};
+use crate::tables::l3::{ModeSetting, PeerMode, Route};
+use crate::telemetry::{DropReason, PortStats, WorkerCounters};
 use crate::types::{MacAddr, PortId};
 
 /// A request and where its answer goes.
@@ -230,7 +233,155 @@ impl<const N: usize> Daemon<N> {
             Request::DetachPod { container_id, ifname } => self.detach_pod(&container_id, &ifname),
             Request::ListPods => Ok(Reply::Pods(self.pods().values().cloned().collect())),
             Request::Trace(t) => self.trace(&t),
+            Request::GetNode => self.node_info().map(Reply::Node),
+            Request::ListPeers => Ok(Reply::Peers(self.peers_info())),
+            Request::SetPeer(name, spec) => self.set_peer_api(name, spec),
+            Request::DelPeer(name) => self.del_peer_api(&name),
+            Request::ListRoutes => Ok(Reply::Routes(self.routes_info())),
+            Request::ListNeighbors => Ok(Reply::Neighbors(
+                self.neighbors()
+                    .entries()
+                    .into_iter()
+                    .map(|(ip, n)| NeighborInfo {
+                        ip: Ipv4Addr::from(ip).to_string(),
+                        mac: n.mac.to_string(),
+                        port: self.port_name(n.port),
+                    })
+                    .collect(),
+            )),
         }
+    }
+
+    /// `GET /v1/node`: the routing identity as compiled into the snapshot the workers use
+    /// (defaults filled in), so what is shown is what forwards.
+    fn node_info(&self) -> Result<NodeInfo, ApiError> {
+        let snap = self.snapshot();
+        let t = snap.l3().ok_or_else(|| {
+            ApiError::not_found("this node does not route: no [node] in the configuration")
+        })?;
+        Ok(NodeInfo {
+            name: t.node_name.clone(),
+            pod_cidr: t.pod_cidr.to_string(),
+            gateway: t.gateway.to_string(),
+            router_mac: t.router_mac.to_string(),
+            pod_vlan: t.pod_vlan,
+            underlay_ip: t.underlay.to_string(),
+            underlay_gateway: t.underlay_gateway.map(|g| g.to_string()),
+            uplink: self.port_name(t.uplink),
+            vni: t.vni,
+            vxlan_port: t.vxlan_port,
+        })
+    }
+
+    /// `GET /v1/peers`: every peer with the mode in use and why, and its next hop's MAC when
+    /// ARP has resolved it. Empty on a node that does not route.
+    fn peers_info(&self) -> Vec<PeerInfo> {
+        let snap = self.snapshot();
+        let Some(t) = snap.l3() else { return Vec::new() };
+        let neigh = self.neighbors();
+        t.peers
+            .iter()
+            .map(|p| PeerInfo {
+                name: p.name.clone(),
+                underlay_ip: p.underlay_ip.to_string(),
+                pod_cidr: p.pod_cidr.to_string(),
+                mode: p.mode.name().into(),
+                configured: setting_name(p.setting).into(),
+                reason: p.reason.clone(),
+                vtep_mac: p.vtep_mac.to_string(),
+                next_hop: p.next_hop.to_string(),
+                next_hop_mac: neigh.get(u32::from(p.next_hop)).map(|n| n.mac.to_string()),
+            })
+            .collect()
+    }
+
+    /// `GET /v1/routes`: the LPM's routes in its own order (longest prefix first, then by
+    /// address). Empty on a node that does not route.
+    fn routes_info(&self) -> Vec<RouteInfo> {
+        let snap = self.snapshot();
+        let Some(t) = snap.l3() else { return Vec::new() };
+        t.routes
+            .iter()
+            .map(|(net, route)| match route {
+                Route::Local => RouteInfo {
+                    prefix: net.to_string(),
+                    via: "local".into(),
+                    mode: "local".into(),
+                    next_hop: None,
+                },
+                Route::Peer(i) => match t.peers.get(usize::from(*i)) {
+                    Some(p) => RouteInfo {
+                        prefix: net.to_string(),
+                        via: p.name.clone(),
+                        mode: p.mode.name().into(),
+                        next_hop: Some(p.next_hop.to_string()),
+                    },
+                    // The table is built with its peers; an index past them is a bug, shown
+                    // rather than hidden.
+                    None => RouteInfo {
+                        prefix: net.to_string(),
+                        via: format!("#{i}"),
+                        mode: "unknown".into(),
+                        next_hop: None,
+                    },
+                },
+            })
+            .collect()
+    }
+
+    /// `PUT /v1/peers/{name}`: parses the spec (errors name the field and value), then adds or
+    /// replaces the peer through the daemon, which validates it with the whole configuration
+    /// and applies it live or refuses it whole.
+    fn set_peer_api(&mut self, name: String, spec: PeerSpec) -> Response {
+        let underlay_ip: Ipv4Addr = spec.underlay_ip.trim().parse().map_err(|_| {
+            ApiError::invalid(format!(
+                "underlay_ip {:?} is not an IPv4 address (a.b.c.d)",
+                spec.underlay_ip
+            ))
+        })?;
+        let pod_cidr =
+            spec.pod_cidr.trim().parse().map_err(|e: crate::tables::route::NetError| {
+                ApiError::invalid(format!("pod_cidr: {e}"))
+            })?;
+        let mode = match spec.mode.as_deref().map(str::trim) {
+            None | Some("auto") => ModeSetting::Auto,
+            Some("direct") => ModeSetting::Direct,
+            Some("vxlan") => ModeSetting::Vxlan,
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "mode {other:?} is not \"auto\", \"direct\" or \"vxlan\""
+                )))
+            }
+        };
+        let section = PeerSection {
+            name: name.clone(),
+            underlay_ip,
+            pod_cidr,
+            mode,
+            vtep_mac: spec.vtep_mac.map(|m| m.trim().to_string()),
+        };
+        let before = self.config().peers.iter().find(|p| p.name == name).cloned();
+        if before.as_ref() == Some(&section) {
+            return Ok(Reply::Done { message: format!("peer {name:?} unchanged") });
+        }
+        self.set_peer(section).map_err(ApiError::invalid)?;
+        let how = self
+            .peers_info()
+            .into_iter()
+            .find(|p| p.name == name)
+            .map_or_else(String::new, |p| format!(": {} ({})", p.mode, p.reason));
+        let verb = if before.is_some() { "replaced" } else { "added" };
+        Ok(Reply::Done { message: format!("peer {name:?} {verb}{how}") })
+    }
+
+    /// `DELETE /v1/peers/{name}`: not found for an unknown peer, else removed live.
+    fn del_peer_api(&mut self, name: &str) -> Response {
+        let Some(p) = self.config().peers.iter().find(|p| p.name == name) else {
+            return Err(ApiError::not_found(format!("no peer {name:?}")));
+        };
+        let cidr = p.pod_cidr;
+        self.remove_peer(name).map_err(ApiError::invalid)?;
+        Ok(Reply::Done { message: format!("peer {name:?} removed (no more route to {cidr})") })
     }
 
     /// `POST /v1/trace`: builds the frame and runs it through the pipeline's decisions against
@@ -418,9 +569,6 @@ impl<const N: usize> Daemon<N> {
             .into_iter()
             .map(|id| (self.port_name(id), self.port_stats(id)))
             .collect();
-        let family = |out: &mut String, name: &str, help: &str, kind: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         for (name, help, get) in [
             (
                 "vswitch_port_rx_packets_total",
@@ -478,6 +626,7 @@ impl<const N: usize> Daemon<N> {
                 let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.id, get(w));
             }
         }
+        self.routing_metrics(&mut out);
         family(&mut out, "vswitch_fdb_entries", "MAC addresses in the FDB.", "gauge");
         let _ = writeln!(out, "vswitch_fdb_entries {}", self.fdb().len());
         let st = self.fdb().stats();
@@ -503,6 +652,90 @@ impl<const N: usize> Daemon<N> {
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"hit\"}} {hits}");
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"miss\"}} {misses}");
         out
+    }
+
+    /// The routing families: what each worker's L3 stage did and what the switch answered or
+    /// sent itself, the peers by forwarding mode, and the resolved neighbours. Rendered on
+    /// every node (zeros on one that does not route), so the series always exist.
+    fn routing_metrics(&self, out: &mut String) {
+        /// Family name (empty: the one above), help, extra label, value.
+        type Row = (&'static str, &'static str, Option<(&'static str, &'static str)>, Get);
+        type Get = fn(&WorkerCounters) -> u64;
+        let rows: [Row; 8] = [
+            (
+                "vswitch_worker_routed_packets_total",
+                "Packets routed (L3) between pod networks.",
+                None,
+                |c| c.routed.get(),
+            ),
+            (
+                "vswitch_worker_vxlan_packets_total",
+                "VXLAN packets encapsulated (to peers) or decapsulated (from peers).",
+                Some(("direction", "encap")),
+                |c| c.vxlan_encap.get(),
+            ),
+            ("", "", Some(("direction", "decap")), |c| c.vxlan_decap.get()),
+            (
+                "vswitch_worker_arp_sent_total",
+                "ARP packets the switch sent: replies for its addresses, requests for next hops.",
+                Some(("type", "reply")),
+                |c| c.arp_replies.get(),
+            ),
+            ("", "", Some(("type", "request")), |c| c.arp_requests.get()),
+            (
+                "vswitch_worker_icmp_sent_total",
+                "ICMP packets the switch sent: echo replies from its own addresses, and errors.",
+                Some(("type", "echo_reply")),
+                |c| c.icmp_echo_replies.get(),
+            ),
+            ("", "", Some(("type", "error")), |c| c.icmp_errors.get()),
+            (
+                "vswitch_worker_local_consumed_total",
+                "Packets addressed to the switch itself and consumed (e.g. ARP replies to it).",
+                None,
+                |c| c.local_consumed.get(),
+            ),
+        ];
+        let counters = self.worker_counters();
+        let mut name = "";
+        for (first, help, label, get) in rows {
+            // An empty name continues the family above with another label value.
+            if !first.is_empty() {
+                name = first;
+                family(out, name, help, "counter");
+            }
+            for (i, c) in counters.iter().enumerate() {
+                let _ = match label {
+                    Some((k, v)) => {
+                        writeln!(out, "{name}{{worker=\"{i}\",{k}=\"{v}\"}} {}", get(c))
+                    }
+                    None => writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(c)),
+                };
+            }
+        }
+        let snap = self.snapshot();
+        let peers = snap.l3().map_or(&[][..], |t| t.peers.as_slice());
+        family(out, "vswitch_peers", "Peer nodes, by the forwarding mode in use.", "gauge");
+        for mode in [PeerMode::Direct, PeerMode::Vxlan] {
+            let n = peers.iter().filter(|p| p.mode == mode).count();
+            let _ = writeln!(out, "vswitch_peers{{mode=\"{}\"}} {n}", mode.name());
+        }
+        family(out, "vswitch_neighbors", "Resolved neighbours (pods, peers, gateway).", "gauge");
+        let _ = writeln!(out, "vswitch_neighbors {}", self.neighbors().len());
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines that open a metric family.
+fn family(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// The name of a configured mode, as `[[peer]] mode` spells it.
+fn setting_name(s: ModeSetting) -> &'static str {
+    match s {
+        ModeSetting::Auto => "auto",
+        ModeSetting::Direct => "direct",
+        ModeSetting::Vxlan => "vxlan",
     }
 }
 

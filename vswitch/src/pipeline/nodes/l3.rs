@@ -411,8 +411,8 @@ impl L3 {
         }
         if depth == 0 {
             wire::Ipv4Packet::new_unchecked(&mut pool.data_mut(p)[l3..]).decrement_ttl();
+            cx.counters.routed.add(1);
         }
-        cx.counters.routed.add(1);
         match cx.neigh.get(next_hop) {
             Some(n) => finish(pool, p, m, t, n, via),
             None => {
