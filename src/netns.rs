@@ -1,7 +1,8 @@
 //! Throwaway hosts for integration tests: network namespaces and veth pairs made with `ip`,
 //! named with a per-test prefix, and removed when the [`Topo`] is dropped, even when the test
 //! fails. Processes started through a `Topo` are ended by PID on drop. Nothing touches the root
-//! namespace: addresses exist only inside the test's namespaces (10.244.0.0/16 for pods).
+//! namespace: addresses exist only inside the test's namespaces (10.244.0.0/16 for pods,
+//! 198.18.0.0/15 for node underlays).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -90,6 +91,57 @@ impl Topo {
         self.ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         self.ip(&["-n", &swns, "link", "set", &host, "up"]);
         ns
+    }
+
+    /// A node namespace `short`: loopback up, IPv6 off (no router solicitations or DAD on its
+    /// interfaces, so the switch and the counters see only the test's traffic).
+    pub fn node(&mut self, short: &str) -> String {
+        let n = self.netns(short);
+        self.sysctl(
+            short,
+            &["net.ipv6.conf.default.disable_ipv6=1", "net.ipv6.conf.all.disable_ipv6=1"],
+        );
+        n
+    }
+
+    /// Sets sysctls (`key=value`) inside namespace `short`, panicking on failure.
+    pub fn sysctl(&self, short: &str, settings: &[&str]) {
+        let out = self.exec(short, "sysctl", &[&["-qw"], settings].concat());
+        assert!(
+            out.status.success(),
+            "sysctl {settings:?} in {short}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A veth pair, both ends up and without an address: `<prefix><if_a>` in namespace `ns_a`
+    /// and `<prefix><if_b>` in namespace `ns_b` (short names).
+    pub fn veth(&self, ns_a: &str, if_a: &str, ns_b: &str, if_b: &str) {
+        let (a, b) = (self.name(if_a), self.name(if_b));
+        let (na, nb) = (self.name(ns_a), self.name(ns_b));
+        self.ip(&[
+            "link", "add", &a, "netns", &na, "type", "veth", "peer", "name", &b, "netns", &nb,
+        ]);
+        self.ip(&["-n", &na, "link", "set", &a, "up"]);
+        self.ip(&["-n", &nb, "link", "set", &b, "up"]);
+    }
+
+    /// The MAC address of interface `ifname` (its full name) in namespace `short`.
+    pub fn mac(&self, short: &str, ifname: &str) -> String {
+        let out = self.exec(short, "ip", &["-j", "link", "show", "dev", ifname]);
+        assert!(out.status.success(), "ip link show {ifname} in {short}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j link JSON");
+        v[0]["address"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no address for {ifname} in {short}: {v}"))
+            .to_string()
+    }
+
+    /// Runs `ping ARGS` in namespace `from` (bounded by `timeout 20`) and returns everything
+    /// it printed, stdout then stderr: for ICMP errors ("Time to live exceeded") and TTLs.
+    pub fn ping_text(&self, from: &str, args: &[&str]) -> String {
+        let out = self.exec(from, "timeout", &[&["20", "ping"], args].concat());
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
     }
 
     /// Runs a command inside namespace `short` and returns its output.

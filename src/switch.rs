@@ -41,6 +41,20 @@ impl PortSpec {
         PortSpec { tap: true, ..PortSpec::pod(topo, pod, vlan) }
     }
 
+    /// A node's uplink: the access port `uplink` (VLAN 1) on the underlay interface
+    /// `<prefix><short>` of `topo`, which holds no address: the switch owns the node's
+    /// underlay address on it.
+    pub fn uplink(topo: &Topo, short: &str) -> PortSpec {
+        PortSpec {
+            name: "uplink".into(),
+            interface: topo.name(short),
+            vlan: 1,
+            pod_netns: None,
+            worker: 0,
+            tap: false,
+        }
+    }
+
     /// The same port on worker `w`.
     pub fn on_worker(mut self, w: usize) -> PortSpec {
         self.worker = w;
@@ -64,6 +78,81 @@ impl PortSpec {
             s += &format!("pod_netns = \"/var/run/netns/{ns}\"\npod_interface = \"eth0\"\n");
         }
         s
+    }
+}
+
+/// The `[node]` table of a node in a multi-node pod network (see [`NodeSpec::toml`]); the
+/// uplink is the port named `uplink` and the pods are on VLAN 1.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    pub name: String,
+    /// This node's pods, e.g. "10.244.1.0/24".
+    pub pod_cidr: String,
+    /// This node's underlay address with its subnet, e.g. "198.18.0.1/24".
+    pub underlay_ip: String,
+    pub underlay_gateway: Option<String>,
+    pub router_mac: Option<String>,
+}
+
+/// A `[[peer]]` table: another node of the pod network.
+#[derive(Debug, Clone)]
+pub struct PeerSpec {
+    pub name: String,
+    pub underlay_ip: String,
+    pub pod_cidr: String,
+    /// "auto", "direct" or "vxlan".
+    pub mode: String,
+    pub vtep_mac: Option<String>,
+}
+
+impl NodeSpec {
+    /// Node `name` with pods in `pod_cidr` and underlay address `underlay_ip` ("a.b.c.d/len").
+    pub fn new(name: &str, pod_cidr: &str, underlay_ip: &str) -> NodeSpec {
+        NodeSpec {
+            name: name.into(),
+            pod_cidr: pod_cidr.into(),
+            underlay_ip: underlay_ip.into(),
+            underlay_gateway: None,
+            router_mac: None,
+        }
+    }
+
+    /// The `[node]` table and one `[[peer]]` table per peer, to append to a configuration.
+    pub fn toml(&self, peers: &[PeerSpec]) -> String {
+        let mut s = format!(
+            "\n[node]\nname = \"{}\"\npod_cidr = \"{}\"\npod_vlan = 1\nuplink = \"uplink\"\n\
+             underlay_ip = \"{}\"\n",
+            self.name, self.pod_cidr, self.underlay_ip
+        );
+        if let Some(g) = &self.underlay_gateway {
+            s += &format!("underlay_gateway = \"{g}\"\n");
+        }
+        if let Some(m) = &self.router_mac {
+            s += &format!("router_mac = \"{m}\"\n");
+        }
+        for p in peers {
+            s += &format!(
+                "\n[[peer]]\nname = \"{}\"\nunderlay_ip = \"{}\"\npod_cidr = \"{}\"\nmode = \"{}\"\n",
+                p.name, p.underlay_ip, p.pod_cidr, p.mode
+            );
+            if let Some(m) = &p.vtep_mac {
+                s += &format!("vtep_mac = \"{m}\"\n");
+            }
+        }
+        s
+    }
+}
+
+impl PeerSpec {
+    /// Peer `name` at `underlay_ip` (no prefix length) with pods in `pod_cidr`, in `mode`.
+    pub fn new(name: &str, underlay_ip: &str, pod_cidr: &str, mode: &str) -> PeerSpec {
+        PeerSpec {
+            name: name.into(),
+            underlay_ip: underlay_ip.into(),
+            pod_cidr: pod_cidr.into(),
+            mode: mode.into(),
+            vtep_mac: None,
+        }
     }
 }
 
@@ -119,7 +208,7 @@ impl Switch {
         let client = Client::new(&socket).with_timeout(Duration::from_secs(10));
         let sw = Switch { pid, dir, socket, config, client };
         let up = wait_for(Duration::from_secs(10), || sw.call(Request::Status).ok());
-        assert!(up.is_some(), "vswitchd did not answer on {}", sw.socket.display());
+        assert!(up.is_some(), "vswitchd did not answer on {}:\n{}", sw.socket.display(), sw.log());
         sw
     }
 
@@ -184,7 +273,13 @@ impl Switch {
 
     /// Replaces the configuration file with one for `ports` and sends SIGHUP.
     pub fn reload(&self, ports: &[PortSpec]) {
-        std::fs::write(&self.config, config_text(&self.socket, ports)).expect("write config");
+        self.reload_with(ports, "");
+    }
+
+    /// [`Switch::reload`] with `extra` TOML appended (e.g. `[node]` and `[[peer]]` tables).
+    pub fn reload_with(&self, ports: &[PortSpec], extra: &str) {
+        std::fs::write(&self.config, config_text(&self.socket, ports) + extra)
+            .expect("write config");
         let ok = Command::new("kill").args(["-HUP", &self.pid.to_string()]).status().expect("kill");
         assert!(ok.success(), "SIGHUP to vswitchd {}", self.pid);
     }

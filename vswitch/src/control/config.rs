@@ -1093,3 +1093,23 @@ mod tests {
         assert!(e.to_string().contains("[node]"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod example_files {
+    use super::*;
+
+    #[test]
+    fn the_example_configurations_are_valid() {
+        for (name, text) in [
+            ("config/vswitchd.toml", include_str!("../../../config/vswitchd.toml")),
+            ("config/vswitchd-node.toml", include_str!("../../../config/vswitchd-node.toml")),
+        ] {
+            let c = Config::parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+            c.snapshot(1);
+        }
+        let c = Config::parse(include_str!("../../../config/vswitchd-node.toml"), "node").unwrap();
+        let s = c.snapshot(1);
+        let modes: Vec<&str> = s.l3().unwrap().peers.iter().map(|p| p.mode.name()).collect();
+        assert_eq!(modes, ["direct", "vxlan", "vxlan"]);
+    }
+}
