@@ -117,12 +117,56 @@ pub struct TapConfig {
     /// Also accept UDP segmentation offload (`TUN_F_USO4 | TUN_F_USO6`, kernel 6.2 or later;
     /// needs `offload`). The rest of the switch must then segment [`GsoType::UdpL4`].
     pub uso: bool,
+    /// The device outlives the port (`TUNSETPERSIST`): a pod keeps its interface, addresses
+    /// and routes while vswitchd restarts, and the next `create` attaches to the device that
+    /// is there instead of refusing it. [`destroy`] removes it for good.
+    pub persist: bool,
 }
 
 impl Default for TapConfig {
     fn default() -> Self {
-        TapConfig { queues: 1, offload: true, uso: false }
+        TapConfig { queues: 1, offload: true, uso: false, persist: false }
     }
+}
+
+/// Deletes the persistent TAP device `ifname` in `netns` (see [`TapConfig::persist`]) once no
+/// port holds it any more: attaches, clears the persistence and lets go. A device that is not
+/// there is not an error.
+pub fn destroy(netns: Option<&str>, ifname: &str, queues: usize) -> Result<(), TapError> {
+    check_name(ifname)
+        .map_err(|reason| TapError::InvalidName { ifname: ifname.to_string(), reason })?;
+    let name = ifname.to_string();
+    let run = move || -> Result<(), (&'static str, io::Error)> {
+        if crate::port::netdev::ifindex(&name).is_err() {
+            return Ok(());
+        }
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+        if queues > 1 {
+            flags |= libc::IFF_MULTI_QUEUE;
+        }
+        let fd = sys::open_tun().map_err(|e| ("open(/dev/net/tun)", e))?;
+        sys::set_iff(fd.as_fd(), &name, flags).map_err(|e| ("ioctl(TUNSETIFF)", e))?;
+        sys::set_persist(fd.as_fd(), false).map_err(|e| ("ioctl(TUNSETPERSIST)", e))?;
+        Ok(())
+    };
+    let ns_label = netns.map_or_else(|| "the switch's namespace".to_string(), netns_path);
+    let r = match netns {
+        None => run(),
+        Some(ns) => {
+            let path = netns_path(ns);
+            netdev_in_netns(&path, run).map_err(|source| TapError::Netns {
+                ifname: ifname.to_string(),
+                netns: path.clone(),
+                source,
+            })?
+        }
+    };
+    r.map_err(|(op, source)| TapError::Create {
+        ifname: ifname.to_string(),
+        netns: ns_label,
+        op,
+        source,
+    })
 }
 
 /// Errors of a TAP port. Messages name the interface, the namespace and the failing call, and
@@ -297,19 +341,19 @@ impl TapPort {
             offloads |= libc::TUN_F_USO4 | libc::TUN_F_USO6;
         }
         let ns_label = netns.map_or_else(|| "the switch's namespace".to_string(), netns_path);
+        let persist = cfg.persist;
         let (name, queues) = match netns {
-            None => open_queues(ifname.to_string(), cfg.queues, offloads),
+            None => open_queues(ifname.to_string(), cfg.queues, offloads, persist),
             Some(ns) => {
                 let path = netns_path(ns);
                 let name = ifname.to_string();
                 let queues = cfg.queues;
-                netdev_in_netns(&path, move || open_queues(name, queues, offloads)).map_err(
-                    |source| TapError::Netns {
+                netdev_in_netns(&path, move || open_queues(name, queues, offloads, persist))
+                    .map_err(|source| TapError::Netns {
                         ifname: ifname.to_string(),
                         netns: path.clone(),
                         source,
-                    },
-                )?
+                    })?
             }
         }
         .map_err(|(op, source)| TapError::Create {
@@ -459,6 +503,7 @@ fn open_queues(
     name: String,
     queues: usize,
     offloads: u32,
+    persist: bool,
 ) -> Result<(String, Vec<OwnedFd>), (&'static str, io::Error)> {
     let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
     if queues > 1 {
@@ -468,10 +513,14 @@ fn open_queues(
     let mut name = name;
     for q in 0..queues {
         let fd = sys::open_tun().map_err(|e| ("open(/dev/net/tun)", e))?;
-        // The first queue must create the device: never attach to someone else's.
-        let excl = if q == 0 { libc::IFF_TUN_EXCL } else { 0 };
+        // The first queue must create the device: never attach to someone else's. A
+        // persistent device is ours from before a restart: attach to it.
+        let excl = if q == 0 && !persist { libc::IFF_TUN_EXCL } else { 0 };
         name =
             sys::set_iff(fd.as_fd(), &name, flags | excl).map_err(|e| ("ioctl(TUNSETIFF)", e))?;
+        if q == 0 && persist {
+            sys::set_persist(fd.as_fd(), true).map_err(|e| ("ioctl(TUNSETPERSIST)", e))?;
+        }
         if q == 0 {
             sys::set_vnet_hdr_sz(fd.as_fd(), VNET_HDR_LEN as libc::c_int)
                 .map_err(|e| ("ioctl(TUNSETVNETHDRSZ)", e))?;
@@ -1095,5 +1144,24 @@ mod tests {
         // So is a name of another kind of device.
         let e = TapPort::create(Some(&ns.path()), "lo", TapConfig::default()).unwrap_err();
         assert!(matches!(e, TapError::Create { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_persistent_device_outlives_its_port_keeps_its_address_and_is_destroyed_on_request() {
+        let ns = Ns::new('p');
+        let cfg = TapConfig { persist: true, ..TapConfig::default() };
+        let port = TapPort::create(Some(&ns.path()), "eth0", cfg).unwrap();
+        ns.ip(&["addr", "add", "10.244.1.5/24", "dev", "eth0"]);
+        drop(port);
+        // The pod keeps its interface and address while no port holds it.
+        assert!(ns.ip(&["-br", "addr", "show", "eth0"]).contains("10.244.1.5/24"));
+        // A new port attaches to it (a restarted vswitchd) instead of refusing it.
+        let again = TapPort::create(Some(&ns.path()), "eth0", cfg).unwrap();
+        assert!(ns.ip(&["-br", "addr", "show", "eth0"]).contains("10.244.1.5/24"));
+        drop(again);
+        destroy(Some(&ns.path()), "eth0", 1).unwrap();
+        assert!(!ns.ip(&["-br", "link", "show"]).contains("eth0"));
+        // Destroying what is not there is fine.
+        destroy(Some(&ns.path()), "eth0", 1).unwrap();
     }
 }

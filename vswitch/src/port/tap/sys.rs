@@ -91,6 +91,13 @@ pub(super) fn set_vnet_le(fd: BorrowedFd<'_>) -> io::Result<()> {
     ioctl_int_ptr(fd, libc::TUNSETVNETLE, 1)
 }
 
+/// `TUNSETPERSIST`: whether the device outlives its last descriptor (a pod keeps its
+/// interface, addresses and routes while vswitchd restarts).
+pub(super) fn set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value (0 or 1); no memory is passed.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST, c_ulong::from(on)) }).map(|_| ())
+}
+
 /// `TUNSETOFFLOAD`: what the device accepts from the kernel (`TUN_F_*`), i.e. what the pod's
 /// stack may leave to us: partial checksums and GSO segments.
 pub(super) fn set_offload(fd: BorrowedFd<'_>, flags: u32) -> io::Result<()> {
