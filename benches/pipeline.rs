@@ -7,6 +7,10 @@
 //! - `l2`: the full path, access port (VLAN 10) <-> trunk, a tag pushed one way and popped the
 //!   other, with 1, 1 000 and 100 000 MACs learned behind the trunk.
 //!
+//! - `qos`: the `l2` path (1 000 MACs) with both ports' egress shaped by a QoS tree whose
+//!   rates (1 Tbit/s) throttle nothing, against the same path unshaped: the cost of
+//!   classifying, enqueueing and dequeueing every packet through the HTB scheduler.
+//!
 //! Each packet is bounced back by the harness (MACs swapped) so buffers are recycled and no
 //! allocation or frame building is measured; the baseline pays the same bounce. At the end a
 //! summary prints Mpps and the ratio to the baseline measured in the same run, since absolute
@@ -15,9 +19,13 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::collections::BTreeMap;
 use vswitch::packet::{Batch, Meta};
+
 use vswitch::pipeline::nodes::parse;
+use vswitch::pipeline::snapshot::QosPlan;
 use vswitch::port::{ring, Port};
+use vswitch::qos::{ClassConfig, ClassId};
 use vswitch::tables::fdb::{Fdb, FdbConfig};
 use vswitch::testkit::Rig;
 use vswitch::types::MacAddr;
@@ -133,6 +141,52 @@ fn bench_l2(c: &mut Criterion) {
     g.finish();
 }
 
+/// A tree for the egress of port `to` that throttles nothing: root and two leaves at
+/// 1 Tbit/s (traffic from the other port goes to leaf 2, anything else to leaf 3).
+fn open_plan(to: u16) -> QosPlan {
+    let big = 1_000_000_000_000;
+    let class = |parent, rate| ClassConfig {
+        burst_bytes: 1 << 24,
+        queue_limit: 8192,
+        ..ClassConfig::new(parent, rate, big)
+    };
+    let classes = BTreeMap::from([
+        (ClassId(1), class(None, big)),
+        (ClassId(2), class(Some(ClassId(1)), big / 2)),
+        (ClassId(3), class(Some(ClassId(1)), big / 2)),
+    ]);
+    let names = BTreeMap::from([
+        (ClassId(1), "root".to_string()),
+        (ClassId(2), "pod".to_string()),
+        (ClassId(3), "default".to_string()),
+    ]);
+    QosPlan::new(classes, names, [(1 - to, ClassId(2))], Some(ClassId(3)))
+}
+
+/// The `l2` path with 1 000 MACs, both egresses shaped (`qos`) or not.
+fn qos_bench<const N: usize>(qos: bool) -> L2Bench<N> {
+    let mut b: L2Bench<N> = L2Bench::new(1_000, 4096);
+    if qos {
+        for port in [0, 1] {
+            b.rig.set_qos(port, Some(open_plan(port)));
+        }
+        b.run(4096);
+        assert!(b.rig.worker.qos(1).is_some(), "the worker runs the plan");
+    }
+    b
+}
+
+fn bench_qos(c: &mut Criterion) {
+    let mut g = c.benchmark_group("qos");
+    g.throughput(Throughput::Elements(4096));
+    for on in [false, true] {
+        let mut b: L2Bench<32> = qos_bench(on);
+        let name = if on { "on" } else { "off" };
+        g.bench_function(BenchmarkId::new("batch32", name), |bn| bn.iter(|| b.run(4096)));
+    }
+    g.finish();
+}
+
 /// Mpps of `f` moving `per_call` packets per call, over about `secs` seconds.
 fn mpps(secs: f64, per_call: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -171,9 +225,30 @@ fn summary(_c: &mut Criterion) {
     }
 }
 
+fn qos_summary(_c: &mut Criterion) {
+    let secs = 0.7;
+    println!("\n== QoS end to end through the worker (l2 path, 1 000 MACs, both egresses) ==");
+    for round in 0..2 {
+        let mut off: L2Bench<32> = qos_bench(false);
+        let r_off = mpps(secs, 4096, || {
+            off.run(4096);
+        });
+        drop(off);
+        let mut on: L2Bench<32> = qos_bench(true);
+        let r_on = mpps(secs, 4096, || {
+            on.run(4096);
+        });
+        let drops: u64 = (0..2).map(|p| on.rig.stats(p).dropped()).sum();
+        println!(
+            "round {round}: qos off {r_off:7.2} Mpps   qos on {r_on:7.2} Mpps   on/off {:5.1}%   drops with qos {drops}",
+            100.0 * r_on / r_off
+        );
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = bench_baseline, bench_parse, bench_fdb, bench_l2, summary
+    targets = bench_baseline, bench_parse, bench_fdb, bench_l2, bench_qos, summary, qos_summary
 }
 criterion_main!(benches);

@@ -34,6 +34,8 @@
 //! | DELETE | `/v1/peers/{name}` | [`Request::DelPeer`] | `{"message": "..."}` |
 //! | GET | `/v1/routes` | [`Request::ListRoutes`] | `[`[`RouteInfo`]`]` |
 //! | GET | `/v1/neighbors` | [`Request::ListNeighbors`] | `[`[`NeighborInfo`]`]` |
+//! | GET | `/v1/qos` | [`Request::ListQos`] | `[`[`QosPortInfo`]`]` |
+//! | PATCH | `/v1/qos/classes/{name}` (body [`QosClassUpdate`]) | [`Request::SetQosClass`] | `{"message": "..."}` |
 //! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
 //!
 //! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
@@ -77,8 +79,9 @@ mod server;
 
 pub use types::{
     ApiError, Bandwidth, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, NeighborInfo, NodeInfo,
-    PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, Reply, Request, Response,
-    RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
+    PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, QosClassInfo,
+    QosClassUpdate, QosPortInfo, Reply, Request, Response, RouteInfo, StaticMac, Status,
+    TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 #[cfg(feature = "client")]

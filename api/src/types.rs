@@ -294,6 +294,11 @@ pub struct PodAttachment {
     /// Traffic limits, `runtimeConfig.bandwidth`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth: Option<Bandwidth>,
+    /// `"tap"`: the switch creates the pod's interface (`ifname` in `netns`) itself as a TAP
+    /// device with offloads, persistent across vswitchd restarts, and `host_interface` is
+    /// empty; absent or `"afxdp"`: `host_interface` is the host end of the pod's veth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_type: Option<String>,
 }
 
 /// This node's place in the multi-node pod network, `GET /v1/node`: the `[node]` table as the
@@ -388,6 +393,84 @@ pub struct NeighborInfo {
     pub mac: String,
     /// The name of the port it is behind.
     pub port: String,
+}
+
+/// One shaped port's QoS classes, `GET /v1/qos`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosPortInfo {
+    /// The port whose egress the classes schedule.
+    pub port: String,
+    /// Packets queued in its scheduler.
+    pub backlog: u64,
+    /// Its classes, root first.
+    pub classes: Vec<QosClassInfo>,
+}
+
+/// One QoS class of a shaped port: its settings and counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QosClassInfo {
+    /// The class's name (`default`: the leaf the switch adds for unclassified traffic).
+    pub name: String,
+    /// The parent class; none for the root.
+    pub parent: Option<String>,
+    /// The ports whose traffic is this class.
+    pub ports: Vec<String>,
+    /// Guaranteed rate, bits per second.
+    pub rate_bps: u64,
+    /// Ceiling, bits per second.
+    pub ceil_bps: u64,
+    /// Burst, bytes.
+    pub burst_bytes: u64,
+    /// Borrowing priority, 0 (first) to 7.
+    pub priority: u8,
+    /// Share of spare capacity among borrowers of the same priority.
+    pub weight: u32,
+    /// Packets-per-second limit.
+    pub pps: Option<u64>,
+    /// Minimum bytes charged per packet.
+    pub mpu: u32,
+    /// `shape` or `police`.
+    pub mode: String,
+    /// Queue bound, packets.
+    pub queue_limit: u32,
+    /// Bytes sent by (or, for an inner class, through) the class.
+    pub sent_bytes: u64,
+    /// Packets sent by or through the class.
+    pub sent_packets: u64,
+    /// Packets in its queue now.
+    pub queued_packets: u64,
+    /// Bytes in its queue now.
+    pub queued_bytes: u64,
+    /// Drops by reason: `queue_full`, `policed`, `pps_limit`.
+    pub drops: BTreeMap<String, u64>,
+    /// Bytes sent above its guarantee, on an ancestor's spare capacity.
+    pub borrowed_bytes: u64,
+    /// Bytes it lent to borrowing descendants.
+    pub lent_bytes: u64,
+}
+
+/// A change to a QoS class, `PATCH /v1/qos/classes/{name}`; absent fields stay. Rates are
+/// bits per second as in the configuration file (`"300M"`, `"1G"`, `"500k"`, digits). The
+/// daemon validates it with the whole configuration and applies it live (the class keeps its
+/// queue) or refuses it naming the class and field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QosClassUpdate {
+    /// Guaranteed rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<String>,
+    /// Ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceil: Option<String>,
+    /// Priority, 0 to 7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Packets-per-second limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pps: Option<String>,
 }
 
 /// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
@@ -576,6 +659,10 @@ pub enum Request {
     ListRoutes,
     /// `GET /v1/neighbors` -> [`Reply::Neighbors`] (empty when the node does not route).
     ListNeighbors,
+    /// `GET /v1/qos` -> [`Reply::Qos`]: every shaped port's classes and counters.
+    ListQos,
+    /// `PATCH /v1/qos/classes/{name}` -> [`Reply::Done`]: change a class live.
+    SetQosClass(String, QosClassUpdate),
 }
 
 /// A successful answer; which variant depends on the [`Request`] (see its variants).
@@ -609,6 +696,8 @@ pub enum Reply {
     Routes(Vec<RouteInfo>),
     /// The resolved neighbours, by address.
     Neighbors(Vec<NeighborInfo>),
+    /// The shaped ports' QoS classes.
+    Qos(Vec<QosPortInfo>),
     /// A change was made; `message` says what (e.g. `flushed 12 entries`).
     Done {
         /// What was done.

@@ -8,8 +8,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ApiError, ErrorBody, ErrorKind, PeerSpec, PodAttachment, PortInfo, PortUpdate, Reply, Request,
-    StaticMac, TraceRequest,
+    ApiError, ErrorBody, ErrorKind, PeerSpec, PodAttachment, PortInfo, PortUpdate, QosClassUpdate,
+    Reply, Request, StaticMac, TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -130,6 +130,10 @@ impl Request {
             Request::DelPeer(name) => ("DELETE", format!("/v1/peers/{}", segment(name)), None),
             Request::ListRoutes => ("GET", "/v1/routes".to_string(), None),
             Request::ListNeighbors => ("GET", "/v1/neighbors".to_string(), None),
+            Request::ListQos => ("GET", "/v1/qos".to_string(), None),
+            Request::SetQosClass(name, upd) => {
+                ("PATCH", format!("/v1/qos/classes/{}", segment(name)), Some(json_body(upd)))
+            }
         };
         HttpRequest { method, path_and_query, body }
     }
@@ -159,6 +163,8 @@ impl Request {
             Request::DelPeer(_) => "DELETE /v1/peers/{name}",
             Request::ListRoutes => "GET /v1/routes",
             Request::ListNeighbors => "GET /v1/neighbors",
+            Request::ListQos => "GET /v1/qos",
+            Request::SetQosClass(..) => "PATCH /v1/qos/classes/{name}",
         }
     }
 }
@@ -214,6 +220,8 @@ enum Resource {
     Peer(String),
     Routes,
     Neighbors,
+    Qos,
+    QosClass(String),
 }
 
 impl Resource {
@@ -226,6 +234,7 @@ impl Resource {
             Resource::Pods => "GET, POST",
             Resource::Pod(..) => "DELETE",
             Resource::Peer(_) => "PUT, DELETE",
+            Resource::QosClass(_) => "PATCH",
             _ => "GET",
         }
     }
@@ -269,6 +278,8 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "peers", name] => Resource::Peer(decode_segment(name, "peer name")?),
         ["v1", "routes"] => Resource::Routes,
         ["v1", "neighbors"] => Resource::Neighbors,
+        ["v1", "qos"] => Resource::Qos,
+        ["v1", "qos", "classes", name] => Resource::QosClass(decode_segment(name, "class name")?),
         _ => {
             return Err(RouteError::new(
                 404,
@@ -421,7 +432,7 @@ pub fn parse_request(
                 body,
                 "POST /v1/pods",
                 "fields container_id, ifname, netns, host_interface, vlan, mtu, mac, ips, \
-                 pod_namespace, pod_name, pod_uid, cgroup_path, bandwidth",
+                 pod_namespace, pod_name, pod_uid, cgroup_path, bandwidth, port_type",
             )?;
             Request::AttachPod(pod)
         }
@@ -457,6 +468,19 @@ pub fn parse_request(
         ("GET", Resource::Neighbors) => {
             query_params(query, &[])?;
             Request::ListNeighbors
+        }
+        ("GET", Resource::Qos) => {
+            query_params(query, &[])?;
+            Request::ListQos
+        }
+        ("PATCH", Resource::QosClass(name)) => {
+            query_params(query, &[])?;
+            let upd: QosClassUpdate = body_json(
+                body,
+                "PATCH /v1/qos/classes/{name}",
+                "fields rate, ceil, priority, weight, pps",
+            )?;
+            Request::SetQosClass(name, upd)
         }
         (_, resource) => {
             let allow = resource.allow();
@@ -498,6 +522,8 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::DelPeer(_), Reply::Done { .. })
             | (Request::ListRoutes, Reply::Routes(_))
             | (Request::ListNeighbors, Reply::Neighbors(_))
+            | (Request::ListQos, Reply::Qos(_))
+            | (Request::SetQosClass(..), Reply::Done { .. })
     )
 }
 
@@ -518,6 +544,7 @@ pub fn reply_name(reply: &Reply) -> &'static str {
         Reply::Peers(_) => "Peers",
         Reply::Routes(_) => "Routes",
         Reply::Neighbors(_) => "Neighbors",
+        Reply::Qos(_) => "Qos",
         Reply::Done { .. } => "Done",
     }
 }
@@ -546,6 +573,7 @@ pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
         Reply::Peers(v) => pretty(v),
         Reply::Routes(v) => pretty(v),
         Reply::Neighbors(v) => pretty(v),
+        Reply::Qos(v) => pretty(v),
         Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
         Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
     };
@@ -580,6 +608,8 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::SetPeer(..) | Request::DelPeer(_) => done(body)?,
         Request::ListRoutes => Reply::Routes(json(body)?),
         Request::ListNeighbors => Reply::Neighbors(json(body)?),
+        Request::ListQos => Reply::Qos(json(body)?),
+        Request::SetQosClass(..) => done(body)?,
         Request::Metrics => Reply::Metrics(
             String::from_utf8(body.to_vec())
                 .map_err(|_| "metrics text is not UTF-8".to_string())?,
@@ -654,6 +684,7 @@ mod tests {
                 pod_uid: None,
                 cgroup_path: None,
                 bandwidth: None,
+                port_type: None,
                 ..pod()
             }),
             Request::DetachPod { container_id: "abc123".into(), ifname: "eth0".into() },
@@ -681,6 +712,15 @@ mod tests {
             ),
             Request::DelPeer("n2".into()),
             Request::DelPeer("node b/c%?#".into()),
+            Request::ListQos,
+            Request::SetQosClass(
+                "pod a/b".into(),
+                QosClassUpdate {
+                    rate: Some("100M".into()),
+                    priority: Some(1),
+                    ..Default::default()
+                },
+            ),
             Request::ListRoutes,
             Request::ListNeighbors,
         ]
@@ -706,6 +746,7 @@ mod tests {
                 egress_rate: None,
                 egress_burst: None,
             }),
+            port_type: Some("tap".into()),
         }
     }
 

@@ -13,8 +13,8 @@ use tokio::sync::oneshot;
 use vswitch_api::{
     ApiError, ApiListener, Backend, Bandwidth, Client, ClientError, DropReasonInfo, ErrorKind,
     FdbEntry, NeighborInfo, NodeInfo, PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats,
-    PortUpdate, Reply, Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult,
-    TraceStep, VlanInfo, WorkerInfo,
+    PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply, Request, Response, RouteInfo,
+    StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 type Script = dyn Fn(&Request) -> Response + Send + Sync;
@@ -190,6 +190,32 @@ fn canned(request: &Request) -> Response {
             mac: "02:00:00:00:00:02".into(),
             port: "uplink".into(),
         }]),
+        Request::ListQos => Reply::Qos(vec![QosPortInfo {
+            port: "uplink".into(),
+            backlog: 3,
+            classes: vec![QosClassInfo {
+                name: "pod-a".into(),
+                parent: Some("node".into()),
+                ports: vec!["pod-a".into()],
+                rate_bps: 150_000_000,
+                ceil_bps: 300_000_000,
+                burst_bytes: 150_000,
+                priority: 0,
+                weight: 1,
+                pps: None,
+                mpu: 0,
+                mode: "shape".into(),
+                queue_limit: 512,
+                sent_bytes: 1000,
+                sent_packets: 1,
+                queued_packets: 3,
+                queued_bytes: 4500,
+                drops: [("queue_full".to_string(), 2)].into(),
+                borrowed_bytes: 0,
+                lent_bytes: 0,
+            }],
+        }]),
+        Request::SetQosClass(name, _) => Reply::Done { message: format!("class {name:?} changed") },
     })
 }
 
@@ -208,6 +234,7 @@ fn pod_attachment(container_id: &str) -> PodAttachment {
         pod_uid: Some("uid-1".into()),
         cgroup_path: None,
         bandwidth: Some(Bandwidth { egress_rate: Some(1_000_000), ..Default::default() }),
+        port_type: None,
     }
 }
 
@@ -268,6 +295,11 @@ fn all_requests() -> Vec<Request> {
         Request::DelPeer("n2".into()),
         Request::ListRoutes,
         Request::ListNeighbors,
+        Request::ListQos,
+        Request::SetQosClass(
+            "pod a".into(),
+            QosClassUpdate { ceil: Some("1G".into()), weight: Some(3), ..Default::default() },
+        ),
     ]
 }
 

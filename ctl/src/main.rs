@@ -30,6 +30,12 @@
 //!   [--vtep-mac MAC]`: add a peer node, or replace the one of that name, live; refused whole
 //!   (exit 1, the message naming the field and value) if it does not fit.
 //! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
+//! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight, and
+//!   counters (sent, queued, dropped by reason, borrowed).
+//! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N]`: change a
+//!   class live (its queue is kept); rates as in the configuration (`300M`, `1G`, `500k`).
+//!   Refused whole (exit 1, the message naming the class and field) if the result does not
+//!   fit, e.g. a ceiling below the guarantee or children's guarantees above the parent's.
 //! - `trace`, `top`, `metrics`: a packet's path stage by stage; live rates; Prometheus text.
 //!
 //! # Exit codes
@@ -52,8 +58,8 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::Serialize;
 use vswitch_api::{
-    Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortUpdate, Reply, Request,
-    StaticMac, TraceRequest, DEFAULT_SOCKET,
+    Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortUpdate, QosClassUpdate,
+    Reply, Request, StaticMac, TraceRequest, DEFAULT_SOCKET,
 };
 
 use text::{format_duration, format_vlan_list, parse_vlan_list, Table};
@@ -104,6 +110,9 @@ enum Command {
     /// Add, replace or remove peer nodes of the pod network, live.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Change QoS classes, live.
+    #[command(subcommand)]
+    Qos(QosCommand),
     /// Print the Prometheus metrics text.
     Metrics,
     /// Live per-port packet and bit rates, refreshed every interval.
@@ -231,6 +240,35 @@ enum Show {
     Routes,
     /// Neighbours resolved by ARP (pods, peers, the underlay gateway), by address.
     Neighbors,
+    /// Shaped ports' QoS classes: settings, and sent, queued, dropped and borrowed counters.
+    Qos,
+}
+
+#[derive(Debug, Subcommand)]
+enum QosCommand {
+    /// Change a class's guarantee, ceiling, priority, weight or pps limit, live; refused
+    /// whole if the result does not fit.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)
+        .args(["rate", "ceil", "priority", "weight", "pps"])))]
+    Set {
+        /// The class's name.
+        class: String,
+        /// Guaranteed rate, bits/s (300M, 1G, 500k, or digits).
+        #[arg(long, value_name = "RATE")]
+        rate: Option<String>,
+        /// Ceiling, bits/s.
+        #[arg(long, value_name = "RATE")]
+        ceil: Option<String>,
+        /// Borrowing priority, 0 (first) to 7.
+        #[arg(long, value_name = "P")]
+        priority: Option<u8>,
+        /// Share of spare capacity among borrowers of the same priority.
+        #[arg(long, value_name = "W")]
+        weight: Option<u32>,
+        /// Packets-per-second limit.
+        #[arg(long, value_name = "N")]
+        pps: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -396,6 +434,10 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Show(Show::Peers) => Request::ListPeers,
         Command::Show(Show::Routes) => Request::ListRoutes,
         Command::Show(Show::Neighbors) => Request::ListNeighbors,
+        Command::Show(Show::Qos) => Request::ListQos,
+        Command::Qos(QosCommand::Set { class, rate, ceil, priority, weight, pps }) => {
+            Request::SetQosClass(class, QosClassUpdate { rate, ceil, priority, weight, pps })
+        }
         Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
             Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
         }
@@ -539,8 +581,69 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
             }
             t.render()
         }
+        Reply::Qos(ports) => qos_text(ports),
         other @ Reply::DropReasons(_) => return Err(unexpected(&other)),
     })
+}
+
+/// Bits per second as `300M`, `1.5G`, `500k`.
+fn rate_text(bps: u64) -> String {
+    for (unit, div) in [("G", 1e9), ("M", 1e6), ("k", 1e3)] {
+        if bps as f64 >= div {
+            let v = bps as f64 / div;
+            return if v.fract() == 0.0 { format!("{v}{unit}") } else { format!("{v:.2}{unit}") };
+        }
+    }
+    bps.to_string()
+}
+
+/// `show qos`: one table per shaped port.
+fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
+    if ports.is_empty() {
+        return "no shaped ports (no [[port]] has a qos_root)\n".into();
+    }
+    let mut out = String::new();
+    for p in ports {
+        let _ = writeln!(out, "port {} (backlog {} packets)", p.port, p.backlog);
+        let mut t = Table::new(&[
+            "CLASS",
+            "PARENT",
+            "PORTS",
+            "RATE",
+            "CEIL",
+            "PRIO",
+            "WEIGHT",
+            "MODE",
+            "SENT-BYTES",
+            "SENT-PKTS",
+            "QUEUED",
+            "DROPS",
+            "BORROWED",
+        ]);
+        for c in p.classes {
+            let drops: Vec<String> = c.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            t.row(vec![
+                c.name,
+                c.parent.unwrap_or_else(|| "-".into()),
+                if c.ports.is_empty() { "-".into() } else { c.ports.join(",") },
+                rate_text(c.rate_bps),
+                rate_text(c.ceil_bps),
+                c.priority.to_string(),
+                c.weight.to_string(),
+                match c.pps {
+                    Some(pps) => format!("{} pps<={pps}", c.mode),
+                    None => c.mode,
+                },
+                c.sent_bytes.to_string(),
+                c.sent_packets.to_string(),
+                c.queued_packets.to_string(),
+                if drops.is_empty() { "0".into() } else { drops.join(",") },
+                c.borrowed_bytes.to_string(),
+            ]);
+        }
+        out += &t.render();
+    }
+    out
 }
 
 /// `show node`: one field per line, as `show port` does.

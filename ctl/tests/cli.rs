@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use vswitch_api::{
     ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo,
-    PeerSpec, PortInfo, PortStats, PortUpdate, Reply, Request, Response, RouteInfo, StaticMac,
-    Status, TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
+    PeerSpec, PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply,
+    Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep,
+    VlanInfo, WorkerInfo,
 };
 
 struct Fake {
@@ -127,6 +128,7 @@ fn answer(request: &Request) -> Response {
             pod_uid: None,
             cgroup_path: None,
             bandwidth: None,
+            port_type: None,
         }]),
         Request::AttachPod(_) | Request::DetachPod { .. } => {
             return Err(ApiError::invalid("not used by vswitchctl"))
@@ -183,6 +185,56 @@ fn answer(request: &Request) -> Response {
             return Err(ApiError::not_found(format!("no peer {name:?}")))
         }
         Request::DelPeer(name) => Reply::Done { message: format!("peer {name:?} removed") },
+        Request::ListQos => Reply::Qos(vec![QosPortInfo {
+            port: "uplink".into(),
+            backlog: 3,
+            classes: vec![
+                QosClassInfo {
+                    name: "node".into(),
+                    parent: None,
+                    ports: vec![],
+                    rate_bps: 300_000_000,
+                    ceil_bps: 300_000_000,
+                    burst_bytes: 150_000,
+                    priority: 0,
+                    weight: 1,
+                    pps: None,
+                    mpu: 0,
+                    mode: "shape".into(),
+                    queue_limit: 512,
+                    sent_bytes: 3000,
+                    sent_packets: 3,
+                    queued_packets: 0,
+                    queued_bytes: 0,
+                    drops: BTreeMap::new(),
+                    borrowed_bytes: 0,
+                    lent_bytes: 0,
+                },
+                QosClassInfo {
+                    name: "pod-a".into(),
+                    parent: Some("node".into()),
+                    ports: vec!["pod-a".into()],
+                    rate_bps: 150_000_000,
+                    ceil_bps: 1_500_000_000,
+                    priority: 1,
+                    weight: 2,
+                    pps: Some(1000),
+                    mode: "police".into(),
+                    queued_packets: 3,
+                    drops: [("policed".to_string(), 7)].into(),
+                    borrowed_bytes: 1000,
+                    ..Default::default()
+                },
+            ],
+        }]),
+        Request::SetQosClass(name, upd) if upd.ceil.as_deref() == Some("1M") => {
+            return Err(ApiError::invalid(format!(
+                "qos_class[1] ({name:?}).ceil: 1000000 is below the rate 150000000 (the guarantee)"
+            )))
+        }
+        Request::SetQosClass(name, _) => {
+            Reply::Done { message: format!("QoS class {name:?} changed") }
+        }
         Request::Trace(t) if t.in_port != "pod-a" => {
             return Err(ApiError::not_found(format!("unknown port {:?}", t.in_port)))
         }
@@ -641,6 +693,52 @@ fn routing_tables_and_peer_commands() {
             ),
             Request::DelPeer("n2".into()),
             Request::DelPeer("n9".into()),
+        ]
+    );
+}
+
+#[test]
+fn qos_table_and_live_class_changes() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&["show", "qos"]));
+    assert!(
+        out.starts_with("port uplink (backlog 3 packets)\nCLASS  PARENT  PORTS  RATE  CEIL"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pod-a  node    pod-a  150M  1.50G  1     2       police pps<=1000"),
+        "{out}"
+    );
+    assert!(out.contains("policed=7"), "{out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&d.ctl(&["--json", "show", "qos"]))).unwrap();
+    assert_eq!(v[0]["classes"][1]["drops"]["policed"], 7);
+    assert_eq!(
+        ok(&d.ctl(&["qos", "set", "pod-a", "--rate", "100M", "--priority", "2"])),
+        "QoS class \"pod-a\" changed\n"
+    );
+    let o = d.ctl(&["qos", "set", "pod-a", "--ceil", "1M"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("(\"pod-a\").ceil: 1000000 is below"), "{}", stderr(&o));
+    // Nothing to change is a usage error.
+    assert_eq!(d.ctl(&["qos", "set", "pod-a"]).status.code(), Some(2));
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::ListQos,
+            Request::ListQos,
+            Request::SetQosClass(
+                "pod-a".into(),
+                QosClassUpdate {
+                    rate: Some("100M".into()),
+                    priority: Some(2),
+                    ..Default::default()
+                }
+            ),
+            Request::SetQosClass(
+                "pod-a".into(),
+                QosClassUpdate { ceil: Some("1M".into()), ..Default::default() }
+            ),
         ]
     );
 }

@@ -27,11 +27,14 @@
 //! - [`wire`]: zero-copy packet views and checksums (no unsafe, no allocation).
 //! - [`packet`]: the buffer pool (the AF_XDP UMEM), linear packet handles, batches, metadata.
 //! - [`tables`]: the FDB (one writer, lock-free readers) and the per-worker flow cache.
-//! - [`port`]: the port trait and the port types.
-//! - [`pipeline`]: the snapshot the workers read, and the stages, one file each.
-//! - [`pmd`]: the poll-mode worker loop and the FDB learner.
 //! - [`qos`]: token buckets, the hierarchical (HTB-style) egress scheduler, policers and the
-//!   DDoS guard (a tested library; not yet wired into the output stage).
+//!   DDoS guard: a library that knows nothing of packets (time and items are arguments).
+//! - [`port`]: the port trait and the port types.
+//! - [`pipeline`]: the snapshot the workers read, and the stages, one file each. A port whose
+//!   egress is shaped sends through its scheduler (`pipeline::nodes::qos`), and a guarded
+//!   port's ingress passes the DDoS guard after parse.
+//! - [`pmd`]: the poll-mode worker loop (it owns its ports' schedulers and releases what they
+//!   allow every iteration) and the FDB learner.
 //!
 //! `unsafe` is denied crate-wide; only the modules that own ring or UMEM memory or make the
 //! syscalls behind them opt out, and every unsafe block there says why it holds.

@@ -14,11 +14,13 @@
 //! assert_eq!(rig.recv(1), vec![frame]);
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use crate::packet::{Pool, PoolConfig};
+use crate::pipeline::snapshot::QosPlan;
 use crate::pipeline::{PortEntry, Snapshot, VlanMode};
 use crate::pmd::{learn_ring, Learner, Worker, WorkerConfig};
 use crate::port::ring::{self, RingPeer};
@@ -41,6 +43,10 @@ pub struct Rig<const N: usize> {
     entries: Vec<PortEntry>,
     /// The routing state published with every snapshot, if the rig routes.
     l3: Option<Arc<L3Table>>,
+    /// The QoS plans published with every snapshot, by egress port.
+    qos: BTreeMap<PortId, Arc<QosPlan>>,
+    /// The DDoS guard's limits and the ports behind it.
+    guard: Option<(crate::qos::GuardConfig, Vec<PortId>)>,
     /// The neighbour table the worker reads, its writer, and the worker's gleaning ring.
     pub neigh: Arc<ArcSwap<Neighbors>>,
     pub neigh_table: NeighTable,
@@ -98,6 +104,8 @@ impl<const N: usize> Rig<N> {
             fdb,
             entries,
             l3: None,
+            qos: BTreeMap::new(),
+            guard: None,
             neigh,
             neigh_table: NeighTable::default(),
             neigh_rx,
@@ -119,7 +127,32 @@ impl<const N: usize> Rig<N> {
         )
         .expect("valid reconfiguration");
         snap.set_l3(self.l3.clone());
+        for (&id, plan) in &self.qos {
+            snap.set_qos(id, Some(plan.clone()));
+        }
+        if let Some((cfg, ports)) = &self.guard {
+            snap.set_guard(Some(cfg.clone()));
+            for &id in ports {
+                snap.set_guarded(id, true);
+            }
+        }
         self.snapshot.store(Arc::new(snap));
+    }
+
+    /// Puts the ingress of `ports` behind a DDoS guard with limits `cfg` (`None`: no guard).
+    pub fn set_guard(&mut self, guard: Option<(crate::qos::GuardConfig, Vec<PortId>)>) {
+        self.guard = guard;
+        self.republish();
+    }
+
+    /// Shapes port `port`'s egress with `plan` (`None`: unshaped), published as a new
+    /// snapshot; the worker applies it on its next step (queues kept).
+    pub fn set_qos(&mut self, port: PortId, plan: Option<QosPlan>) {
+        match plan {
+            Some(p) => self.qos.insert(port, Arc::new(p)),
+            None => self.qos.remove(&port),
+        };
+        self.republish();
     }
 
     /// Applies the neighbours the worker gleaned (what the daemon's control loop does).

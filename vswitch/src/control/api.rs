@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use vswitch_api::{
     ApiError, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
-    PortInfo, PortStats as ApiPortStats, PortUpdate, Reply, Request, Response, RouteInfo,
-    StaticMac, Status, VlanInfo, WorkerInfo,
+    PortInfo, PortStats as ApiPortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo,
+    Reply, Request, Response, RouteInfo, StaticMac, Status, VlanInfo, WorkerInfo,
 };
 
 use super::config::{ApiSection, Config, IdlePolicy, PeerSection, VlanModeName};
@@ -249,7 +249,123 @@ impl<const N: usize> Daemon<N> {
                     })
                     .collect(),
             )),
+            Request::ListQos => Ok(Reply::Qos(self.qos_info())),
+            Request::SetQosClass(name, upd) => self.set_qos_api(&name, upd),
         }
+    }
+
+    /// `GET /v1/qos`: every shaped port's classes, settings and counters, as the workers last
+    /// published them (at most 100 ms old).
+    fn qos_info(&self) -> Vec<QosPortInfo> {
+        self.qos_reports()
+            .into_iter()
+            .map(|r| {
+                let snap = self.snapshot();
+                let plan = snap.qos(r.port);
+                let by_id: BTreeMap<_, _> =
+                    r.classes.iter().map(|c| (c.id, c.name.clone())).collect();
+                QosPortInfo {
+                    port: self.port_name(r.port),
+                    backlog: r.backlog,
+                    classes: r
+                        .classes
+                        .iter()
+                        .map(|c| {
+                            let st = &c.stats;
+                            let mut drops = BTreeMap::new();
+                            for (k, v) in [
+                                ("queue_full", st.dropped_queue_full),
+                                ("policed", st.dropped_policed),
+                                ("pps_limit", st.dropped_pps),
+                            ] {
+                                if v > 0 {
+                                    drops.insert(k.to_string(), v);
+                                }
+                            }
+                            QosClassInfo {
+                                name: c.name.clone(),
+                                parent: c.config.parent.map(|p| {
+                                    by_id.get(&p).cloned().unwrap_or_else(|| p.to_string())
+                                }),
+                                ports: plan
+                                    .map(|pl| {
+                                        pl.leaves()
+                                            .filter(|(_, l)| *l == c.id)
+                                            .map(|(p, _)| self.port_name(p))
+                                            .collect()
+                                    })
+                                    .unwrap_or_default(),
+                                rate_bps: c.config.rate_bps,
+                                ceil_bps: c.config.ceil_bps,
+                                burst_bytes: c.config.burst_bytes,
+                                priority: c.config.prio,
+                                weight: c.config.weight,
+                                pps: c.config.pps,
+                                mpu: c.config.mpu,
+                                mode: match c.config.mode {
+                                    crate::qos::Mode::Shape => "shape".into(),
+                                    crate::qos::Mode::Police => "police".into(),
+                                },
+                                queue_limit: c.config.queue_limit,
+                                sent_bytes: st.sent_bytes,
+                                sent_packets: st.sent_packets,
+                                queued_packets: st.queued_packets,
+                                queued_bytes: st.queued_bytes,
+                                drops,
+                                borrowed_bytes: st.borrowed_bytes,
+                                lent_bytes: st.lent_bytes,
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// `PATCH /v1/qos/classes/{name}`: changes the class in a copy of the configuration,
+    /// validates the whole of it and applies it live, or refuses it whole (the message names
+    /// the class and field, e.g. `qos_class[2] ("pod-b").ceil: ...`).
+    fn set_qos_api(&mut self, name: &str, upd: QosClassUpdate) -> Response {
+        use super::qos::RateSpec;
+        if !self.config().qos_classes.iter().any(|c| c.name == name) {
+            return Err(ApiError::not_found(format!("no QoS class {name:?}")));
+        }
+        if upd == QosClassUpdate::default() {
+            return Err(ApiError::invalid(
+                "nothing to change: give rate, ceil, priority, weight or pps",
+            ));
+        }
+        let mut what = Vec::new();
+        for (k, v) in [("rate", &upd.rate), ("ceil", &upd.ceil), ("pps", &upd.pps)] {
+            if let Some(v) = v {
+                what.push(format!("{k} {v}"));
+            }
+        }
+        if let Some(p) = upd.priority {
+            what.push(format!("priority {p}"));
+        }
+        if let Some(w) = upd.weight {
+            what.push(format!("weight {w}"));
+        }
+        self.set_qos_class(name, |c| {
+            if let Some(r) = upd.rate {
+                c.rate = RateSpec::Text(r);
+            }
+            if let Some(r) = upd.ceil {
+                c.ceil = Some(RateSpec::Text(r));
+            }
+            if let Some(p) = upd.priority {
+                c.priority = p;
+            }
+            if let Some(w) = upd.weight {
+                c.weight = w;
+            }
+            if let Some(p) = upd.pps {
+                c.pps = Some(RateSpec::Text(p));
+            }
+        })
+        .map_err(ApiError::invalid)?;
+        Ok(Reply::Done { message: format!("QoS class {name:?}: {}", what.join(", ")) })
     }
 
     /// `GET /v1/node`: the routing identity as compiled into the snapshot the workers use
@@ -651,7 +767,76 @@ impl<const N: usize> Daemon<N> {
         );
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"hit\"}} {hits}");
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"miss\"}} {misses}");
+        self.qos_metrics(&mut out);
         out
+    }
+
+    /// The QoS families, one series per shaped port and class.
+    fn qos_metrics(&self, out: &mut String) {
+        type Get = fn(&crate::qos::ClassStats) -> u64;
+        let reports = self.qos_reports();
+        let rows: [(&str, &str, &str, Get); 5] = [
+            (
+                "vswitch_qos_sent_bytes_total",
+                "Bytes sent by (or through) a QoS class.",
+                "counter",
+                |s| s.sent_bytes,
+            ),
+            (
+                "vswitch_qos_sent_packets_total",
+                "Packets sent by (or through) a QoS class.",
+                "counter",
+                |s| s.sent_packets,
+            ),
+            (
+                "vswitch_qos_borrowed_bytes_total",
+                "Bytes a QoS class sent above its guarantee.",
+                "counter",
+                |s| s.borrowed_bytes,
+            ),
+            ("vswitch_qos_backlog_packets", "Packets queued in a QoS class.", "gauge", |s| {
+                s.queued_packets
+            }),
+            ("vswitch_qos_backlog_bytes", "Bytes queued in a QoS class.", "gauge", |s| {
+                s.queued_bytes
+            }),
+        ];
+        for (name, help, kind, get) in rows {
+            family(out, name, help, kind);
+            for r in &reports {
+                let port = escape(&self.port_name(r.port));
+                for c in &r.classes {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{port=\"{port}\",class=\"{}\"}} {}",
+                        escape(&c.name),
+                        get(&c.stats)
+                    );
+                }
+            }
+        }
+        family(
+            out,
+            "vswitch_qos_drops_total",
+            "Packets a QoS class dropped, by reason.",
+            "counter",
+        );
+        for r in &reports {
+            let port = escape(&self.port_name(r.port));
+            for c in &r.classes {
+                for (reason, v) in [
+                    ("queue_full", c.stats.dropped_queue_full),
+                    ("policed", c.stats.dropped_policed),
+                    ("pps_limit", c.stats.dropped_pps),
+                ] {
+                    let _ = writeln!(
+                        out,
+                        "vswitch_qos_drops_total{{port=\"{port}\",class=\"{}\",reason=\"{reason}\"}} {v}",
+                        escape(&c.name)
+                    );
+                }
+            }
+        }
     }
 
     /// The routing families: what each worker's L3 stage did and what the switch answered or

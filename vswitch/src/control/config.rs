@@ -4,7 +4,8 @@
 //! Unknown keys are refused (a typo must not silently fall back to a default), and validation
 //! collects every problem it finds, each naming the field and the value, e.g.
 //! `port[2] ("pod-c").vlan: 4095 is out of range 1..=4094`. See `config/vswitchd.toml` for an
-//! annotated example.
+//! annotated example. QoS (`[[qos_class]]`, the ports' `qos_class` and `qos_root`,
+//! `[ddos_guard]`) is checked and compiled in [`super::qos`].
 
 use std::collections::HashSet;
 use std::fmt;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use std::net::Ipv4Addr;
 
+use super::qos::{DdosGuardSection, QosClassSection};
 use crate::packet::PoolConfig;
 use crate::pipeline::{PortEntry, Snapshot, VlanMode, VlanSet};
 use crate::tables::l3::{choose_mode, default_mac, L3Table, ModeSetting, PeerSpec};
@@ -43,6 +45,12 @@ pub struct Config {
     pub node: Option<NodeSection>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
+    /// QoS classes (see [`super::qos`]).
+    #[serde(default, rename = "qos_class", skip_serializing_if = "Vec::is_empty")]
+    pub qos_classes: Vec<QosClassSection>,
+    /// The uplink's DDoS guard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddos_guard: Option<DdosGuardSection>,
 }
 
 /// `[node]`: this node in the multi-node pod network.
@@ -388,6 +396,22 @@ pub struct PortSection {
     /// ports keeps kernel-speed TCP this way).
     #[serde(default)]
     pub vnet_hdr: Option<bool>,
+    /// A tap port: the device outlives vswitchd, so a pod keeps its interface, addresses and
+    /// routes while vswitchd restarts (it attaches to the device again); it is deleted when the
+    /// port is removed. Pods attached by the CNI plugin get this.
+    #[serde(default)]
+    pub persist: bool,
+    /// The QoS class of the traffic *from* this port (a leaf `[[qos_class]]`): a pod's ports
+    /// name the pod's class; every shaped egress port whose tree holds it schedules it there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<String>,
+    /// Shape this port's egress with the tree under this root `[[qos_class]]` (e.g. the
+    /// uplink's capacity; on a pod's port: the traffic entering the pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos_root: Option<String>,
+    /// Put this port's ingress behind the `[ddos_guard]` (the `[node]` uplink always is).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ddos_guard: bool,
 }
 
 fn default_kind() -> PortKind {
@@ -437,6 +461,10 @@ impl PortSection {
         PortEntry { name: self.name.clone(), up: self.up, mode: self.vlan_mode(), mtu: self.mtu }
     }
 }
+
+/// The DDoS guard's hash seed in [`Config::snapshot`] (tests, start-up); the daemon publishes
+/// its snapshots with a seed picked at random when it starts.
+pub const GUARD_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// One problem in a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -716,11 +744,18 @@ impl Config {
             if port.kind == PortKind::Afpacket && port.queues != 1 {
                 err(at("queues"), "an afpacket port has one queue".into());
             }
+            if port.kind != PortKind::Tap && port.persist {
+                err(
+                    at("persist"),
+                    "only a tap port can persist (the switch creates its device)".into(),
+                );
+            }
             if port.kind != PortKind::Afpacket && port.vnet_hdr.is_some() {
                 err(at("vnet_hdr"), "only an afpacket port has vnet_hdr (tap ports always carry offloads; afxdp cannot)".into());
             }
         }
         self.validate_node(&mut err);
+        super::qos::validate(self, &mut err);
         errs
     }
 
@@ -889,7 +924,34 @@ impl Config {
             .l3_table(|name| self.ports.iter().position(|p| p.name == name).map(|i| i as PortId))
             .expect("a validated configuration compiles");
         s.set_l3(l3.map(std::sync::Arc::new));
+        let port_id =
+            |name: &str| self.ports.iter().position(|p| p.name == name).map(|i| i as PortId);
+        let class_id = |name: &str| {
+            let i = self.qos_classes.iter().position(|c| c.name == name).unwrap_or(0);
+            crate::qos::ClassId(i as u32 + 1)
+        };
+        for (id, plan) in super::qos::qos_plans(self, port_id, class_id) {
+            s.set_qos(id, Some(std::sync::Arc::new(plan)));
+        }
+        for id in self.guarded_ports(port_id) {
+            s.set_guarded(id, true);
+        }
+        s.set_guard(self.ddos_guard.as_ref().map(|g| g.guard_config(GUARD_SEED)));
         s
+    }
+
+    /// The ports whose ingress goes through the DDoS guard: with a `[ddos_guard]`, the
+    /// `[node]` uplink and the ports with `ddos_guard = true`.
+    pub fn guarded_ports(&self, port_id: impl Fn(&str) -> Option<PortId>) -> Vec<PortId> {
+        if self.ddos_guard.is_none() {
+            return Vec::new();
+        }
+        let uplink = self.node.as_ref().map(|n| n.uplink.as_str());
+        self.ports
+            .iter()
+            .filter(|p| p.ddos_guard || Some(p.name.as_str()) == uplink)
+            .filter_map(|p| port_id(&p.name))
+            .collect()
     }
 }
 

@@ -15,10 +15,11 @@
 //! detaches them when their descriptors close, even if the process is killed).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use super::api::ApiCall;
 use super::config::{Config, IdlePolicy, PortKind, PortSection, WorkerSection, XdpMode};
 use crate::packet::umem::FrameReader;
 use crate::packet::Pool;
+use crate::pipeline::nodes::qos::QosPortReport;
 use crate::pipeline::Snapshot;
 use crate::pmd::{learn_ring, monotonic_ns, Learner, Worker, WorkerConfig};
 use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, Umem, UmemConfig, XdpModePreference};
@@ -135,7 +137,9 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
 
 /// Pool frames worker `wi`'s ports keep on kernel rings, plus the margin for packets in flight.
 pub fn worker_frames_needed(cfg: &Config, wi: usize) -> usize {
-    cfg.ports.iter().filter(|p| p.worker == wi).map(frames_needed).sum::<usize>() + POOL_MARGIN
+    cfg.ports.iter().filter(|p| p.worker == wi).map(frames_needed).sum::<usize>()
+        + super::qos::queued_frames(cfg, wi)
+        + POOL_MARGIN
 }
 
 fn frames_needed(p: &PortSection) -> usize {
@@ -209,7 +213,7 @@ fn open_port<const N: usize>(
             crate::port::tap::TapPort::create(
                 Some(ns),
                 ifname,
-                crate::port::tap::TapConfig::default(),
+                crate::port::tap::TapConfig { persist: p.persist, ..Default::default() },
             )
             .map(|port| Box::new(port) as Box<dyn Port<N>>)
             .map_err(|e| format!("port {:?}: {e}", p.name))
@@ -237,6 +241,8 @@ struct WorkerHandle<const N: usize> {
     /// The worker's pool memory and UMEM headroom, for opening ports added later.
     area: (FrameReader, u32),
     pool_frames: usize,
+    /// The worker's QoS counters, refreshed by it every 100 ms.
+    qos_report: Arc<Mutex<Vec<QosPortReport>>>,
 }
 
 /// A port as the control loop sees it.
@@ -272,6 +278,14 @@ pub struct Daemon<const N: usize> {
     neigh_table: NeighTable,
     neigh_rings: Vec<Consumer<NeighEvent>>,
     next_neigh_expiry: u64,
+    /// Persistent TAP devices (namespace, name, queues) of removed ports, deleted once their
+    /// worker has let go of them.
+    tap_cleanup: HashMap<PortId, (String, String, usize)>,
+    /// The id of every QoS class name seen, kept for the daemon's lifetime so a class keeps
+    /// its queue and counters across reloads and edits.
+    qos_ids: HashMap<String, u32>,
+    /// The DDoS guard's hash seed, picked at start so its table sets cannot be aimed at.
+    guard_seed: u64,
 }
 
 impl<const N: usize> Daemon<N> {
@@ -306,6 +320,9 @@ impl<const N: usize> Daemon<N> {
             neigh_table: NeighTable::default(),
             neigh_rings: Vec::new(),
             next_neigh_expiry: 0,
+            tap_cleanup: HashMap::new(),
+            qos_ids: HashMap::new(),
+            guard_seed: std::collections::hash_map::RandomState::new().hash_one(monotonic_ns()),
             cfg,
         };
         let (api, requests) =
@@ -385,6 +402,7 @@ impl<const N: usize> Daemon<N> {
     ) -> Result<(), DaemonError> {
         let pool_frames = worker.pool().frames();
         let counters = worker.counters().clone();
+        let qos_report = worker.qos_report().clone();
         // Room for a burst of pod attachments while the worker is busy flooding.
         let (commands, cmd_rx) = RingBuffer::new(1024);
         let (ev_tx, events) = RingBuffer::new(1024);
@@ -402,6 +420,7 @@ impl<const N: usize> Daemon<N> {
             counters,
             area,
             pool_frames,
+            qos_report,
         });
         Ok(())
     }
@@ -493,6 +512,23 @@ impl<const N: usize> Daemon<N> {
         }
     }
 
+    /// Deletes the persistent TAP device of removed port `id`, unless a port in use now has it
+    /// (the same pod's port re-added).
+    fn destroy_tap(&mut self, id: PortId) {
+        let Some((ns, ifname, queues)) = self.tap_cleanup.remove(&id) else { return };
+        let in_use = self.ports.iter().flatten().any(|p| {
+            p.section.pod_netns.as_deref() == Some(ns.as_str())
+                && p.section.pod_interface.as_deref() == Some(ifname.as_str())
+        });
+        if in_use {
+            return;
+        }
+        match crate::port::tap::destroy(Some(&ns), &ifname, queues) {
+            Ok(()) => info!(netns = %ns, ifname = %ifname, "tap device deleted"),
+            Err(e) => warn!("deleting the tap device of a removed port: {e}"),
+        }
+    }
+
     /// Applies the neighbours the workers gleaned, forgets stale ones once a second, and
     /// publishes a new table when anything changed.
     fn learn_neighbors(&mut self, now: u64) {
@@ -524,6 +560,7 @@ impl<const N: usize> Daemon<N> {
                     }
                     Event::Removed(id) => {
                         self.draining.retain(|&d| d != id);
+                        self.destroy_tap(id);
                         let purged = self.learner.writer().purge_port(id);
                         self.neigh_table.purge_port(id);
                         info!(port_id = id, fdb_entries_removed = purged, "port removed");
@@ -558,6 +595,18 @@ impl<const N: usize> Daemon<N> {
                     Ok(t) => s.set_l3(t.map(Arc::new)),
                     Err(e) => error!("routing state not compiled, routing off: {e}"),
                 }
+                let ids = &mut self.qos_ids;
+                let class_id = |name: &str| {
+                    let next = ids.len() as u32 + 1;
+                    crate::qos::ClassId(*ids.entry(name.to_string()).or_insert(next))
+                };
+                for (id, plan) in super::qos::qos_plans(&self.cfg, id_of, class_id) {
+                    s.set_qos(id, Some(Arc::new(plan)));
+                }
+                for id in self.cfg.guarded_ports(id_of) {
+                    s.set_guarded(id, true);
+                }
+                s.set_guard(self.cfg.ddos_guard.as_ref().map(|g| g.guard_config(self.guard_seed)));
                 self.snapshot.store(Arc::new(s))
             }
             // Sections were validated; this would be a bug worth a loud log, not a crash.
@@ -628,6 +677,12 @@ impl<const N: usize> Daemon<N> {
         // Remove: out of the snapshot first, then out of the worker.
         for id in &to_remove {
             let p = self.ports[*id as usize].take().expect("known port");
+            if let (true, Some(ns), Some(ifname)) =
+                (p.section.persist, &p.section.pod_netns, &p.section.pod_interface)
+            {
+                self.tap_cleanup
+                    .insert(*id, (ns.clone(), ifname.clone(), p.section.queues as usize));
+            }
             self.draining.push(*id);
             let w = &mut self.workers[p.section.worker];
             if w.commands.push(Command::Remove(*id)).is_err() {
@@ -812,6 +867,33 @@ impl<const N: usize> Daemon<N> {
     pub fn pool_frames(&self) -> Vec<usize> {
         self.workers.iter().map(|w| w.pool_frames).collect()
     }
+
+    /// Every shaped port's classes and counters, as their workers last published them.
+    pub fn qos_reports(&self) -> Vec<QosPortReport> {
+        let mut out = Vec::new();
+        for w in &self.workers {
+            if let Ok(r) = w.qos_report.lock() {
+                out.extend(r.iter().cloned());
+            }
+        }
+        out.sort_by_key(|r| r.port);
+        out
+    }
+
+    /// Changes QoS class `name` with `f`, validated with the whole configuration and applied
+    /// live (queues kept), or refused whole with the field at fault.
+    pub fn set_qos_class(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut super::qos::QosClassSection),
+    ) -> Result<(), String> {
+        let mut cfg = self.cfg.clone();
+        let Some(c) = cfg.qos_classes.iter_mut().find(|c| c.name == name) else {
+            return Err(format!("no QoS class {name:?}"));
+        };
+        f(c);
+        self.apply_checked(cfg)
+    }
 }
 
 impl<const N: usize> Drop for Daemon<N> {
@@ -858,7 +940,8 @@ fn worker_main<const N: usize>(
                 }
             }
         }
-        if n > 0 {
+        // A scheduler that released a full batch may release more at once: no sleep.
+        if n > 0 || w.qos_busy() {
             idle_since = None;
             continue;
         }
@@ -875,7 +958,12 @@ fn worker_main<const N: usize>(
                 // timeout: a packet that wakes the worker is switched first.
                 let mut timed_out = false;
                 // Packets waiting for ARP: wake up soon to release or expire them.
-                let timeout_ms = if w.l3_waiting() { 1 } else { 10 };
+                let mut timeout_ms = if w.l3_waiting() { 1 } else { 10 };
+                // A throttled QoS class: wake up when it may send again (1 to 10 ms).
+                if let Some(t) = w.qos_wake() {
+                    let ms = t.saturating_sub(now).div_ceil(1_000_000).clamp(1, 10);
+                    timeout_ms = timeout_ms.min(ms as i32);
+                }
                 if w.prepare_sleep() {
                     fds.clear();
                     w.poll_fds(&mut fds);

@@ -72,10 +72,11 @@ impl<const N: usize> Daemon<N> {
         let worker = (0..cfg.workers.len())
             .min_by_key(|w| cfg.ports.iter().filter(|p| p.worker == *w).count())
             .unwrap_or(0);
+        let tap = is_tap(a);
         PortSection {
             name: port_name(&a.container_id, &a.ifname),
-            interface: Some(a.host_interface.clone()),
-            kind: PortKind::Afxdp,
+            interface: (!tap).then(|| a.host_interface.clone()),
+            kind: if tap { PortKind::Tap } else { PortKind::Afxdp },
             xdp_mode: XdpMode::Auto,
             queues: 1,
             ring_size: cfg.switch.pod_ring_size,
@@ -89,6 +90,10 @@ impl<const N: usize> Daemon<N> {
             pod_netns: Some(a.netns.clone()),
             pod_interface: Some(a.ifname.clone()),
             vnet_hdr: None,
+            persist: tap,
+            qos_class: None,
+            qos_root: None,
+            ddos_guard: false,
         }
     }
 
@@ -112,7 +117,21 @@ impl<const N: usize> Daemon<N> {
                 a.container_id, a.ifname, old.host_interface
             )));
         }
-        if let Err(e) = netdev::ifindex(&a.host_interface) {
+        match a.port_type.as_deref() {
+            None | Some("afxdp") | Some("tap") => {}
+            Some(t) => {
+                return Err(ApiError::invalid(format!(
+                    "port_type: {t:?} is not \"afxdp\" or \"tap\""
+                )))
+            }
+        }
+        if is_tap(&a) {
+            if !a.host_interface.is_empty() {
+                return Err(ApiError::invalid(
+                    "host_interface: a tap pod has none (the switch creates the pod's interface)",
+                ));
+            }
+        } else if let Err(e) = netdev::ifindex(&a.host_interface) {
             return Err(ApiError::invalid(format!(
                 "host_interface: {:?} does not exist: {e}",
                 a.host_interface
@@ -124,10 +143,9 @@ impl<const N: usize> Daemon<N> {
         let mut cfg: Config = self.config().clone();
         let section = self.section_for(&a);
         let name = section.name.clone();
-        let (need, have) = (
-            super::daemon::worker_frames_needed(&cfg, section.worker) + section.ring_size as usize,
-            cfg.pool.frames,
-        );
+        let own = if section.kind == PortKind::Afxdp { section.ring_size as usize } else { 0 };
+        let (need, have) =
+            (super::daemon::worker_frames_needed(&cfg, section.worker) + own, cfg.pool.frames);
         if need > have {
             return Err(ApiError::unavailable(format!(
                 "worker {}'s pool of {have} frames cannot feed another port ({need} needed): raise pool.frames or lower switch.pod_ring_size",
@@ -196,4 +214,9 @@ impl<const N: usize> Daemon<N> {
         }
         self.persist_pods();
     }
+}
+
+/// Whether the pod's interface is a TAP the switch creates (`port_type = "tap"`).
+fn is_tap(a: &PodAttachment) -> bool {
+    a.port_type.as_deref() == Some("tap")
 }

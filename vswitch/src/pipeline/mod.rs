@@ -48,6 +48,8 @@ pub struct Ctx<'a, const N: usize> {
     pub outboxes: &'a mut [Option<crate::pmd::handoff::Outbox>],
     /// Next hops' MACs (the L3 stages), loaded once per iteration like the snapshot.
     pub neigh: &'a Neighbors,
+    /// The DDoS guard of the port the batch came in on, if it has one.
+    pub guard: Option<&'a mut crate::qos::DdosGuard>,
 }
 
 impl Pipeline {
@@ -65,6 +67,9 @@ impl Pipeline {
     /// for transmission, transmitted, or dropped and counted).
     pub fn process<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut Ctx<'_, N>) {
         nodes::parse::run(batch, cx.pool);
+        if let Some(g) = cx.guard.as_deref_mut() {
+            nodes::qos::guard(batch, cx.pool, g, cx.now);
+        }
         nodes::vlan::run(batch, cx.snap);
         let routes = cx.snap.l3().is_some();
         let l3cx = L3Ctx { snap: cx.snap, neigh: cx.neigh, now: cx.now, counters: cx.counters };
@@ -97,6 +102,7 @@ impl Pipeline {
     /// Sends what the L3 stage generated or released.
     fn send_generated<const N: usize>(&mut self, cx: &mut Ctx<'_, N>) {
         let mut ocx = OutputCtx {
+            now: cx.now,
             pool: cx.pool,
             snap: cx.snap,
             ports: cx.ports,
@@ -119,6 +125,7 @@ impl Pipeline {
     /// by another worker).
     pub fn dispatch<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut Ctx<'_, N>) {
         let mut ocx = OutputCtx {
+            now: cx.now,
             pool: cx.pool,
             snap: cx.snap,
             ports: cx.ports,

@@ -2,9 +2,16 @@
 //! plane from the validated configuration and published RCU-style (`ArcSwap`). A worker loads
 //! it once per iteration; a change is a new snapshot with a higher generation, which also
 //! invalidates the workers' flow caches.
+//!
+//! A port whose egress is shaped carries a [`QosPlan`]: the classes of its scheduler and which
+//! leaf class the traffic of each ingress port goes to. The worker that owns the port applies
+//! a new plan to its scheduler when the generation changes, keeping the queues.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::qos::sched::MAX_CLASS_ID;
+use crate::qos::{ClassConfig, ClassId, GuardConfig};
 use crate::tables::l3::L3Table;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
 
@@ -89,6 +96,70 @@ pub struct PortEntry {
     pub mtu: u16,
 }
 
+/// The class of traffic that no `qos_class` names (e.g. from a port without one): a leaf under
+/// the root, created by the control plane when the root has spare rate.
+pub const DEFAULT_CLASS: ClassId = ClassId(MAX_CLASS_ID);
+
+/// The QoS plan of one egress port: its scheduler's classes and the classification of its
+/// traffic by ingress port. Built by the control plane from a validated configuration (the
+/// classes passed [`crate::qos::Scheduler::apply`] there), so applying it cannot fail for a
+/// reason of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QosPlan {
+    /// Every class of the port's tree, root included.
+    pub classes: BTreeMap<ClassId, ClassConfig>,
+    /// The classes' names, for counters and the API.
+    pub names: BTreeMap<ClassId, String>,
+    /// The leaf for traffic no port names: [`DEFAULT_CLASS`] when the root has spare rate;
+    /// `None` sends it unshaped, like HTB's direct queue (the root's guarantees are then
+    /// given out entirely to named classes).
+    pub default: Option<ClassId>,
+    /// Leaf class by ingress port id; `u32::MAX` for none.
+    leaf_of: Box<[u32]>,
+}
+
+impl QosPlan {
+    /// A plan of `classes` (with their `names`) where traffic from the ports of `leaves` goes
+    /// to the given leaf and the rest to `default`.
+    pub fn new(
+        classes: BTreeMap<ClassId, ClassConfig>,
+        names: BTreeMap<ClassId, String>,
+        leaves: impl IntoIterator<Item = (PortId, ClassId)>,
+        default: Option<ClassId>,
+    ) -> QosPlan {
+        let mut leaf_of = vec![u32::MAX; MAX_PORTS].into_boxed_slice();
+        for (port, class) in leaves {
+            if let Some(slot) = leaf_of.get_mut(port as usize) {
+                *slot = class.0;
+            }
+        }
+        QosPlan { classes, names, default, leaf_of }
+    }
+
+    /// The leaf class of a packet that came in on `in_port`; `None`: send it unshaped.
+    #[inline]
+    pub fn classify(&self, in_port: PortId) -> Option<ClassId> {
+        match self.leaf_of.get(in_port as usize) {
+            Some(&c) if c != u32::MAX => Some(ClassId(c)),
+            _ => self.default,
+        }
+    }
+
+    /// The ports whose traffic has a leaf of its own, with that leaf.
+    pub fn leaves(&self) -> impl Iterator<Item = (PortId, ClassId)> + '_ {
+        self.leaf_of
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c != u32::MAX)
+            .map(|(p, &c)| (p as PortId, ClassId(c)))
+    }
+
+    /// The name of class `id` (its number if unnamed).
+    pub fn name(&self, id: ClassId) -> String {
+        self.names.get(&id).cloned().unwrap_or_else(|| id.to_string())
+    }
+}
+
 /// The compiled forwarding state. Immutable once published.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -101,6 +172,11 @@ pub struct Snapshot {
     owners: Vec<u16>,
     /// The node's routing state, when it routes between nodes (`[node]`).
     l3: Option<Arc<L3Table>>,
+    /// The QoS plan of each port whose egress is shaped, by port id.
+    qos: Vec<Option<Arc<QosPlan>>>,
+    /// Ports whose ingress goes through the DDoS guard, and its limits.
+    guarded: Vec<PortId>,
+    guard: Option<GuardConfig>,
 }
 
 impl Default for Snapshot {
@@ -111,6 +187,9 @@ impl Default for Snapshot {
             flood: vec![Box::default(); 4096],
             owners: Vec::new(),
             l3: None,
+            qos: Vec::new(),
+            guarded: Vec::new(),
+            guard: None,
         }
     }
 }
@@ -175,7 +254,16 @@ impl Snapshot {
             }
         }
         let flood = members.into_iter().map(Vec::into_boxed_slice).collect();
-        Ok(Snapshot { generation, ports, flood, owners: Vec::new(), l3: None })
+        Ok(Snapshot {
+            generation,
+            ports,
+            flood,
+            owners: Vec::new(),
+            l3: None,
+            qos: Vec::new(),
+            guarded: Vec::new(),
+            guard: None,
+        })
     }
 
     /// Records that worker `worker` owns port `id` (polls it and transmits on it).
@@ -197,6 +285,44 @@ impl Snapshot {
             }
         }
         self.l3 = l3;
+    }
+
+    /// Sets port `id`'s QoS plan (`None`: its egress is not shaped).
+    pub fn set_qos(&mut self, id: PortId, plan: Option<Arc<QosPlan>>) {
+        if self.qos.len() <= id as usize {
+            self.qos.resize(id as usize + 1, None);
+        }
+        self.qos[id as usize] = plan;
+    }
+
+    /// Port `id`'s QoS plan, if its egress is shaped.
+    #[inline]
+    pub fn qos(&self, id: PortId) -> Option<&Arc<QosPlan>> {
+        self.qos.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Every port with a QoS plan.
+    pub fn qos_ports(&self) -> impl Iterator<Item = (PortId, &Arc<QosPlan>)> {
+        self.qos.iter().enumerate().filter_map(|(i, p)| Some((i as PortId, p.as_ref()?)))
+    }
+
+    /// Puts port `id`'s ingress behind the DDoS guard (or takes it out).
+    pub fn set_guarded(&mut self, id: PortId, on: bool) {
+        self.guarded.retain(|&p| p != id);
+        if on {
+            self.guarded.push(id);
+        }
+    }
+
+    /// Sets the DDoS guard's limits (`None`: no guard anywhere).
+    pub fn set_guard(&mut self, cfg: Option<GuardConfig>) {
+        self.guard = cfg;
+    }
+
+    /// The DDoS guard's limits if port `id`'s ingress goes through it.
+    #[inline]
+    pub fn guard(&self, id: PortId) -> Option<&GuardConfig> {
+        self.guard.as_ref().filter(|_| self.guarded.contains(&id))
     }
 
     /// The routing state, if the node routes.

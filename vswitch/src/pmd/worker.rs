@@ -5,15 +5,22 @@
 //! Every `housekeeping_interval` iterations the ports get their housekeeping call (refill
 //! rings, reap completions). Time comes in from the caller, read once per iteration, so tests
 //! drive the worker with a fake clock.
+//!
+//! The worker owns the egress schedulers of its shaped ports ([`crate::pipeline::nodes::qos`]):
+//! when the snapshot's generation changes it applies the new QoS plans (queues kept), and
+//! after the receive loop of every iteration it releases what the schedulers allow at that
+//! iteration's time. [`Worker::qos_wake`] tells the idle loop when a throttled class can send
+//! again, so the worker does not sleep past it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::packet::{Batch, Pool};
 use crate::pipeline::nodes::l2::LearnEvent;
 use crate::pipeline::nodes::output::Egress;
+use crate::pipeline::nodes::qos::{EgressQos, QosPortReport};
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
 use crate::pmd::handoff::{self, Inbox, Outbox};
 use crate::port::Port;
@@ -71,7 +78,21 @@ pub struct Worker<const N: usize> {
     iterations: u64,
     last_now: u64,
     last_busy: bool,
+    /// The snapshot generation whose QoS plans the schedulers run (0: resync).
+    qos_gen: u64,
+    /// Ports with a scheduler.
+    qos_ports: Vec<PortId>,
+    /// A scheduler released a full batch in the last iteration (it may have more now).
+    qos_more: bool,
+    /// The schedulers' classes and counters, for the control plane (refreshed every 100 ms).
+    qos_report: Arc<Mutex<Vec<QosPortReport>>>,
+    next_qos_report: u64,
+    /// The DDoS guard of each guarded port (by id), with the limits it was built with.
+    guards: Vec<Option<(crate::qos::GuardConfig, Box<crate::qos::DdosGuard>)>>,
 }
+
+/// How often a worker publishes its QoS counters.
+const QOS_REPORT_NS: u64 = 100_000_000;
 
 impl<const N: usize> Worker<N> {
     pub fn new(
@@ -101,6 +122,117 @@ impl<const N: usize> Worker<N> {
             iterations: 0,
             last_now: 0,
             last_busy: false,
+            qos_gen: 0,
+            qos_ports: Vec::new(),
+            qos_more: false,
+            qos_report: Arc::new(Mutex::new(Vec::new())),
+            next_qos_report: 0,
+            guards: Vec::new(),
+        }
+    }
+
+    /// The QoS counters this worker publishes (every 100 ms of its time).
+    pub fn qos_report(&self) -> &Arc<Mutex<Vec<QosPortReport>>> {
+        &self.qos_report
+    }
+
+    /// Port `id`'s scheduler, if it has one.
+    pub fn qos(&self, id: PortId) -> Option<&EgressQos> {
+        self.ports.get(id as usize)?.as_ref()?.qos.as_deref()
+    }
+
+    /// When the idle loop must wake up at the latest for a throttled QoS class: `Some(t)`
+    /// (ns, monotonic) while a scheduler holds packets none of which may leave before `t`.
+    pub fn qos_wake(&self) -> Option<u64> {
+        self.qos_ports.iter().filter_map(|&id| self.qos(id)?.next_wake_ns()).min()
+    }
+
+    /// Whether a scheduler may release more packets right now (the worker should not sleep).
+    pub fn qos_busy(&self) -> bool {
+        self.qos_more
+    }
+
+    /// Applies the snapshot's QoS plans to the schedulers of the ports this worker owns:
+    /// creates, updates (queues kept) or removes them. A plan a scheduler refuses is counted
+    /// (`qos_apply_errors`) and the previous classes keep running.
+    fn sync_qos(&mut self, snap: &Snapshot, now: u64) {
+        self.qos_gen = snap.generation;
+        self.qos_ports.clear();
+        // DDoS guards: kept (with their per-source state) while their limits stay the same.
+        self.guards.resize_with(self.ports.len(), || None);
+        for (id, g) in self.guards.iter_mut().enumerate() {
+            let want = snap.guard(id as PortId).filter(|_| self.rx_order.contains(&(id as PortId)));
+            match (want, g.as_ref()) {
+                (None, _) => *g = None,
+                (Some(w), Some((have, _))) if w == have => {}
+                (Some(w), _) => {
+                    *g = Some((w.clone(), Box::new(crate::qos::DdosGuard::new(w, now))));
+                }
+            }
+        }
+        let (pool, counters) = (&mut self.pool, &self.counters);
+        for &id in &self.rx_order {
+            let Some(Some(e)) = self.ports.get_mut(id as usize) else { continue };
+            match (snap.qos(id), e.qos.as_deref_mut()) {
+                (None, None) => continue,
+                (None, Some(q)) => {
+                    let n = q.clear(pool);
+                    counters.port(id).drops[DropReason::QosClassRemoved.index()].add(n as u64);
+                    e.qos = None;
+                    continue;
+                }
+                (Some(plan), None) => match EgressQos::new(plan.clone(), now) {
+                    Ok(q) => e.qos = Some(Box::new(q)),
+                    Err(err) => {
+                        counters.qos_apply_errors.add(1);
+                        tracing::error!(port = id, "QoS plan refused by the scheduler: {err}");
+                        continue;
+                    }
+                },
+                (Some(plan), Some(q)) => {
+                    if !Arc::ptr_eq(plan, q.plan()) {
+                        let removed = &counters.port(id).drops[DropReason::QosClassRemoved.index()];
+                        let r = q.update(plan.clone(), now, |p| {
+                            removed.add(1);
+                            pool.free(p);
+                        });
+                        if let Err(err) = r {
+                            counters.qos_apply_errors.add(1);
+                            tracing::error!(
+                                port = id,
+                                "QoS change refused by the scheduler, previous classes kept: {err}"
+                            );
+                        }
+                    }
+                }
+            }
+            self.qos_ports.push(id);
+        }
+    }
+
+    /// Releases what every scheduler allows at `now` (a batch per port) and transmits it.
+    #[inline]
+    fn service_qos(&mut self, now: u64) {
+        self.qos_more = false;
+        for &id in &self.qos_ports {
+            let Some(Some(e)) = self.ports.get_mut(id as usize) else { continue };
+            if e.qos.as_ref().is_some_and(|q| q.backlog() > 0) {
+                let n = e.flush(id, &mut self.pool, &self.counters, now);
+                self.qos_more |= n == N;
+            }
+        }
+    }
+
+    /// Publishes the schedulers' counters (skipped if the control plane is reading them).
+    fn publish_qos(&mut self, now: u64) {
+        if now < self.next_qos_report {
+            return;
+        }
+        self.next_qos_report = now + QOS_REPORT_NS;
+        let reports: Vec<QosPortReport> =
+            self.qos_ports.iter().filter_map(|&id| Some(self.qos(id)?.report(id))).collect();
+        if let Ok(mut r) = self.qos_report.try_lock() {
+            *r = reports;
         }
     }
 
@@ -138,6 +270,8 @@ impl<const N: usize> Worker<N> {
         e.port.housekeep(&mut self.pool);
         self.ports[i] = Some(e);
         self.rx_order.push(id);
+        // Give it its scheduler, if the snapshot has a plan for it.
+        self.qos_gen = 0;
         Ok(())
     }
 
@@ -145,6 +279,14 @@ impl<const N: usize> Worker<N> {
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port<N>>> {
         let mut e = self.ports.get_mut(id as usize)?.take()?;
         self.rx_order.retain(|&p| p != id);
+        self.qos_ports.retain(|&p| p != id);
+        if let Some(g) = self.guards.get_mut(id as usize) {
+            *g = None;
+        }
+        if let Some(q) = e.qos.as_deref_mut() {
+            let n = q.clear(&mut self.pool);
+            self.counters.port(id).drops[DropReason::QosClassRemoved.index()].add(n as u64);
+        }
         e.queue.free_all(&mut self.pool);
         e.port.drain(&mut self.pool);
         Some(e.port)
@@ -192,6 +334,9 @@ impl<const N: usize> Worker<N> {
     pub fn poll_once(&mut self, now: u64) -> usize {
         let snap = self.snapshot.load();
         let neigh = self.neigh.load();
+        if snap.generation != self.qos_gen {
+            self.sync_qos(&snap, now);
+        }
         let mut moved = 0;
         // Packets other workers handed over for our ports, and buffers they gave back.
         for out in self.outboxes.iter_mut().flatten() {
@@ -203,7 +348,7 @@ impl<const N: usize> Worker<N> {
                 continue;
             }
             moved += n;
-            self.run_batch(&snap, &neigh, now, true);
+            self.run_batch(&snap, &neigh, now, None);
         }
         for i in 0..self.rx_order.len() {
             let id = self.rx_order[i];
@@ -216,7 +361,7 @@ impl<const N: usize> Worker<N> {
             c.rx_packets.add(n as u64);
             c.rx_bytes.add(self.batch.pkts().iter().map(|p| p.len() as u64).sum());
             moved += n;
-            self.run_batch(&snap, &neigh, now, false);
+            self.run_batch(&snap, &neigh, now, Some(id));
         }
         if self.pipeline.l3.busy() {
             let mut cx = Ctx {
@@ -229,8 +374,12 @@ impl<const N: usize> Worker<N> {
                 me: self.cfg.id,
                 outboxes: &mut self.outboxes,
                 neigh: &neigh,
+                guard: None,
             };
             self.pipeline.service(&mut cx);
+        }
+        if !self.qos_ports.is_empty() {
+            self.service_qos(now);
         }
         for out in self.outboxes.iter_mut().flatten() {
             out.wake_if_sleeping();
@@ -242,10 +391,14 @@ impl<const N: usize> Worker<N> {
         moved
     }
 
-    /// Runs the received batch through the pipeline, or only through output when its packets
-    /// were `decided` already (handed over by another worker).
+    /// Runs the batch received on port `rx` through the pipeline, or only through output when
+    /// its packets were decided already (`None`: handed over by another worker).
     #[inline]
-    fn run_batch(&mut self, snap: &Snapshot, neigh: &Neighbors, now: u64, decided: bool) {
+    fn run_batch(&mut self, snap: &Snapshot, neigh: &Neighbors, now: u64, rx: Option<PortId>) {
+        let guard = rx
+            .and_then(|id| self.guards.get_mut(id as usize))
+            .and_then(|g| g.as_mut())
+            .map(|(_, g)| &mut **g);
         let mut cx = Ctx {
             now,
             pool: &mut self.pool,
@@ -256,8 +409,9 @@ impl<const N: usize> Worker<N> {
             me: self.cfg.id,
             outboxes: &mut self.outboxes,
             neigh,
+            guard,
         };
-        if decided {
+        if rx.is_none() {
             self.pipeline.dispatch(&mut self.batch, &mut cx);
         } else {
             self.pipeline.process(&mut self.batch, &mut cx);
@@ -332,6 +486,9 @@ impl<const N: usize> Worker<N> {
             c.drops[DropReason::RxPortDropped.index()].set(d.port);
         }
         self.counters.pool_free.set(self.pool.free_frames() as u64);
+        if !self.qos_ports.is_empty() {
+            self.publish_qos(now);
+        }
     }
 }
 

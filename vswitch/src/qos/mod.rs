@@ -3,6 +3,10 @@
 //!
 //! # Where it sits
 //!
+//! The data path uses it through `pipeline::nodes::qos` (classification, enqueue, release,
+//! the guard stage) and the worker, which owns its ports' schedulers; the control plane
+//! compiles `[[qos_class]]` into per-port plans (`control::qos`).
+//!
 //! One [`Scheduler`] per port, on its egress: the pipeline classifies each packet to a leaf
 //! class (a pod), [`Scheduler::enqueue`]s it, and the port's transmit step pulls packets with
 //! [`Scheduler::dequeue`] / [`Scheduler::dequeue_batch`] for as long as the port has room. When

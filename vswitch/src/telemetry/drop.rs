@@ -95,6 +95,13 @@ drop_reasons! {
     NeighborUnresolved = "neighbor_unresolved": "the next hop did not answer ARP within 3 s",
     NeighborQueueFull = "neighbor_queue_full": "the queue of packets waiting for ARP resolution was full",
     RxPortDropped = "rx_port_dropped": "the port's receive path dropped frames (truncated by the kernel, no buffer, malformed ring entry)",
+    QosQueueFull = "qos_queue_full": "the packet's QoS class queue on the egress port was at its limit",
+    QosPoliced = "qos_policed": "a policing QoS class (mode = \"police\") was over its ceiling and burst",
+    QosPpsLimit = "qos_pps_limit": "a policing QoS class was over its packets-per-second limit",
+    QosClassRemoved = "qos_class_removed": "queued in a QoS class that a configuration change removed, or whose port lost its scheduler",
+    QosNoClass = "qos_no_class": "the packet's QoS class is not a leaf of the egress port's scheduler (a configuration change in flight)",
+    DdosSourceRate = "ddos_source_rate": "the uplink's DDoS guard: the source address sent more than its packets-per-second limit",
+    DdosSynFlood = "ddos_syn_flood": "the uplink's DDoS guard: more TCP SYNs than the uplink's SYN limit",
 }
 
 #[cfg(test)]

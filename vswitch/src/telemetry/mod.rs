@@ -155,6 +155,8 @@ pub struct WorkerCounters {
     pub routed: Counter,
     pub vxlan_encap: Counter,
     pub vxlan_decap: Counter,
+    /// QoS plans a worker's scheduler refused (the previous classes kept running).
+    pub qos_apply_errors: Counter,
 }
 
 impl Default for WorkerCounters {
@@ -178,6 +180,7 @@ impl Default for WorkerCounters {
             routed: Counter::default(),
             vxlan_encap: Counter::default(),
             vxlan_decap: Counter::default(),
+            qos_apply_errors: Counter::default(),
         }
     }
 }

@@ -4,5 +4,6 @@ pub mod l2;
 pub mod l3;
 pub mod output;
 pub mod parse;
+pub mod qos;
 pub mod reply;
 pub mod vlan;

@@ -10,7 +10,13 @@
 //!
 //! Drops before egress count on the ingress port; drops at egress (MTU, tx ring) count on the
 //! egress port.
+//!
+//! A port with a QoS plan queues on its scheduler instead ([`super::qos`]): the packet is
+//! classified and enqueued (or dropped and counted on the egress port: `qos_queue_full`,
+//! `qos_policed`, `qos_pps_limit`), and each flush moves what the scheduler releases at the
+//! iteration's time into the output batch.
 
+use super::qos::EgressQos;
 use super::reply;
 use crate::packet::{flags, gso, Batch, GsoType, Meta, Pkt, Pool, Verdict};
 use crate::pipeline::snapshot::Snapshot;
@@ -27,16 +33,40 @@ const TPID_8021Q: u16 = 0x8100;
 pub struct Egress<const N: usize> {
     pub port: Box<dyn Port<N>>,
     pub queue: Box<Batch<N>>,
+    /// The port's egress scheduler, when its snapshot entry has a QoS plan.
+    pub qos: Option<Box<EgressQos>>,
 }
 
 impl<const N: usize> Egress<N> {
     pub fn new(port: Box<dyn Port<N>>) -> Self {
-        Egress { port, queue: Box::new(Batch::new()) }
+        Egress { port, queue: Box::new(Batch::new()), qos: None }
+    }
+
+    /// Moves what the scheduler (if any) releases at `now` into the pending queue, transmits
+    /// it, and counts the outcome on port `id`. Returns how many packets the scheduler
+    /// released.
+    #[inline]
+    pub fn flush(
+        &mut self,
+        id: PortId,
+        pool: &mut Pool,
+        counters: &WorkerCounters,
+        now: u64,
+    ) -> usize {
+        let released = match self.qos.as_deref_mut() {
+            Some(q) => {
+                q.listed = false;
+                q.release(&mut self.queue, now)
+            }
+            None => 0,
+        };
+        self.transmit(id, pool, counters);
+        released
     }
 
     /// Transmits the pending queue and counts the outcome on port `id`.
     #[inline]
-    pub fn flush(&mut self, id: PortId, pool: &mut Pool, counters: &WorkerCounters) {
+    fn transmit(&mut self, id: PortId, pool: &mut Pool, counters: &WorkerCounters) {
         if self.queue.is_empty() {
             return;
         }
@@ -66,6 +96,8 @@ pub struct Output {
 
 /// What the output stage needs besides the batch.
 pub struct OutputCtx<'a, const N: usize> {
+    /// The iteration's time (the QoS schedulers' clock).
+    pub now: u64,
     pub pool: &'a mut Pool,
     pub snap: &'a Snapshot,
     pub ports: &'a mut [Option<Egress<N>>],
@@ -182,7 +214,7 @@ impl Output {
     pub fn flush<const N: usize>(&mut self, cx: &mut OutputCtx<'_, N>) {
         for id in self.dirty.drain(..) {
             if let Some(Some(e)) = cx.ports.get_mut(id as usize) {
-                e.flush(id, cx.pool, cx.counters);
+                e.flush(id, cx.pool, cx.counters, cx.now);
             }
         }
     }
@@ -259,7 +291,7 @@ impl Output {
                     return cx.counters.drop(port, err.into());
                 }
                 for s in self.segs.drain(..) {
-                    enqueue(&mut self.dirty, e, port, s, seg_meta, cx.pool, cx.counters);
+                    enqueue(&mut self.dirty, e, port, s, seg_meta, cx.pool, cx.counters, cx.now);
                 }
                 return;
             }
@@ -271,12 +303,14 @@ impl Output {
                 m.offload.csum_partial = false;
             }
         }
-        enqueue(&mut self.dirty, e, port, p, m, cx.pool, cx.counters);
+        enqueue(&mut self.dirty, e, port, p, m, cx.pool, cx.counters, cx.now);
     }
 }
 
-/// Queues `p` on port `port`'s output batch, flushing it first when full.
+/// Queues `p` on port `port`'s scheduler if it has one (and the packet a class), else on its
+/// output batch, flushing that first when full.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn enqueue<const N: usize>(
     dirty: &mut Vec<PortId>,
     e: &mut Egress<N>,
@@ -285,13 +319,32 @@ fn enqueue<const N: usize>(
     m: Meta,
     pool: &mut Pool,
     counters: &WorkerCounters,
+    now: u64,
 ) {
-    if e.queue.is_empty() {
+    if let Some(q) = e.qos.as_deref_mut() {
+        if let Some(class) = q.classify(&m) {
+            match q.enqueue(class, p, m, now) {
+                Ok(()) => {
+                    // Listed once (not per packet): the list never outgrows its capacity.
+                    if !q.listed && e.queue.is_empty() {
+                        dirty.push(port);
+                    }
+                    q.listed = true;
+                }
+                Err((p, r)) => {
+                    counters.drop(port, r);
+                    pool.free(p);
+                }
+            }
+            return;
+        }
+    }
+    if e.queue.is_empty() && !e.qos.as_ref().is_some_and(|q| q.listed) {
         dirty.push(port);
     }
     if let Err(p) = e.queue.push(p, m) {
         // Queue full: send what is queued, then queue this one.
-        e.flush(port, pool, counters);
+        e.transmit(port, pool, counters);
         if let Err(p) = e.queue.push(p, m) {
             counters.drop(port, DropReason::TxRingFull);
             pool.free(p);
