@@ -353,6 +353,7 @@ fn attachment(topo: &Topo, pod: &str, cid: &str) -> vswitch_api::PodAttachment {
         pod_uid: None,
         cgroup_path: None,
         bandwidth: None,
+        port_type: None,
     }
 }
 

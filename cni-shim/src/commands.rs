@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use vswitch_api::{Client, ClientError, ErrorKind, PodAttachment, Reply, Request};
 
-use crate::config::{format_mac, Env, NetConf, LATEST_VERSION, SUPPORTED_VERSIONS};
+use crate::config::{format_mac, Env, NetConf, PortType, LATEST_VERSION, SUPPORTED_VERSIONS};
 use crate::error::{
     CniError, Result, CHECK_FAILED, INVALID_CONFIG, IO_FAILURE, IPAM_NOT_AVAILABLE, NOT_AVAILABLE,
     SWITCH_REFUSED, TRY_AGAIN,
@@ -158,12 +158,20 @@ fn wire(
     ipam: &IpamResult,
     progress: &mut Progress,
 ) -> Result<Value> {
-    netlink::create_veth(host, &env.ifname, ns, conf.mtu, conf.mac)?;
-    progress.veth = true;
+    let port_type = port_type(env, conf)?;
+    let tap = port_type == PortType::Tap;
     let routes = routes_for(ipam);
     let addrs: Vec<(IpAddr, u8)> = ipam.ips.iter().map(|ip| (ip.addr, ip.prefix)).collect();
-    let pod_mac = netlink::configure_pod(ns, netns, &env.ifname, &addrs, &routes)?;
-    let host_mac = netlink::host_up(host)?;
+    // A veth pod is wired before the switch sees it; a TAP pod's interface is made by the
+    // switch, so it is configured after the attachment.
+    let (host, mut pod_mac, host_mac) = if tap {
+        ("", Vec::new(), Vec::new())
+    } else {
+        netlink::create_veth(host, &env.ifname, ns, conf.mtu, conf.mac)?;
+        progress.veth = true;
+        let pod_mac = netlink::configure_pod(ns, netns, &env.ifname, &addrs, &routes, None)?;
+        (host, pod_mac, netlink::host_up(host)?)
+    };
     let attachment = PodAttachment {
         container_id: env.container_id.clone(),
         ifname: env.ifname.clone(),
@@ -178,6 +186,7 @@ fn wire(
         pod_uid: env.arg("K8S_POD_UID").map(str::to_string),
         cgroup_path: conf.cgroup_path.clone(),
         bandwidth: conf.bandwidth.clone(),
+        port_type: tap.then(|| port_type.name().to_string()),
     };
     progress.attach_sent = true;
     match client(conf, CALL_TIMEOUT).call_blocking(Request::AttachPod(attachment)) {
@@ -193,7 +202,20 @@ fn wire(
         }
         Err(e) => return Err(daemon_error(e, "vswitchd did not attach the pod")),
     }
+    if tap {
+        let tap_conf = netlink::TapSetup { mtu: conf.mtu, mac: conf.mac };
+        pod_mac = netlink::configure_pod(ns, netns, &env.ifname, &addrs, &routes, Some(tap_conf))?;
+    }
     Ok(result(env, conf, netns, host, &host_mac, &pod_mac, ipam, &routes))
+}
+
+/// The pod's port type: `VSWITCH_PORT_TYPE` in `CNI_ARGS` over the pod annotation over the
+/// configuration's `portType`.
+fn port_type(env: &Env, conf: &NetConf) -> Result<PortType> {
+    match env.arg("VSWITCH_PORT_TYPE") {
+        Some(t) => PortType::parse(t, "CNI_ARGS VSWITCH_PORT_TYPE"),
+        None => Ok(conf.port_type),
+    }
 }
 
 /// The CNI result: `prevResult` (if any) with this attachment's interfaces, IPs and routes
@@ -226,7 +248,9 @@ fn result(
         interfaces.push(i);
         interfaces.len() - 1
     };
-    iface(host, host_mac, None);
+    if !host.is_empty() {
+        iface(host, host_mac, None);
+    }
     let pod_index = iface(&env.ifname, pod_mac, Some(netns));
     for ip in &ipam.ips {
         let mut v = json!({"address": ip.cidr(), "interface": pod_index});
@@ -317,7 +341,7 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
         }
     }
     let host = netlink::host_ifname(&env.container_id, &env.ifname);
-    if !netlink::link_exists(&host)? {
+    if port_type(env, conf)? == PortType::Afxdp && !netlink::link_exists(&host)? {
         problems.push(format!("host interface {host} not found"));
     }
     match client(conf, CALL_TIMEOUT).call_blocking(Request::ListPods) {

@@ -187,6 +187,43 @@ pub struct NetConf {
     pub dns: Option<Value>,
     /// `prevResult`, in chains and for CHECK.
     pub prev_result: Option<Value>,
+    /// How the pod's interface reaches the switch: `portType` in the configuration, overridden
+    /// per pod by the annotation [`PORT_TYPE_ANNOTATION`] when the runtime passes pod
+    /// annotations (`runtimeConfig["io.kubernetes.cri.pod-annotations"]`, containerd), or by
+    /// `VSWITCH_PORT_TYPE` in `CNI_ARGS`.
+    pub port_type: PortType,
+}
+
+/// The annotation that picks a pod's port type.
+pub const PORT_TYPE_ANNOTATION: &str = "vswitch.io/port-type";
+
+/// How a pod is wired to the switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortType {
+    /// A veth pair whose host end is an AF_XDP port (the default): the fastest for small
+    /// packets; TCP segments are cut to the MTU.
+    Afxdp,
+    /// The switch creates the pod's interface as a TAP device with TSO and checksum offload:
+    /// TCP at kernel speed (64 KB segments cross the switch whole).
+    Tap,
+}
+
+impl PortType {
+    /// Parses `afxdp` or `tap`; `whence` names the source in the error.
+    pub fn parse(s: &str, whence: &str) -> Result<PortType> {
+        match s {
+            "afxdp" => Ok(PortType::Afxdp),
+            "tap" => Ok(PortType::Tap),
+            other => Err(invalid(format!("{whence} {other:?} is not \"afxdp\" or \"tap\""))),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PortType::Afxdp => "afxdp",
+            PortType::Tap => "tap",
+        }
+    }
 }
 
 fn invalid(msg: String) -> CniError {
@@ -353,6 +390,25 @@ impl NetConf {
                 )))
             }
         };
+        let annotations = match rc.get("io.kubernetes.cri.pod-annotations") {
+            None | Some(Value::Null) => serde_json::Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "runtimeConfig[\"io.kubernetes.cri.pod-annotations\"] must be an object, got {other}"
+                )))
+            }
+        };
+        let mut port_type = match opt_str(&raw, "portType", "")? {
+            Some(t) => PortType::parse(t, "portType")?,
+            None => PortType::Afxdp,
+        };
+        if let Some(v) = annotations.get(PORT_TYPE_ANNOTATION) {
+            let t = v.as_str().ok_or_else(|| {
+                invalid(format!("annotation {PORT_TYPE_ANNOTATION} must be a string, got {v}"))
+            })?;
+            port_type = PortType::parse(t, &format!("annotation {PORT_TYPE_ANNOTATION}"))?;
+        }
         let dns = raw.get("dns").filter(|d| !d.is_null()).cloned();
         if dns.as_ref().is_some_and(|d| !d.is_object()) {
             return Err(invalid("dns must be an object".into()));
@@ -372,6 +428,7 @@ impl NetConf {
             bandwidth,
             dns,
             prev_result,
+            port_type,
             raw,
         })
     }
@@ -424,6 +481,25 @@ mod tests {
         assert_eq!(e.arg("K8S_POD_UID"), None);
         let bad = env(&[("CNI_COMMAND", "STATUS"), ("CNI_ARGS", "novalue")]).unwrap_err();
         assert_eq!(bad.code, INVALID_ENV);
+    }
+
+    #[test]
+    fn port_type_from_the_configuration_or_the_pod_annotation() {
+        let base = r#"{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni""#;
+        let c = NetConf::parse(format!("{base}}}").as_bytes()).unwrap();
+        assert_eq!(c.port_type, PortType::Afxdp);
+        let c = NetConf::parse(format!(r#"{base},"portType":"tap"}}"#).as_bytes()).unwrap();
+        assert_eq!(c.port_type, PortType::Tap);
+        let ann = r#""runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"vswitch.io/port-type":"afxdp"}}"#;
+        let c = NetConf::parse(format!(r#"{base},"portType":"tap",{ann}}}"#).as_bytes()).unwrap();
+        assert_eq!(c.port_type, PortType::Afxdp, "the annotation wins");
+        let e = NetConf::parse(format!(r#"{base},"portType":"vhost"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(e.code, INVALID_CONFIG);
+        assert!(e.msg.contains("portType") && e.msg.contains("vhost"), "{e}");
+        let bad =
+            r#""runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"vswitch.io/port-type":"x"}}"#;
+        let e = NetConf::parse(format!("{base},{bad}}}").as_bytes()).unwrap_err();
+        assert!(e.msg.contains("vswitch.io/port-type") && e.msg.contains("\"x\""), "{e}");
     }
 
     #[test]

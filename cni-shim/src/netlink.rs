@@ -185,12 +185,21 @@ fn route_message(r: &Route, index: u32) -> Result<RouteMessage> {
 
 /// Inside `netns`: brings `ifname` (and `lo`) up, adds `addrs`, then `routes`; returns the
 /// interface's MAC.
+/// What a TAP pod's interface still needs when the plugin configures it (a veth gets these at
+/// creation).
+#[derive(Debug, Clone, Copy)]
+pub struct TapSetup {
+    pub mtu: u16,
+    pub mac: Option<[u8; 6]>,
+}
+
 pub fn configure_pod(
     ns: &File,
     path: &str,
     ifname: &str,
     addrs: &[(IpAddr, u8)],
     routes: &[Route],
+    tap: Option<TapSetup>,
 ) -> Result<Vec<u8>> {
     in_netns(ns, path, || {
         with_handle(async |h| {
@@ -198,6 +207,17 @@ pub fn configure_pod(
                 .await?
                 .ok_or_else(|| io(format!("{ifname} in {path}"), "not found after creation"))?;
             let index = link.header.index;
+            if let Some(t) = tap {
+                let mut b = LinkUnspec::new_with_index(index).mtu(u32::from(t.mtu));
+                if let Some(mac) = t.mac {
+                    b = b.address(mac.to_vec());
+                }
+                h.link()
+                    .set(b.build())
+                    .execute()
+                    .await
+                    .map_err(|e| io(format!("cannot set the MTU or MAC of {ifname}"), e))?;
+            }
             for (addr, prefix) in addrs {
                 h.address()
                     .add(index, *addr, *prefix)
@@ -222,7 +242,11 @@ pub fn configure_pod(
                     io(format!("cannot add route {} via {:?} on {ifname}", r.to_json(), r.gw), e)
                 })?;
             }
-            Ok(link_mac(&link).unwrap_or_default())
+            let mac = match tap.and_then(|t| t.mac) {
+                Some(m) => m.to_vec(),
+                None => link_mac(&link).unwrap_or_default(),
+            };
+            Ok(mac)
         })
     })
 }

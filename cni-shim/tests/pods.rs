@@ -81,3 +81,70 @@ fn two_pods_ping_through_a_real_vswitchd() {
     }
     assert!(reserved_ips(data.path()).is_empty(), "{:?}", reserved_ips(data.path()));
 }
+
+/// Two pods whose interfaces the switch creates as TAP devices, one chosen by the network
+/// configuration's `portType`, the other by the pod annotation `vswitch.io/port-type` (as
+/// containerd passes annotations): they talk through the switch with TCP segments kept whole,
+/// keep their addresses and connectivity across a vswitchd restart (the devices persist), and
+/// DEL removes the devices.
+#[test]
+fn tap_pods_from_port_type_and_annotation_survive_a_daemon_restart() {
+    require_host_local();
+    let mut topo = Topo::new("ct");
+    let node = topo.netns("node");
+    let names = [topo.netns("ta"), topo.netns("tb")];
+    for short in ["ta", "tb"] {
+        let _ = topo.exec(short, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    }
+    let mut sw = Switch::start(&mut topo, "node", &[]);
+    let data = tempfile::tempdir().unwrap();
+    let mut by_conf = netconf("1.1.0", &sw.socket, Some(data.path()));
+    by_conf["portType"] = "tap".into();
+    let mut by_annotation = netconf("1.1.0", &sw.socket, Some(data.path()));
+    by_annotation["runtimeConfig"] =
+        serde_json::json!({"io.kubernetes.cri.pod-annotations": {"vswitch.io/port-type": "tap"}});
+    let confs = [by_conf.to_string(), by_annotation.to_string()];
+    let ids = ["tap-a-0123456789", "tap-b-0123456789"];
+    let netns: Vec<String> = names.iter().map(|n| format!("/var/run/netns/{n}")).collect();
+    let mut ips = Vec::new();
+    for ((id, ns), conf) in ids.iter().zip(&netns).zip(&confs) {
+        let out = run_in(Some(&node), &attachment_env("ADD", id, ns, "eth0"), conf).ok();
+        // Only the pod's interface: there is no host end.
+        assert_eq!(out.json["interfaces"].as_array().unwrap().len(), 1, "{}", out.json);
+        let addr = out.json["ips"][0]["address"].as_str().unwrap().to_string();
+        ips.push(addr.split('/').next().unwrap().to_string());
+    }
+    for (short, n) in ["ta", "tb"].iter().zip(&names) {
+        let info = topo.exec(short, "ethtool", &["-i", "eth0"]);
+        assert!(String::from_utf8_lossy(&info.stdout).contains("driver: tun"), "{n}: {info:?}");
+        let mtu = topo.exec(short, "cat", &["/sys/class/net/eth0/mtu"]);
+        assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1450");
+    }
+    assert!(sw.ports().iter().all(|p| p.kind.starts_with("tap")), "{:?}", sw.ports());
+    let reach = |topo: &Topo| {
+        wait_for(std::time::Duration::from_secs(10), || {
+            (topo.ping("ta", &ips[1], 2) >= 1).then_some(())
+        })
+    };
+    assert!(reach(&topo).is_some(), "tap pod a cannot ping b ({}) through vswitchd", ips[1]);
+
+    // A restart: the pods keep their interfaces and addresses, and the switch takes them back.
+    sw.restart(&mut topo, "node");
+    sw.wait_attached();
+    let addr = topo.exec("tb", "ip", &["-br", "addr", "show", "eth0"]);
+    assert!(String::from_utf8_lossy(&addr.stdout).contains(&ips[1]), "{addr:?}");
+    assert!(reach(&topo).is_some(), "no connectivity after the restart{}", sw.log());
+
+    for ((id, ns), conf) in ids.iter().zip(&netns).zip(&confs) {
+        for _ in 0..2 {
+            run_in(Some(&node), &attachment_env("DEL", id, ns, "eth0"), conf).ok();
+        }
+    }
+    assert!(pods(&sw).is_empty(), "{:?}", pods(&sw));
+    for n in &names {
+        let gone =
+            wait_for(std::time::Duration::from_secs(5), || (!link_exists(n, "eth0")).then_some(()));
+        assert!(gone.is_some(), "eth0 left in {n}");
+    }
+    assert!(reserved_ips(data.path()).is_empty(), "{:?}", reserved_ips(data.path()));
+}
