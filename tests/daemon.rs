@@ -478,3 +478,57 @@ fn tap_pods_keep_tcp_segments_whole_and_afxdp_pods_get_them_cut() {
         xdp_tap / 1e9
     );
 }
+
+/// A pod attached with the CNI `bandwidth` capability gets a QoS class: its ingressRate shapes
+/// the traffic into it (measured with iperf3); the class survives a restart with the pod and
+/// goes when the pod is detached. Its egressRate needs a shaped uplink, which this node does not
+/// have: the limit is reported as not enforced, and the pod still starts.
+#[test]
+fn a_pods_cni_bandwidth_limits_become_qos_classes() {
+    let mut topo = Topo::new("bw");
+    topo.netns("sw");
+    topo.pod("p1", "sw", "10.244.1.11/24");
+    topo.pod("p2", "sw", "10.244.1.12/24");
+    let ports = [PortSpec::pod(&topo, "p2", 10)];
+    let mut sw = Switch::start(&mut topo, "sw", &ports);
+    let mut a = attachment(&topo, "p1", "dddddddddddddddd4444");
+    a.bandwidth = Some(vswitch_api::Bandwidth {
+        ingress_rate: Some(40_000_000),
+        ingress_burst: None,
+        egress_rate: Some(60_000_000),
+        egress_burst: None,
+    });
+    match sw.call(Request::AttachPod(a)) {
+        Ok(Reply::Port(_)) => {}
+        other => panic!("attach: {other:?}{}", sw.log()),
+    }
+    // Class figures are published by the worker a moment after the change.
+    let listed = |sw: &Switch| {
+        wait_for(Duration::from_secs(3), || {
+            let qos = sw.ctl_json(&["show", "qos"]).to_string();
+            qos.contains("dddddddddddd-eth0-in").then_some(qos)
+        })
+    };
+    assert!(listed(&sw).is_some(), "{}", sw.ctl_json(&["show", "qos"]));
+    assert!(sw.log().contains("egressRate 60000000 bit/s not enforced"), "{}", sw.log());
+    // Into the pod: about 40 Mbit/s of frames, i.e. a little less TCP payload.
+    let into = iperf3(&mut topo, "p2", "p1", &addr(0), false);
+    assert!(into < 42e6 && into > 25e6, "TCP into the pod at {into} bit/s, shaped at 40M");
+    // Out of the pod: not shaped.
+    let out = iperf3(&mut topo, "p1", "p2", &addr(1), false);
+    assert!(out > 100e6, "TCP out of the pod at {out} bit/s");
+    sw.restart(&mut topo, "sw");
+    sw.wait_attached();
+    assert!(listed(&sw).is_some(), "the class comes back with the pod");
+    match sw.call(Request::DetachPod {
+        container_id: "dddddddddddddddd4444".into(),
+        ifname: "eth0".into(),
+    }) {
+        Ok(_) => {}
+        other => panic!("detach: {other:?}"),
+    }
+    let gone = wait_for(Duration::from_secs(3), || {
+        (!sw.ctl_json(&["show", "qos"]).to_string().contains("dddddddddddd-eth0")).then_some(())
+    });
+    assert!(gone.is_some(), "the class goes with the pod: {}", sw.ctl_json(&["show", "qos"]));
+}

@@ -259,6 +259,8 @@ impl<const N: usize> Daemon<N> {
     fn qos_info(&self) -> Vec<QosPortInfo> {
         self.qos_reports()
             .into_iter()
+            // A worker's last report may still hold a port removed since.
+            .filter(|r| self.port_section(r.port).is_some())
             .map(|r| {
                 let snap = self.snapshot();
                 let plan = snap.qos(r.port);

@@ -479,6 +479,7 @@ impl<const N: usize> Daemon<N> {
                 Ok(mut cfg) => {
                     // Pods attached through the API are not in the file; keep them.
                     cfg.ports.extend(self.pod_sections());
+                    cfg.qos_classes.extend(self.pod_qos_classes());
                     if let Err(e) = self.apply(cfg) {
                         error!(
                             "reload of {} refused, running configuration kept: {e}",

@@ -14,6 +14,14 @@ use tracing::{info, warn};
 use vswitch_api::{ApiError, PodAttachment, Reply, Response};
 
 use super::config::{Config, PortKind, PortSection, VlanModeName, XdpMode};
+use super::qos::{QosClassSection, QosMode, RateSpec, DEFAULT_QUEUE_LIMIT};
+
+/// Names of the QoS classes a pod's CNI bandwidth limits become: `<port>-in`, `<port>-out`.
+const INGRESS_SUFFIX: &str = "-in";
+const EGRESS_SUFFIX: &str = "-out";
+/// The guarantee of a pod's egress class: a token, so that many pods fit under the uplink's
+/// rate; the pod borrows up to its egressRate ceiling.
+const POD_EGRESS_GUARANTEE: u64 = 10_000;
 use super::daemon::Daemon;
 use crate::port::netdev;
 use crate::types::vlan_is_valid;
@@ -64,6 +72,82 @@ impl<const N: usize> Daemon<N> {
             })
             .cloned()
             .collect()
+    }
+
+    /// Turns the pod's CNI `bandwidth` into QoS classes in `cfg` (validated with the rest):
+    ///
+    /// * `ingressRate` (traffic into the pod): a root class `<port>-in` shaping the pod port's
+    ///   own egress at that rate (burst from `ingressBurst`).
+    /// * `egressRate` (traffic out of the pod): a leaf `<port>-out` under the tree that shapes
+    ///   the node's uplink (`qos_root` of the `[node]` uplink port), with a token guarantee and
+    ///   the rate as its ceiling, so the pod borrows up to its limit and never beyond. A node
+    ///   whose uplink is not shaped cannot enforce it: the limit is recorded and a note
+    ///   returned (the pod still starts, as with the reference bandwidth plugin's absent
+    ///   qdisc).
+    fn pod_qos(
+        &self,
+        a: &PodAttachment,
+        section: &mut PortSection,
+        cfg: &mut Config,
+    ) -> Vec<String> {
+        let mut notes = Vec::new();
+        let Some(bw) = &a.bandwidth else { return notes };
+        let class = |name: String,
+                     parent: Option<String>,
+                     rate: u64,
+                     ceil: Option<u64>,
+                     burst_bits: Option<u64>| {
+            QosClassSection {
+                name,
+                parent,
+                rate: RateSpec::Int(rate.min(i64::MAX as u64) as i64),
+                ceil: ceil.map(|c| RateSpec::Int(c.min(i64::MAX as u64) as i64)),
+                burst: burst_bits.map(|b| (b / 8).max(1)),
+                priority: 0,
+                weight: 1,
+                pps: None,
+                pps_burst: None,
+                mpu: 0,
+                queue_limit: DEFAULT_QUEUE_LIMIT,
+                mode: QosMode::Shape,
+            }
+        };
+        if let Some(rate) = bw.ingress_rate.filter(|r| *r > 0) {
+            let root = format!("{}{INGRESS_SUFFIX}", section.name);
+            cfg.qos_classes.push(class(root.clone(), None, rate, None, bw.ingress_burst));
+            section.qos_root = Some(root);
+        }
+        if let Some(rate) = bw.egress_rate.filter(|r| *r > 0) {
+            let uplink_root = cfg.node.as_ref().and_then(|n| {
+                cfg.ports.iter().find(|p| p.name == n.uplink).and_then(|p| p.qos_root.clone())
+            });
+            match uplink_root {
+                Some(parent) => {
+                    let leaf = format!("{}{EGRESS_SUFFIX}", section.name);
+                    let guarantee = POD_EGRESS_GUARANTEE.min(rate);
+                    cfg.qos_classes.push(class(leaf.clone(), Some(parent), guarantee, Some(rate), bw.egress_burst));
+                    section.qos_class = Some(leaf);
+                }
+                None => notes.push(format!(
+                    "bandwidth.egressRate {rate} bit/s not enforced: the node's uplink is not shaped (set qos_root on the [node] uplink port)"
+                )),
+            }
+        }
+        notes
+    }
+
+    /// The QoS classes made from the attached pods' bandwidth limits (kept across reloads, like
+    /// their ports).
+    pub(super) fn pod_qos_classes(&self) -> Vec<QosClassSection> {
+        let names: Vec<String> = self
+            .pods()
+            .values()
+            .flat_map(|a| {
+                let port = port_name(&a.container_id, &a.ifname);
+                [format!("{port}{INGRESS_SUFFIX}"), format!("{port}{EGRESS_SUFFIX}")]
+            })
+            .collect();
+        self.config().qos_classes.iter().filter(|c| names.contains(&c.name)).cloned().collect()
     }
 
     fn section_for(&self, a: &PodAttachment) -> PortSection {
@@ -152,6 +236,8 @@ impl<const N: usize> Daemon<N> {
                 section.worker
             )));
         }
+        let mut section = section;
+        let notes = self.pod_qos(&a, &mut section, &mut cfg);
         cfg.ports.push(section);
         let errors = cfg.validate();
         if !errors.is_empty() {
@@ -160,8 +246,8 @@ impl<const N: usize> Daemon<N> {
         }
         self.apply(cfg).map_err(ApiError::invalid)?;
         info!(pod = ?a.pod_name, namespace = ?a.pod_namespace, container = %a.container_id, port = %name, "pod attached");
-        if a.bandwidth.is_some() {
-            warn!(port = %name, "bandwidth limits recorded; enforcement arrives with QoS");
+        for n in notes {
+            warn!(port = %name, "{n}");
         }
         self.pods_mut().insert(key, a);
         self.persist_pods();
@@ -184,6 +270,8 @@ impl<const N: usize> Daemon<N> {
         let name = port_name(container_id, ifname);
         let mut cfg: Config = self.config().clone();
         cfg.ports.retain(|p| p.name != name);
+        let own = [format!("{name}{INGRESS_SUFFIX}"), format!("{name}{EGRESS_SUFFIX}")];
+        cfg.qos_classes.retain(|c| !own.contains(&c.name));
         self.apply(cfg).map_err(ApiError::invalid)?;
         self.pods_mut().remove(&key);
         self.persist_pods();

@@ -87,6 +87,8 @@ pub struct Worker<const N: usize> {
     /// The schedulers' classes and counters, for the control plane (refreshed every 100 ms).
     qos_report: Arc<Mutex<Vec<QosPortReport>>>,
     next_qos_report: u64,
+    /// The last published QoS report was not empty.
+    qos_reported: bool,
     /// The DDoS guard of each guarded port (by id), with the limits it was built with.
     guards: Vec<Option<(crate::qos::GuardConfig, Box<crate::qos::DdosGuard>)>>,
 }
@@ -127,6 +129,7 @@ impl<const N: usize> Worker<N> {
             qos_more: false,
             qos_report: Arc::new(Mutex::new(Vec::new())),
             next_qos_report: 0,
+            qos_reported: false,
             guards: Vec::new(),
         }
     }
@@ -232,6 +235,8 @@ impl<const N: usize> Worker<N> {
         let reports: Vec<QosPortReport> =
             self.qos_ports.iter().filter_map(|&id| Some(self.qos(id)?.report(id))).collect();
         if let Ok(mut r) = self.qos_report.try_lock() {
+            // Once the last shaped port is gone, one empty report clears what was shown.
+            self.qos_reported = !reports.is_empty();
             *r = reports;
         }
     }
@@ -486,7 +491,7 @@ impl<const N: usize> Worker<N> {
             c.drops[DropReason::RxPortDropped.index()].set(d.port);
         }
         self.counters.pool_free.set(self.pool.free_frames() as u64);
-        if !self.qos_ports.is_empty() {
+        if !self.qos_ports.is_empty() || self.qos_reported {
             self.publish_qos(now);
         }
     }
