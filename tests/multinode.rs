@@ -636,3 +636,74 @@ fn tap_pods_across_nodes_direct_keep_segments_whole() {
 fn tap_pods_across_nodes_in_vxlan() {
     offload_tcp("mg", "vxlan", 1450);
 }
+
+/// A pod attached through the API (as the CNI plugin does) with an egress limit and a
+/// guarantee gets a leaf under the tree that shapes its node's uplink: its TCP to another node
+/// is held to the limit, measured with iperf3.
+#[test]
+fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
+    let mut topo = Topo::new("mh");
+    topo.node("n1");
+    topo.node("n2");
+    topo.veth("n1", "u1", "n2", "u2");
+    pod(&mut topo, "a1", "n1", "10.244.1.11", 1500);
+    pod(&mut topo, "b1", "n2", "10.244.2.11", 1500);
+    // n1's uplink is shaped: a 1 Gbit/s root the pods' egress classes hang under.
+    let uplink = format!(
+        "\n[[port]]\nname = \"uplink\"\ninterface = \"{}\"\nqos_root = \"node\"\n\n[[qos_class]]\nname = \"node\"\nrate = \"1G\"\n",
+        topo.name("u1")
+    );
+    let spec1 = node_spec(1, "198.18.0.1/24");
+    let sw1 = Switch::start_with(
+        &mut topo,
+        "n1",
+        &[],
+        &(uplink + &spec1.toml(&[peer_spec(2, "198.18.0.2", "auto")])),
+    );
+    let sw2 = start_node(
+        &mut topo,
+        "n2",
+        "u2",
+        &["b1"],
+        &node_spec(2, "198.18.0.2/24"),
+        &[peer_spec(1, "198.18.0.1", "auto")],
+    );
+    let a = vswitch_api::PodAttachment {
+        container_id: "eeeeeeeeeeeeeeee5555".into(),
+        ifname: "eth0".into(),
+        netns: format!("/var/run/netns/{}", topo.name("a1")),
+        host_interface: topo.name("a1"),
+        vlan: 1,
+        mtu: 1500,
+        mac: None,
+        ips: vec!["10.244.1.11/24".into()],
+        pod_namespace: Some("default".into()),
+        pod_name: Some("a1".into()),
+        pod_uid: None,
+        cgroup_path: None,
+        bandwidth: Some(vswitch_api::Bandwidth {
+            egress_rate: Some(30_000_000),
+            egress_guaranteed_rate: Some(10_000_000),
+            egress_priority: Some(2),
+            ..Default::default()
+        }),
+        port_type: None,
+    };
+    match sw1.call(Request::AttachPod(a)) {
+        Ok(Reply::Port(_)) => {}
+        other => panic!("attach a1: {other:?}{}", sw1.log()),
+    }
+    let sws = [&sw1, &sw2];
+    reach(&topo, "a1", "10.244.2.11", &sws);
+    let qos = sw1.ctl_json(&["show", "qos"]).to_string();
+    assert!(qos.contains("eeeeeeeeeeee-eth0-out"), "{qos}");
+    let out = iperf3(&mut topo, "a1", "b1", "10.244.2.11", false);
+    assert!(
+        out < 31.5e6 && out > 18e6,
+        "a1's TCP out at {out} bit/s, limited to 30M{}",
+        dump(&sws)
+    );
+    // Into a1 nothing is limited.
+    let back = iperf3(&mut topo, "b1", "a1", "10.244.1.11", false);
+    assert!(back > 100e6, "TCP into a1 at {back} bit/s{}", dump(&sws));
+}

@@ -252,6 +252,16 @@ pub struct Bandwidth {
     /// Burst of traffic out of the pod, bits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_burst: Option<u64>,
+    /// Guaranteed rate of traffic out of the pod, bits/s (pod annotation
+    /// `vswitch.io/egress-guaranteed-rate`): held for the pod under contention on the uplink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_guaranteed_rate: Option<u64>,
+    /// Borrowing priority of the pod's egress, 0 (first) to 7 (`vswitch.io/egress-priority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_priority: Option<u8>,
+    /// Packets per second out of the pod (`vswitch.io/egress-pps`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_pps: Option<u64>,
 }
 
 /// A pod wired to the switch by the CNI plugin, `POST /v1/pods`, and as `GET /v1/pods` lists

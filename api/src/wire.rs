@@ -745,6 +745,7 @@ mod tests {
                 ingress_burst: Some(100_000),
                 egress_rate: None,
                 egress_burst: None,
+                ..Default::default()
             }),
             port_type: Some("tap".into()),
         }

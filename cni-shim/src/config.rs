@@ -194,6 +194,58 @@ pub struct NetConf {
     pub port_type: PortType,
 }
 
+/// The pod annotations for QoS beyond the `bandwidth` capability: a guaranteed egress rate
+/// (bits/s, plain digits or with a k/M/G suffix), a borrowing priority (0..=7), and an egress
+/// packets-per-second limit.
+pub const EGRESS_GUARANTEE_ANNOTATION: &str = "vswitch.io/egress-guaranteed-rate";
+pub const EGRESS_PRIORITY_ANNOTATION: &str = "vswitch.io/egress-priority";
+pub const EGRESS_PPS_ANNOTATION: &str = "vswitch.io/egress-pps";
+
+/// A rate like Kubernetes' bandwidth annotations write it: digits with an optional k, M or G
+/// (decimal), e.g. "10M".
+fn parse_rate(s: &str) -> Option<u64> {
+    let (num, mul) = match s.chars().last()? {
+        'k' | 'K' => (&s[..s.len() - 1], 1_000),
+        'M' => (&s[..s.len() - 1], 1_000_000),
+        'G' => (&s[..s.len() - 1], 1_000_000_000),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().filter(|v| *v > 0)?.checked_mul(mul)
+}
+
+/// The QoS annotations, as the extension fields of a [`Bandwidth`]; errors name the annotation.
+fn qos_annotations(a: &serde_json::Map<String, Value>) -> Result<Bandwidth> {
+    let text = |key: &str| -> Result<Option<&str>> {
+        match a.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(invalid(format!("annotation {key} must be a string, got {v}"))),
+        }
+    };
+    let rate = |key: &str| -> Result<Option<u64>> {
+        text(key)?
+            .map(|s| {
+                parse_rate(s).ok_or_else(|| {
+                    invalid(format!("annotation {key} {s:?} is not a positive rate like \"10M\""))
+                })
+            })
+            .transpose()
+    };
+    let priority = text(EGRESS_PRIORITY_ANNOTATION)?
+        .map(|s| {
+            s.parse::<u8>().ok().filter(|p| *p <= 7).ok_or_else(|| {
+                invalid(format!("annotation {EGRESS_PRIORITY_ANNOTATION} {s:?} is not 0..=7"))
+            })
+        })
+        .transpose()?;
+    Ok(Bandwidth {
+        egress_guaranteed_rate: rate(EGRESS_GUARANTEE_ANNOTATION)?,
+        egress_priority: priority,
+        egress_pps: rate(EGRESS_PPS_ANNOTATION)?,
+        ..Bandwidth::default()
+    })
+}
+
 /// The annotation that picks a pod's port type.
 pub const PORT_TYPE_ANNOTATION: &str = "vswitch.io/port-type";
 
@@ -382,6 +434,7 @@ impl NetConf {
                     ingress_burst: field("ingressBurst")?,
                     egress_rate: field("egressRate")?,
                     egress_burst: field("egressBurst")?,
+                    ..Bandwidth::default()
                 })
             }
             Some(other) => {
@@ -399,6 +452,14 @@ impl NetConf {
                 )))
             }
         };
+        let mut bandwidth = bandwidth;
+        let qos = qos_annotations(&annotations)?;
+        if qos != Bandwidth::default() {
+            let b = bandwidth.get_or_insert_with(Bandwidth::default);
+            b.egress_guaranteed_rate = qos.egress_guaranteed_rate;
+            b.egress_priority = qos.egress_priority;
+            b.egress_pps = qos.egress_pps;
+        }
         let mut port_type = match opt_str(&raw, "portType", "")? {
             Some(t) => PortType::parse(t, "portType")?,
             None => PortType::Afxdp,
@@ -500,6 +561,32 @@ mod tests {
             r#""runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"vswitch.io/port-type":"x"}}"#;
         let e = NetConf::parse(format!("{base},{bad}}}").as_bytes()).unwrap_err();
         assert!(e.msg.contains("vswitch.io/port-type") && e.msg.contains("\"x\""), "{e}");
+    }
+
+    #[test]
+    fn qos_annotations_extend_the_bandwidth_capability() {
+        let ann = r#"{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni","runtimeConfig":{
+            "bandwidth":{"egressRate":30000000},
+            "io.kubernetes.cri.pod-annotations":{"vswitch.io/egress-guaranteed-rate":"10M",
+              "vswitch.io/egress-priority":"2","vswitch.io/egress-pps":"50k"}}}"#;
+        let c = NetConf::parse(ann.as_bytes()).unwrap();
+        let b = c.bandwidth.unwrap();
+        assert_eq!(b.egress_rate, Some(30_000_000));
+        assert_eq!(b.egress_guaranteed_rate, Some(10_000_000));
+        assert_eq!(b.egress_priority, Some(2));
+        assert_eq!(b.egress_pps, Some(50_000));
+        for (key, bad) in [
+            ("vswitch.io/egress-guaranteed-rate", "\"ten\""),
+            ("vswitch.io/egress-priority", "\"9\""),
+            ("vswitch.io/egress-pps", "\"0\""),
+        ] {
+            let text = format!(
+                r#"{{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni","runtimeConfig":{{"io.kubernetes.cri.pod-annotations":{{"{key}":{bad}}}}}}}"#
+            );
+            let e = NetConf::parse(text.as_bytes()).unwrap_err();
+            assert_eq!(e.code, INVALID_CONFIG);
+            assert!(e.msg.contains(key), "{e}");
+        }
     }
 
     #[test]

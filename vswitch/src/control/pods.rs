@@ -117,19 +117,43 @@ impl<const N: usize> Daemon<N> {
             cfg.qos_classes.push(class(root.clone(), None, rate, None, bw.ingress_burst));
             section.qos_root = Some(root);
         }
-        if let Some(rate) = bw.egress_rate.filter(|r| *r > 0) {
+        let wants_egress = bw.egress_rate.is_some_and(|r| r > 0)
+            || bw.egress_guaranteed_rate.is_some()
+            || bw.egress_pps.is_some()
+            || bw.egress_priority.is_some();
+        if wants_egress {
             let uplink_root = cfg.node.as_ref().and_then(|n| {
                 cfg.ports.iter().find(|p| p.name == n.uplink).and_then(|p| p.qos_root.clone())
             });
             match uplink_root {
                 Some(parent) => {
                     let leaf = format!("{}{EGRESS_SUFFIX}", section.name);
-                    let guarantee = POD_EGRESS_GUARANTEE.min(rate);
-                    cfg.qos_classes.push(class(leaf.clone(), Some(parent), guarantee, Some(rate), bw.egress_burst));
+                    // Without an egressRate the pod may borrow up to what its parent may.
+                    let parent_ceil = cfg.qos_classes.iter().find(|c| c.name == parent).and_then(
+                        |c| c.ceil.as_ref().unwrap_or(&c.rate).value().ok(),
+                    );
+                    let ceil = bw.egress_rate.filter(|r| *r > 0).or(parent_ceil);
+                    let guarantee = bw
+                        .egress_guaranteed_rate
+                        .unwrap_or(POD_EGRESS_GUARANTEE)
+                        .min(ceil.unwrap_or(u64::MAX));
+                    let mut c = class(leaf.clone(), Some(parent), guarantee, ceil, bw.egress_burst);
+                    c.priority = bw.egress_priority.unwrap_or(0);
+                    c.pps = bw.egress_pps.map(|p| RateSpec::Int(p.min(i64::MAX as u64) as i64));
+                    cfg.qos_classes.push(c);
                     section.qos_class = Some(leaf);
                 }
                 None => notes.push(format!(
-                    "bandwidth.egressRate {rate} bit/s not enforced: the node's uplink is not shaped (set qos_root on the [node] uplink port)"
+                    "egress limits {} not enforced: the node's uplink is not shaped (set qos_root on the [node] uplink port)",
+                    [
+                        bw.egress_rate.map(|r| format!("egressRate {r} bit/s")),
+                        bw.egress_guaranteed_rate.map(|r| format!("guarantee {r} bit/s")),
+                        bw.egress_pps.map(|r| format!("{r} pps")),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(", ")
                 )),
             }
         }
