@@ -7,7 +7,11 @@
 #   veth whose host end is an AF_XDP port of the switch;
 #   pods vsd-p5, vsd-p6 (VLAN 10), 10.244.1.15-16/24, whose eth0 the switch creates as a TAP
 #   port with TCP segmentation and checksum offload (64 KB segments cross the switch whole)
-#   switch namespace vsd-sw: one worker
+#   switch namespace vsd-sw: one worker; it is also node 1 of a two-node pod network
+#   (10.244.1.0/24, gateway 10.244.1.1 answered by the switch) whose node 2, vsd-n2, runs its
+#   own vswitchd with TAP pod vsd-p7 (10.244.2.17/24); the nodes' uplinks are AF_PACKET ports
+#   (offload-aware) on an underlay veth pair (198.18.0.1 and .2/24), and pods on one node reach
+#   pods on the other by direct routing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,6 +46,14 @@ for p in p5 p6; do
   ns_add "$p"
   echo "  pod $NS_PREFIX$p  eth0 (a TAP the switch creates)  VLAN 10"
 done
+ns_add n2
+ns_add p7
+# The nodes' own kernels stay quiet on the underlay (no IPv6 neighbour discovery).
+for n in sw n2; do ns_exec "$n" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1; done
+ip link add "${NS_PREFIX}u1" netns "${NS_PREFIX}sw" type veth peer name "${NS_PREFIX}u2" netns "${NS_PREFIX}n2"
+ip -n "${NS_PREFIX}sw" link set "${NS_PREFIX}u1" up
+ip -n "${NS_PREFIX}n2" link set "${NS_PREFIX}u2" up
+echo "  node 2 $NS_PREFIX""n2 with pod $NS_PREFIX""p7 (a TAP), underlay veth ${NS_PREFIX}u1 <-> ${NS_PREFIX}u2"
 
 SOCK=$WORK/vswitchd.sock
 cat > "$WORK/vswitchd.toml" <<TOML
@@ -78,15 +90,76 @@ pod_interface = "eth0"
 TOML
 done
 
-step "starting vswitchd in $NS_PREFIX""sw"
+# Node 1 routes: its pods in VLAN 10 reach node 2's pods through the uplink.
+cat >> "$WORK/vswitchd.toml" <<TOML
+
+[[port]]
+name = "uplink"
+interface = "${NS_PREFIX}u1"
+type = "afpacket"
+
+[node]
+name = "node1"
+pod_cidr = "10.244.1.0/24"
+pod_vlan = 10
+uplink = "uplink"
+underlay_ip = "198.18.0.1/24"
+
+[[peer]]
+name = "node2"
+underlay_ip = "198.18.0.2"
+pod_cidr = "10.244.2.0/24"
+TOML
+SOCK2=$WORK/n2.sock
+cat > "$WORK/n2.toml" <<TOML
+[api]
+socket = "$SOCK2"
+metrics = ""
+
+[state]
+dir = "$WORK/n2-state"
+
+[[worker]]
+idle = "adaptive"
+
+[[port]]
+name = "p7"
+type = "tap"
+pod_netns = "/var/run/netns/${NS_PREFIX}p7"
+pod_interface = "eth0"
+
+[[port]]
+name = "uplink"
+interface = "${NS_PREFIX}u2"
+type = "afpacket"
+
+[node]
+name = "node2"
+pod_cidr = "10.244.2.0/24"
+uplink = "uplink"
+underlay_ip = "198.18.0.2/24"
+
+[[peer]]
+name = "node1"
+underlay_ip = "198.18.0.1"
+pod_cidr = "10.244.1.0/24"
+TOML
+
+step "starting vswitchd in $NS_PREFIX""sw (node 1) and $NS_PREFIX""n2 (node 2)"
 ns_spawn sw "$BIN/vswitchd" --config "$WORK/vswitchd.toml" --log-level warn
+ns_spawn n2 "$BIN/vswitchd" --config "$WORK/n2.toml" --log-level warn
 ctl() { "$BIN/vswitchctl" --socket "$SOCK" "$@"; }
+ctl2() { "$BIN/vswitchctl" --socket "$SOCK2" "$@"; }
 # The control loop answers once every port is open.
-for _ in $(seq 100); do ctl status >/dev/null 2>&1 && break; sleep 0.1; done
-ctl status >/dev/null 2>&1 || { echo "vswitchd did not come up" >&2; exit 1; }
+for _ in $(seq 100); do ctl status >/dev/null 2>&1 && ctl2 status >/dev/null 2>&1 && break; sleep 0.1; done
+ctl status >/dev/null 2>&1 || { echo "vswitchd (node 1) did not come up" >&2; exit 1; }
+ctl2 status >/dev/null 2>&1 || { echo "vswitchd (node 2) did not come up" >&2; exit 1; }
 # The TAP pods' eth0 now exists (the switch made it); configure it as a CNI plugin would.
 ip -n "${NS_PREFIX}p5" addr add 10.244.1.15/24 dev eth0; ip -n "${NS_PREFIX}p5" link set eth0 up
 ip -n "${NS_PREFIX}p6" addr add 10.244.1.16/24 dev eth0; ip -n "${NS_PREFIX}p6" link set eth0 up
+ip -n "${NS_PREFIX}p7" addr add 10.244.2.17/24 dev eth0; ip -n "${NS_PREFIX}p7" link set eth0 up
+ip -n "${NS_PREFIX}p7" route add default via 10.244.2.1
+for p in p1 p2 p3 p5 p6; do ip -n "$NS_PREFIX$p" route add default via 10.244.1.1; done
 
 step "ping within VLAN 10"
 ns_exec p1 ping -c 3 -i 0.2 -W 1 10.244.1.12
@@ -113,6 +186,17 @@ ns_spawn p1 iperf3 -s -1 -p 5202
 sleep 0.5
 ns_exec p3 timeout 20 iperf3 -c 10.244.1.11 -p 5202 -u -b 200M -t 3 -f m | tail -4
 
+step "ping across nodes: p1 (node 1) -> p7 (node 2), routed by both switches"
+for _ in $(seq 20); do ns_exec p1 ping -c 1 -W 1 10.244.2.17 >/dev/null 2>&1 && break; sleep 0.3; done
+ns_exec p1 ping -c 3 -i 0.2 -W 1 10.244.2.17
+echo "  and with TTL 1 the gateway (the switch) answers: time exceeded"
+ns_exec p1 ping -c 1 -W 1 -t 1 10.244.2.17 | grep -i 'exceeded' || true
+
+step "iperf3 TCP across nodes, TAP pod p5 -> TAP pod p7, 5 s (segments whole over the AF_PACKET uplinks)"
+ns_spawn p7 iperf3 -s -1 -p 5204
+sleep 0.5
+ns_exec p5 timeout 20 iperf3 -c 10.244.2.17 -p 5204 -t 5 -f g | tail -4
+
 step "vswitchctl show ports"
 ctl show ports
 step "vswitchctl show fdb"
@@ -121,5 +205,10 @@ step "vswitchctl show workers"
 ctl show workers
 step "vswitchctl show drops"
 ctl show drops
+step "vswitchctl show node / peers / routes / neighbors (node 1)"
+ctl show node
+ctl show peers
+ctl show routes
+ctl show neighbors
 echo
 echo "demo done; tearing down"
