@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ensure_rust
 # containernetworking-plugins: the reference host-local IPAM plugin the CNI tests delegate to;
 # podman, runc and busybox-static: the real-runtime CNI test (containers from a busybox rootfs).
-ensure_packages iproute2 iputils-ping iperf3 ethtool containernetworking-plugins \
+ensure_packages iproute2 iputils-ping iperf3 ethtool tcpdump containernetworking-plugins \
   podman runc busybox-static
 
 step "cargo fmt --check"

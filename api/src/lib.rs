@@ -36,6 +36,11 @@
 //! | GET | `/v1/neighbors` | [`Request::ListNeighbors`] | `[`[`NeighborInfo`]`]` |
 //! | GET | `/v1/qos` | [`Request::ListQos`] | `[`[`QosPortInfo`]`]` |
 //! | PATCH | `/v1/qos/classes/{name}` (body [`QosClassUpdate`]) | [`Request::SetQosClass`] | `{"message": "..."}` |
+//! | POST | `/v1/capture` (body [`CaptureRequest`]) | [`Request::Capture`] | [`CaptureResult`], when a bound is reached |
+//! | GET | `/v1/flow-cache` | [`Request::ListFlowCache`] | `[`[`CachedFlow`]`]` |
+//! | GET | `/v1/flows` | [`Request::ListFlows`] | `[`[`FlowRuleInfo`]`]` |
+//! | POST | `/v1/flows` (body [`FlowRule`]) | [`Request::AddFlow`] | `{"message": "..."}` |
+//! | DELETE | `/v1/flows/{name}` | [`Request::DelFlow`] | `{"message": "..."}` |
 //! | GET | `/metrics` | [`Request::Metrics`] | Prometheus text (`text/plain; version=0.0.4`) |
 //!
 //! Path segments (`{name}`, `{mac}`) are percent-encoded; query parameters are optional and an
@@ -78,10 +83,11 @@ mod client;
 mod server;
 
 pub use types::{
-    ApiError, Bandwidth, DropReasonInfo, ErrorBody, ErrorKind, FdbEntry, NeighborInfo, NodeInfo,
-    PeerInfo, PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, QosClassInfo,
-    QosClassUpdate, QosPortInfo, Reply, Request, Response, RouteInfo, StaticMac, Status,
-    TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
+    ApiError, Bandwidth, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket, DropReasonInfo,
+    ErrorBody, ErrorKind, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo,
+    PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate,
+    QosPortInfo, Reply, Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult,
+    TraceStep, VlanInfo, WorkerInfo,
 };
 
 #[cfg(feature = "client")]

@@ -483,6 +483,146 @@ pub struct QosClassUpdate {
     pub pps: Option<String>,
 }
 
+/// A packet capture on one port, `POST /v1/capture`. The request returns when a bound is
+/// reached: `count` packets (at most 100 000), `seconds` (at most 60; 60 when absent), or 32 MiB
+/// of captured bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// The port's name.
+    pub port: String,
+    /// `rx` (as received), `tx` (as sent) or `both` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// Stop after this many packets, 1 to 100 000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Stop after this many seconds, 1 to 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
+    /// Bytes kept of each packet, 1 to 65535 (256 by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// What a capture took, in the order the packets were seen (per direction).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureResult {
+    /// The port's name.
+    pub port: String,
+    /// `rx`, `tx` or `both`.
+    pub direction: String,
+    /// Bytes kept of each packet.
+    pub snaplen: u32,
+    /// Why it stopped: `count`, `time`, `size` or `port removed`.
+    pub stopped: String,
+    /// Packets the worker could not record because the capture ring was full (the traffic
+    /// itself was not affected).
+    pub not_captured: u64,
+    /// The packets.
+    pub packets: Vec<CapturedPacket>,
+}
+
+/// One captured packet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedPacket {
+    /// When the worker saw it, ns since the Unix epoch.
+    pub ts_ns: u64,
+    /// Its length on the wire.
+    pub len: u32,
+    /// Its first `min(len, snaplen)` bytes, in hex.
+    pub data_hex: String,
+}
+
+/// One entry of a worker's exact-match L2 flow cache, `GET /v1/flow-cache`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedFlow {
+    /// The worker whose cache holds it.
+    pub worker: usize,
+    /// The port the flow comes in on.
+    pub in_port: String,
+    /// Its VLAN inside the switch.
+    pub vlan: u16,
+    /// Source MAC.
+    pub src_mac: String,
+    /// Destination MAC.
+    pub dst_mac: String,
+    /// The cached decision: `output:PORT`, `flood` or `drop:REASON`.
+    pub action: String,
+    /// Packets that took the decision from the cache since it was cached.
+    pub hits: u64,
+}
+
+/// A flow rule: a match and what to do with matching packets, in the configuration as
+/// `[[flow]]` and through `POST /v1/flows`. Absent match fields match anything; among the
+/// rules that match a packet, the one of highest priority acts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowRule {
+    /// The rule's name (what `DELETE /v1/flows/{name}` takes).
+    pub name: String,
+    /// Higher first, 0 to 65535.
+    #[serde(default)]
+    pub priority: u16,
+    /// Ingress port name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_port: Option<String>,
+    /// VLAN inside the switch, 1 to 4094.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Source MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_mac: Option<String>,
+    /// Destination MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<String>,
+    /// EtherType (after any VLAN tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    /// IPv4 source, an address or a prefix (`10.0.0.0/8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
+    /// IPv4 destination, an address or a prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<String>,
+    /// IP protocol: `tcp`, `udp`, `icmp` or a number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// TCP or UDP source port (needs `proto` tcp or udp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    /// TCP or UDP destination port (needs `proto` tcp or udp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// `drop`, `normal` (switch as usual, after `set_vlan` and `meter_*`) or `output`.
+    pub action: String,
+    /// With `action = "output"`: the port to send to, bypassing L2 and L3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Move the packet to this VLAN, 1 to 4094.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_vlan: Option<u16>,
+    /// Police matching packets to this many packets per second (per worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_pps: Option<u64>,
+    /// Police matching packets to this many bits per second (per worker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_bps: Option<u64>,
+}
+
+/// A flow rule with its counters, `GET /v1/flows`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRuleInfo {
+    /// The rule.
+    pub rule: FlowRule,
+    /// Packets it matched (all workers), metered-out ones included.
+    pub packets: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Packets its meter dropped.
+    pub meter_drops: u64,
+}
+
 /// What kind of failure an [`ApiError`] is; each maps to one HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -673,6 +813,16 @@ pub enum Request {
     ListQos,
     /// `PATCH /v1/qos/classes/{name}` -> [`Reply::Done`]: change a class live.
     SetQosClass(String, QosClassUpdate),
+    /// `POST /v1/capture` -> [`Reply::Capture`] once a bound is reached.
+    Capture(CaptureRequest),
+    /// `GET /v1/flow-cache` -> [`Reply::FlowCache`]: every worker's cached L2 flows.
+    ListFlowCache,
+    /// `GET /v1/flows` -> [`Reply::Flows`]: the flow rules with their counters.
+    ListFlows,
+    /// `POST /v1/flows` -> [`Reply::Done`]: add a flow rule (or replace the one of its name).
+    AddFlow(FlowRule),
+    /// `DELETE /v1/flows/{name}` -> [`Reply::Done`]; not found when there is no such rule.
+    DelFlow(String),
 }
 
 /// A successful answer; which variant depends on the [`Request`] (see its variants).
@@ -708,6 +858,12 @@ pub enum Reply {
     Neighbors(Vec<NeighborInfo>),
     /// The shaped ports' QoS classes.
     Qos(Vec<QosPortInfo>),
+    /// A finished capture.
+    Capture(CaptureResult),
+    /// The workers' cached L2 flows.
+    FlowCache(Vec<CachedFlow>),
+    /// The flow rules, highest priority first.
+    Flows(Vec<FlowRuleInfo>),
     /// A change was made; `message` says what (e.g. `flushed 12 entries`).
     Done {
         /// What was done.

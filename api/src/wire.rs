@@ -8,8 +8,8 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, CONTRO
 use serde::{Deserialize, Serialize};
 
 use crate::types::{
-    ApiError, ErrorBody, ErrorKind, PeerSpec, PodAttachment, PortInfo, PortUpdate, QosClassUpdate,
-    Reply, Request, StaticMac, TraceRequest,
+    ApiError, CaptureRequest, ErrorBody, ErrorKind, FlowRule, PeerSpec, PodAttachment, PortInfo,
+    PortUpdate, QosClassUpdate, Reply, Request, StaticMac, TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -134,6 +134,11 @@ impl Request {
             Request::SetQosClass(name, upd) => {
                 ("PATCH", format!("/v1/qos/classes/{}", segment(name)), Some(json_body(upd)))
             }
+            Request::Capture(c) => ("POST", "/v1/capture".to_string(), Some(json_body(c))),
+            Request::ListFlowCache => ("GET", "/v1/flow-cache".to_string(), None),
+            Request::ListFlows => ("GET", "/v1/flows".to_string(), None),
+            Request::AddFlow(rule) => ("POST", "/v1/flows".to_string(), Some(json_body(rule))),
+            Request::DelFlow(name) => ("DELETE", format!("/v1/flows/{}", segment(name)), None),
         };
         HttpRequest { method, path_and_query, body }
     }
@@ -165,6 +170,11 @@ impl Request {
             Request::ListNeighbors => "GET /v1/neighbors",
             Request::ListQos => "GET /v1/qos",
             Request::SetQosClass(..) => "PATCH /v1/qos/classes/{name}",
+            Request::Capture(_) => "POST /v1/capture",
+            Request::ListFlowCache => "GET /v1/flow-cache",
+            Request::ListFlows => "GET /v1/flows",
+            Request::AddFlow(_) => "POST /v1/flows",
+            Request::DelFlow(_) => "DELETE /v1/flows/{name}",
         }
     }
 }
@@ -222,6 +232,10 @@ enum Resource {
     Neighbors,
     Qos,
     QosClass(String),
+    Capture,
+    FlowCache,
+    Flows,
+    Flow(String),
 }
 
 impl Resource {
@@ -235,6 +249,9 @@ impl Resource {
             Resource::Pod(..) => "DELETE",
             Resource::Peer(_) => "PUT, DELETE",
             Resource::QosClass(_) => "PATCH",
+            Resource::Capture => "POST",
+            Resource::Flows => "GET, POST",
+            Resource::Flow(_) => "DELETE",
             _ => "GET",
         }
     }
@@ -280,6 +297,10 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "neighbors"] => Resource::Neighbors,
         ["v1", "qos"] => Resource::Qos,
         ["v1", "qos", "classes", name] => Resource::QosClass(decode_segment(name, "class name")?),
+        ["v1", "capture"] => Resource::Capture,
+        ["v1", "flow-cache"] => Resource::FlowCache,
+        ["v1", "flows"] => Resource::Flows,
+        ["v1", "flows", name] => Resource::Flow(decode_segment(name, "flow rule name")?),
         _ => {
             return Err(RouteError::new(
                 404,
@@ -482,6 +503,37 @@ pub fn parse_request(
             )?;
             Request::SetQosClass(name, upd)
         }
+        ("POST", Resource::Capture) => {
+            query_params(query, &[])?;
+            let c: CaptureRequest = body_json(
+                body,
+                "POST /v1/capture",
+                "fields port, direction, count, seconds, snaplen",
+            )?;
+            Request::Capture(c)
+        }
+        ("GET", Resource::FlowCache) => {
+            query_params(query, &[])?;
+            Request::ListFlowCache
+        }
+        ("GET", Resource::Flows) => {
+            query_params(query, &[])?;
+            Request::ListFlows
+        }
+        ("POST", Resource::Flows) => {
+            query_params(query, &[])?;
+            let rule: FlowRule = body_json(
+                body,
+                "POST /v1/flows",
+                "fields name, priority, in_port, vlan, src_mac, dst_mac, ethertype, src_ip, \
+                 dst_ip, proto, src_port, dst_port, action, output, set_vlan, meter_pps, meter_bps",
+            )?;
+            Request::AddFlow(rule)
+        }
+        ("DELETE", Resource::Flow(name)) => {
+            query_params(query, &[])?;
+            Request::DelFlow(name)
+        }
         (_, resource) => {
             let allow = resource.allow();
             let mut error = RouteError::new(
@@ -524,6 +576,11 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::ListNeighbors, Reply::Neighbors(_))
             | (Request::ListQos, Reply::Qos(_))
             | (Request::SetQosClass(..), Reply::Done { .. })
+            | (Request::Capture(_), Reply::Capture(_))
+            | (Request::ListFlowCache, Reply::FlowCache(_))
+            | (Request::ListFlows, Reply::Flows(_))
+            | (Request::AddFlow(_), Reply::Done { .. })
+            | (Request::DelFlow(_), Reply::Done { .. })
     )
 }
 
@@ -545,6 +602,9 @@ pub fn reply_name(reply: &Reply) -> &'static str {
         Reply::Routes(_) => "Routes",
         Reply::Neighbors(_) => "Neighbors",
         Reply::Qos(_) => "Qos",
+        Reply::Capture(_) => "Capture",
+        Reply::FlowCache(_) => "FlowCache",
+        Reply::Flows(_) => "Flows",
         Reply::Done { .. } => "Done",
     }
 }
@@ -574,6 +634,9 @@ pub fn encode_reply(reply: &Reply) -> (&'static str, Vec<u8>) {
         Reply::Routes(v) => pretty(v),
         Reply::Neighbors(v) => pretty(v),
         Reply::Qos(v) => pretty(v),
+        Reply::Capture(v) => pretty(v),
+        Reply::FlowCache(v) => pretty(v),
+        Reply::Flows(v) => pretty(v),
         Reply::Done { message } => pretty(&DoneBody { message: message.clone() }),
         Reply::Metrics(text) => return (METRICS_TEXT, text.clone().into_bytes()),
     };
@@ -610,6 +673,10 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::ListNeighbors => Reply::Neighbors(json(body)?),
         Request::ListQos => Reply::Qos(json(body)?),
         Request::SetQosClass(..) => done(body)?,
+        Request::Capture(_) => Reply::Capture(json(body)?),
+        Request::ListFlowCache => Reply::FlowCache(json(body)?),
+        Request::ListFlows => Reply::Flows(json(body)?),
+        Request::AddFlow(_) | Request::DelFlow(_) => done(body)?,
         Request::Metrics => Reply::Metrics(
             String::from_utf8(body.to_vec())
                 .map_err(|_| "metrics text is not UTF-8".to_string())?,
@@ -723,6 +790,23 @@ mod tests {
             ),
             Request::ListRoutes,
             Request::ListNeighbors,
+            Request::Capture(CaptureRequest {
+                port: "pod a".into(),
+                direction: Some("rx".into()),
+                count: Some(10),
+                ..Default::default()
+            }),
+            Request::ListFlowCache,
+            Request::ListFlows,
+            Request::AddFlow(FlowRule {
+                name: "no-icmp".into(),
+                priority: 100,
+                in_port: Some("pod a".into()),
+                proto: Some("icmp".into()),
+                action: "drop".into(),
+                ..Default::default()
+            }),
+            Request::DelFlow("odd/name%?".into()),
         ]
     }
 

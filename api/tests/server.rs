@@ -216,6 +216,34 @@ fn canned(request: &Request) -> Response {
             }],
         }]),
         Request::SetQosClass(name, _) => Reply::Done { message: format!("class {name:?} changed") },
+        Request::Capture(c) => Reply::Capture(vswitch_api::CaptureResult {
+            port: c.port.clone(),
+            direction: "both".into(),
+            snaplen: 256,
+            stopped: "count".into(),
+            not_captured: 0,
+            packets: vec![vswitch_api::CapturedPacket {
+                ts_ns: 1,
+                len: 2,
+                data_hex: "abcd".into(),
+            }],
+        }),
+        Request::ListFlowCache => Reply::FlowCache(vec![vswitch_api::CachedFlow {
+            in_port: "pod-a".into(),
+            action: "flood".into(),
+            ..Default::default()
+        }]),
+        Request::ListFlows => Reply::Flows(vec![vswitch_api::FlowRuleInfo {
+            rule: vswitch_api::FlowRule {
+                name: "r".into(),
+                action: "drop".into(),
+                ..Default::default()
+            },
+            packets: 3,
+            ..Default::default()
+        }]),
+        Request::AddFlow(r) => Reply::Done { message: format!("flow rule {:?} added", r.name) },
+        Request::DelFlow(n) => Reply::Done { message: format!("flow rule {n:?} removed") },
     })
 }
 
@@ -296,6 +324,20 @@ fn all_requests() -> Vec<Request> {
         Request::ListRoutes,
         Request::ListNeighbors,
         Request::ListQos,
+        Request::Capture(vswitch_api::CaptureRequest {
+            port: "pod-a".into(),
+            count: Some(4),
+            ..Default::default()
+        }),
+        Request::ListFlowCache,
+        Request::ListFlows,
+        Request::AddFlow(vswitch_api::FlowRule {
+            name: "no-icmp".into(),
+            proto: Some("icmp".into()),
+            action: "drop".into(),
+            ..Default::default()
+        }),
+        Request::DelFlow("no-icmp".into()),
         Request::SetQosClass(
             "pod a".into(),
             QosClassUpdate { ceil: Some("1G".into()), weight: Some(3), ..Default::default() },

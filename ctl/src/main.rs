@@ -37,6 +37,19 @@
 //!   Refused whole (exit 1, the message naming the class and field) if the result does not
 //!   fit, e.g. a ceiling below the guarantee or children's guarantees above the parent's.
 //! - `trace`, `top`, `metrics`: a packet's path stage by stage; live rates; Prometheus text.
+//! - `capture PORT -w FILE [-c N] [--seconds S] [--direction rx|tx|both] [--snaplen N]`:
+//!   packets received on (rx: before any processing) and sent out of (tx: as on the wire) a
+//!   port, into a pcap file tcpdump and Wireshark open (`-w -`: standard output). Ends at `N`
+//!   packets (at most 100 000), `S` seconds (at most 60, the default), or 32 MiB; prints how
+//!   many were captured and how many the capture ring had no room for (the traffic itself is
+//!   never affected).
+//! - `show flows`: every worker's exact-match L2 flow cache (in port, VLAN, MACs, cached
+//!   action, hits), as published by the workers once a second.
+//! - `flow add NAME [match] --action drop|normal|output [--output PORT] [--set-vlan N]
+//!   [--meter-pps N] [--meter-bps N]`, `flow del NAME`, `flow dump`: flow rules (match on
+//!   `--in-port`, `--vlan`, `--src-mac`, `--dst-mac`, `--ethertype`, `--src-ip`, `--dst-ip`
+//!   (prefixes), `--proto`, `--sport`, `--dport`; highest `--priority` first), applied live;
+//!   `dump` shows each rule's hits and bytes.
 //!
 //! # Exit codes
 //!
@@ -48,6 +61,7 @@
 //! | 3 | the daemon is not running, or its socket cannot be connected to |
 //! | 4 | protocol error: the connection broke, timed out, or the reply was not understood |
 
+mod pcap;
 mod text;
 
 use std::fmt::Write as _;
@@ -126,6 +140,123 @@ enum Command {
     },
     /// Show what the switch would do with a packet, stage by stage; nothing is sent or learned.
     Trace(TraceArgs),
+    /// Capture a port's packets into a pcap file (tcpdump, Wireshark).
+    Capture(CaptureArgs),
+    /// Add, delete or list flow rules, live.
+    #[command(subcommand)]
+    Flow(FlowCommand),
+}
+
+#[derive(Debug, Args)]
+struct CaptureArgs {
+    /// The port to capture on.
+    port: String,
+    /// The pcap file to write ('-': standard output). Needed unless --json.
+    #[arg(short = 'w', value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Stop after this many packets (1 to 100000).
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    count: Option<u64>,
+    /// Stop after this many seconds (1 to 60; 60 by default).
+    #[arg(long, value_name = "S")]
+    seconds: Option<u64>,
+    /// rx (as received), tx (as sent) or both.
+    #[arg(long, value_name = "DIR", default_value = "both")]
+    direction: String,
+    /// Bytes kept of each packet (1 to 65535).
+    #[arg(long, value_name = "N")]
+    snaplen: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum FlowCommand {
+    /// Add a flow rule, or replace the one of that name; refused whole if it does not fit.
+    Add(Box<FlowAdd>),
+    /// Remove a flow rule.
+    Del {
+        /// The rule's name.
+        name: String,
+    },
+    /// The flow rules in evaluation order, with their hits and bytes.
+    Dump,
+}
+
+#[derive(Debug, Args)]
+struct FlowAdd {
+    /// The rule's name.
+    name: String,
+    /// Higher acts first (0 to 65535).
+    #[arg(long, default_value_t = 0)]
+    priority: u16,
+    /// Match: ingress port.
+    #[arg(long, value_name = "PORT")]
+    in_port: Option<String>,
+    /// Match: VLAN inside the switch.
+    #[arg(long, value_name = "N")]
+    vlan: Option<u16>,
+    /// Match: source MAC.
+    #[arg(long, value_name = "MAC")]
+    src_mac: Option<String>,
+    /// Match: destination MAC.
+    #[arg(long, value_name = "MAC")]
+    dst_mac: Option<String>,
+    /// Match: EtherType, e.g. 0x0806.
+    #[arg(long, value_name = "T", value_parser = ethertype)]
+    ethertype: Option<u16>,
+    /// Match: IPv4 source address or prefix.
+    #[arg(long, value_name = "PREFIX")]
+    src_ip: Option<String>,
+    /// Match: IPv4 destination address or prefix.
+    #[arg(long, value_name = "PREFIX")]
+    dst_ip: Option<String>,
+    /// Match: IP protocol (tcp, udp, icmp or a number).
+    #[arg(long, value_name = "P")]
+    proto: Option<String>,
+    /// Match: TCP/UDP source port.
+    #[arg(long, value_name = "N")]
+    sport: Option<u16>,
+    /// Match: TCP/UDP destination port.
+    #[arg(long, value_name = "N")]
+    dport: Option<u16>,
+    /// drop, normal (switch as usual) or output (to --output).
+    #[arg(long, value_name = "A")]
+    action: String,
+    /// With --action output: the port to send to.
+    #[arg(long, value_name = "PORT")]
+    output: Option<String>,
+    /// Move matching packets to this VLAN.
+    #[arg(long, value_name = "N")]
+    set_vlan: Option<u16>,
+    /// Police matching packets to N packets per second (per worker).
+    #[arg(long, value_name = "N")]
+    meter_pps: Option<u64>,
+    /// Police matching packets to N bits per second (per worker).
+    #[arg(long, value_name = "N")]
+    meter_bps: Option<u64>,
+}
+
+impl FlowAdd {
+    fn rule(self) -> vswitch_api::FlowRule {
+        vswitch_api::FlowRule {
+            name: self.name,
+            priority: self.priority,
+            in_port: self.in_port,
+            vlan: self.vlan,
+            src_mac: self.src_mac,
+            dst_mac: self.dst_mac,
+            ethertype: self.ethertype,
+            src_ip: self.src_ip,
+            dst_ip: self.dst_ip,
+            proto: self.proto,
+            src_port: self.sport,
+            dst_port: self.dport,
+            action: self.action,
+            output: self.output,
+            set_vlan: self.set_vlan,
+            meter_pps: self.meter_pps,
+            meter_bps: self.meter_bps,
+        }
+    }
 }
 
 /// The packet to trace: `--hex`, or `--src` and `--dst` with optional fields.
@@ -242,6 +373,8 @@ enum Show {
     Neighbors,
     /// Shaped ports' QoS classes: settings, and sent, queued, dropped and borrowed counters.
     Qos,
+    /// Every worker's cached L2 flows: in port, VLAN, MACs, cached action, hits.
+    Flows,
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,6 +557,7 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Top { interval, count } => return top(client, as_json, interval, count),
         Command::Show(Show::Port { name }) => return show_port(client, as_json, name),
         Command::Show(Show::Drops) => return show_drops(client, as_json),
+        Command::Capture(args) => return capture(client, as_json, args),
         Command::Status => Request::Status,
         Command::Show(Show::Ports) => Request::ListPorts,
         Command::Show(Show::Pods) => Request::ListPods,
@@ -435,6 +569,10 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Show(Show::Routes) => Request::ListRoutes,
         Command::Show(Show::Neighbors) => Request::ListNeighbors,
         Command::Show(Show::Qos) => Request::ListQos,
+        Command::Show(Show::Flows) => Request::ListFlowCache,
+        Command::Flow(FlowCommand::Add(add)) => Request::AddFlow(add.rule()),
+        Command::Flow(FlowCommand::Del { name }) => Request::DelFlow(name),
+        Command::Flow(FlowCommand::Dump) => Request::ListFlows,
         Command::Qos(QosCommand::Set { class, rate, ceil, priority, weight, pps }) => {
             Request::SetQosClass(class, QosClassUpdate { rate, ceil, priority, weight, pps })
         }
@@ -582,8 +720,131 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
             t.render()
         }
         Reply::Qos(ports) => qos_text(ports),
-        other @ Reply::DropReasons(_) => return Err(unexpected(&other)),
+        Reply::FlowCache(flows) => {
+            let mut t = Table::new(&[
+                ">WORKER", "IN-PORT", ">VLAN", "SRC-MAC", "DST-MAC", "ACTION", ">HITS",
+            ]);
+            for f in flows {
+                t.row(vec![
+                    f.worker.to_string(),
+                    f.in_port,
+                    f.vlan.to_string(),
+                    f.src_mac,
+                    f.dst_mac,
+                    f.action,
+                    f.hits.to_string(),
+                ]);
+            }
+            t.render()
+        }
+        Reply::Flows(rules) => flows_text(rules),
+        other @ (Reply::DropReasons(_) | Reply::Capture(_)) => return Err(unexpected(&other)),
     })
+}
+
+/// `flow dump`: one line per rule, in evaluation order.
+fn flows_text(rules: Vec<vswitch_api::FlowRuleInfo>) -> String {
+    let mut t = Table::new(&[">PRIO", "NAME", "MATCH", "ACTIONS", ">PACKETS", ">BYTES"]);
+    for i in rules {
+        let r = i.rule;
+        let mut m = Vec::new();
+        let mut field = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.push(format!("{k}={v}"));
+            }
+        };
+        field("in_port", r.in_port);
+        field("vlan", r.vlan.map(|v| v.to_string()));
+        field("src_mac", r.src_mac);
+        field("dst_mac", r.dst_mac);
+        field("ethertype", r.ethertype.map(|e| format!("{e:#06x}")));
+        field("src_ip", r.src_ip);
+        field("dst_ip", r.dst_ip);
+        field("proto", r.proto);
+        field("sport", r.src_port.map(|p| p.to_string()));
+        field("dport", r.dst_port.map(|p| p.to_string()));
+        let mut a = Vec::new();
+        if let Some(v) = r.set_vlan {
+            a.push(format!("set_vlan:{v}"));
+        }
+        if let Some(pps) = r.meter_pps {
+            a.push(format!("meter:{pps}pps"));
+        }
+        if let Some(bps) = r.meter_bps {
+            a.push(format!("meter:{}bps", rate_text(bps)));
+        }
+        a.push(match r.output {
+            Some(p) => format!("output:{p}"),
+            None => r.action,
+        });
+        let mut packets = i.packets.to_string();
+        if i.meter_drops > 0 {
+            let _ = write!(packets, " ({} metered out)", i.meter_drops);
+        }
+        t.row(vec![
+            r.priority.to_string(),
+            r.name,
+            if m.is_empty() { "any".into() } else { m.join(",") },
+            a.join(","),
+            packets,
+            i.bytes.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+/// `capture`: asks the daemon (which answers when a bound is reached) and writes the pcap.
+fn capture(client: &Client, as_json: bool, args: CaptureArgs) -> Result<String, ClientError> {
+    if args.write.is_none() && !as_json {
+        return Err(ClientError::Api(vswitch_api::ApiError::invalid(
+            "capture needs -w FILE (or -w - for standard output), or --json",
+        )));
+    }
+    let wait = args.seconds.unwrap_or(60).min(60) + 15;
+    let client = client.clone().with_timeout(std::time::Duration::from_secs(wait));
+    let reply = client.call_blocking(Request::Capture(vswitch_api::CaptureRequest {
+        port: args.port,
+        direction: Some(args.direction),
+        count: args.count,
+        seconds: args.seconds,
+        snaplen: args.snaplen,
+    }))?;
+    let Reply::Capture(c) = reply else { return Err(unexpected(&reply)) };
+    let mut data = Vec::with_capacity(c.packets.len());
+    for p in &c.packets {
+        let bytes = pcap::from_hex(&p.data_hex)
+            .ok_or_else(|| ClientError::Protocol("captured packet is not hex".into()))?;
+        data.push((p.ts_ns, p.len, bytes));
+    }
+    let packets =
+        || data.iter().map(|(ts, len, d)| pcap::Packet { ts_ns: *ts, orig_len: *len, data: d });
+    let summary = format!(
+        "{} packets captured, {} not captured: ring full (stopped: {})\n",
+        c.packets.len(),
+        c.not_captured,
+        c.stopped
+    );
+    let io = |e: std::io::Error, what: &str| ClientError::Protocol(format!("writing {what}: {e}"));
+    match args.write.as_deref() {
+        Some(p) if p.as_os_str() == "-" => {
+            pcap::write(&mut std::io::stdout().lock(), c.snaplen, packets())
+                .map_err(|e| io(e, "standard output"))?;
+            eprint!("{summary}");
+            Ok(String::new())
+        }
+        Some(p) => {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(p).map_err(|e| io(e, &p.display().to_string()))?,
+            );
+            pcap::write(&mut f, c.snaplen, packets())
+                .map_err(|e| io(e, &p.display().to_string()))?;
+            if as_json {
+                return Ok(reply_json(&Reply::Capture(c)));
+            }
+            Ok(summary)
+        }
+        None => Ok(reply_json(&Reply::Capture(c))),
+    }
 }
 
 /// Bits per second as `300M`, `1.5G`, `500k`.

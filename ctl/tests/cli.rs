@@ -7,10 +7,11 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use vswitch_api::{
-    ApiError, ApiListener, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo,
-    PeerSpec, PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply,
-    Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep,
-    VlanInfo, WorkerInfo,
+    ApiError, ApiListener, Backend, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket,
+    DropReasonInfo, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
+    PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply, Request,
+    Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
+    WorkerInfo,
 };
 
 struct Fake {
@@ -235,6 +236,50 @@ fn answer(request: &Request) -> Response {
         Request::SetQosClass(name, _) => {
             Reply::Done { message: format!("QoS class {name:?} changed") }
         }
+        Request::Capture(c) if c.port != "pod-a" => {
+            return Err(ApiError::not_found(format!("unknown port {:?}", c.port)))
+        }
+        Request::Capture(c) => Reply::Capture(CaptureResult {
+            port: c.port.clone(),
+            direction: c.direction.clone().unwrap_or_default(),
+            snaplen: 64,
+            stopped: "count".into(),
+            not_captured: 3,
+            packets: vec![
+                CapturedPacket { ts_ns: 1_000_000_001_000, len: 98, data_hex: "02".repeat(64) },
+                CapturedPacket { ts_ns: 1_000_000_002_000, len: 60, data_hex: "ff".repeat(60) },
+            ],
+        }),
+        Request::ListFlowCache => Reply::FlowCache(vec![CachedFlow {
+            worker: 0,
+            in_port: "pod-a".into(),
+            vlan: 10,
+            src_mac: "02:00:00:00:00:01".into(),
+            dst_mac: "02:00:00:00:00:02".into(),
+            action: "output:uplink".into(),
+            hits: 41,
+        }]),
+        Request::ListFlows => Reply::Flows(vec![FlowRuleInfo {
+            rule: FlowRule {
+                name: "no-icmp".into(),
+                priority: 100,
+                in_port: Some("pod-a".into()),
+                proto: Some("icmp".into()),
+                action: "drop".into(),
+                ..Default::default()
+            },
+            packets: 5,
+            bytes: 490,
+            meter_drops: 0,
+        }]),
+        Request::AddFlow(r) if r.vlan == Some(5000) => {
+            return Err(ApiError::invalid(format!(
+                "flow[0] ({:?}).vlan: VLAN 5000 is out of range 1..=4094",
+                r.name
+            )))
+        }
+        Request::AddFlow(r) => Reply::Done { message: format!("flow rule {:?} added", r.name) },
+        Request::DelFlow(name) => Reply::Done { message: format!("flow rule {name:?} removed") },
         Request::Trace(t) if t.in_port != "pod-a" => {
             return Err(ApiError::not_found(format!("unknown port {:?}", t.in_port)))
         }
@@ -741,4 +786,109 @@ fn qos_table_and_live_class_changes() {
             ),
         ]
     );
+}
+
+#[test]
+fn capture_writes_a_pcap_and_reports_what_it_missed() {
+    let d = Daemon::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a.pcap");
+    let f = file.to_str().unwrap();
+    let out = ok(&d.ctl(&["capture", "pod-a", "-c", "2", "--direction", "rx", "-w", f]));
+    assert_eq!(out, "2 packets captured, 3 not captured: ring full (stopped: count)\n");
+    let pcap = std::fs::read(&file).unwrap();
+    assert_eq!(&pcap[0..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    assert_eq!(u32::from_le_bytes(pcap[16..20].try_into().unwrap()), 64, "snaplen");
+    assert_eq!(u32::from_le_bytes(pcap[20..24].try_into().unwrap()), 1, "Ethernet");
+    // First record: 1000 s + 1 µs, 64 of 98 bytes.
+    let rec = |at: usize, i: usize| {
+        u32::from_le_bytes(pcap[at + 4 * i..at + 4 * i + 4].try_into().unwrap())
+    };
+    assert_eq!((rec(24, 0), rec(24, 1), rec(24, 2), rec(24, 3)), (1000, 1, 64, 98));
+    let second = 24 + 16 + 64;
+    assert_eq!((rec(second, 1), rec(second, 2), rec(second, 3)), (2, 60, 60));
+    assert_eq!(pcap.len(), second + 16 + 60);
+    // To standard output: the pcap alone there, the summary on stderr.
+    let o = d.ctl(&["capture", "pod-a", "-w", "-"]);
+    assert!(o.status.success());
+    assert_eq!(o.stdout, pcap);
+    assert!(stderr(&o).starts_with("2 packets captured"));
+    // No file and no --json: refused before asking; unknown port: the daemon's message.
+    assert_eq!(d.ctl(&["capture", "pod-a"]).status.code(), Some(1));
+    let o = d.ctl(&["capture", "pod-x", "-w", f]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: unknown port \"pod-x\"\n");
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::Capture(CaptureRequest {
+                port: "pod-a".into(),
+                direction: Some("rx".into()),
+                count: Some(2),
+                ..Default::default()
+            }),
+            Request::Capture(CaptureRequest {
+                port: "pod-a".into(),
+                direction: Some("both".into()),
+                ..Default::default()
+            }),
+            Request::Capture(CaptureRequest {
+                port: "pod-x".into(),
+                direction: Some("both".into()),
+                ..Default::default()
+            }),
+        ]
+    );
+}
+
+#[test]
+fn flow_cache_and_flow_rules() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&["show", "flows"]));
+    assert!(out.starts_with("WORKER  IN-PORT  VLAN  SRC-MAC"), "{out}");
+    assert!(
+        out.contains("pod-a      10  02:00:00:00:00:01  02:00:00:00:00:02  output:uplink    41"),
+        "{out}"
+    );
+    let out = ok(&d.ctl(&["flow", "dump"]));
+    assert!(
+        out.contains("100  no-icmp  in_port=pod-a,proto=icmp  drop           5    490"),
+        "{out}"
+    );
+    assert_eq!(
+        ok(&d.ctl(&[
+            "flow",
+            "add",
+            "no-icmp",
+            "--priority",
+            "100",
+            "--in-port",
+            "pod-a",
+            "--proto",
+            "icmp",
+            "--action",
+            "drop"
+        ])),
+        "flow rule \"no-icmp\" added\n"
+    );
+    let o = d.ctl(&["flow", "add", "v", "--vlan", "5000", "--action", "drop"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("(\"v\").vlan: VLAN 5000 is out of range"), "{}", stderr(&o));
+    assert_eq!(ok(&d.ctl(&["flow", "del", "no-icmp"])), "flow rule \"no-icmp\" removed\n");
+    assert_eq!(d.ctl(&["flow", "add", "x"]).status.code(), Some(2), "--action is required");
+    let log = d.log();
+    assert_eq!(log[0], Request::ListFlowCache);
+    assert_eq!(log[1], Request::ListFlows);
+    assert_eq!(
+        log[2],
+        Request::AddFlow(FlowRule {
+            name: "no-icmp".into(),
+            priority: 100,
+            in_port: Some("pod-a".into()),
+            proto: Some("icmp".into()),
+            action: "drop".into(),
+            ..Default::default()
+        })
+    );
+    assert_eq!(log[4], Request::DelFlow("no-icmp".into()));
 }

@@ -38,11 +38,23 @@ struct ChannelBackend {
 impl Backend for ChannelBackend {
     fn call(&self, request: Request) -> Response {
         let (rtx, rrx) = sync_channel(1);
+        // A capture answers when its bound is reached (at most its time bound).
+        let wait = match &request {
+            Request::Capture(c) => Duration::from_secs(
+                c.seconds.unwrap_or(super::capture::MAX_SECONDS).min(super::capture::MAX_SECONDS)
+                    + 10,
+            ),
+            _ => Duration::from_secs(5),
+        };
         self.tx
             .send((request, rtx))
             .map_err(|_| ApiError::unavailable("vswitchd is shutting down"))?;
-        rrx.recv_timeout(Duration::from_secs(5))
-            .map_err(|_| ApiError::unavailable("the control loop did not answer within 5 s"))?
+        rrx.recv_timeout(wait).map_err(|_| {
+            ApiError::unavailable(format!(
+                "the control loop did not answer within {} s",
+                wait.as_secs()
+            ))
+        })?
     }
 }
 
@@ -251,6 +263,15 @@ impl<const N: usize> Daemon<N> {
             )),
             Request::ListQos => Ok(Reply::Qos(self.qos_info())),
             Request::SetQosClass(name, upd) => self.set_qos_api(&name, upd),
+            Request::ListFlowCache => Ok(Reply::FlowCache(self.flow_cache_info())),
+            Request::ListFlows => Ok(Reply::Flows(self.flows_info())),
+            Request::AddFlow(rule) => self.add_flow(rule),
+            Request::DelFlow(name) => self.del_flow(&name),
+            // The control loop arms captures itself ([`Daemon::start_capture`]): they answer
+            // later. Reaching here means a caller bypassed it.
+            Request::Capture(_) => {
+                Err(ApiError::internal("a capture must go through the control loop"))
+            }
         }
     }
 

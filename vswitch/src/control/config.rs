@@ -51,6 +51,9 @@ pub struct Config {
     /// The uplink's DDoS guard.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ddos_guard: Option<DdosGuardSection>,
+    /// Flow rules (see [`super::flows`]).
+    #[serde(default, rename = "flow", skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<vswitch_api::FlowRule>,
 }
 
 /// `[node]`: this node in the multi-node pod network.
@@ -756,6 +759,7 @@ impl Config {
         }
         self.validate_node(&mut err);
         super::qos::validate(self, &mut err);
+        super::flows::validate(self, &mut err);
         errs
     }
 
@@ -937,6 +941,7 @@ impl Config {
             s.set_guarded(id, true);
         }
         s.set_guard(self.ddos_guard.as_ref().map(|g| g.guard_config(GUARD_SEED)));
+        s.set_acl(super::flows::acl_table(self, port_id, |_| Default::default()));
         s
     }
 

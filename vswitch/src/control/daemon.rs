@@ -75,6 +75,8 @@ impl DaemonError {
 pub enum Command<const N: usize> {
     Add(PortId, Box<dyn Port<N>>),
     Remove(PortId),
+    /// Arm a capture on the tap's port (see [`crate::pipeline::capture`]).
+    Capture(Box<crate::pipeline::capture::Tap>),
 }
 
 /// What a worker reports back.
@@ -243,6 +245,8 @@ struct WorkerHandle<const N: usize> {
     pool_frames: usize,
     /// The worker's QoS counters, refreshed by it every 100 ms.
     qos_report: Arc<Mutex<Vec<QosPortReport>>>,
+    /// The worker's L2 flow cache entries, refreshed by it every second.
+    flow_report: Arc<Mutex<Vec<crate::pipeline::nodes::l2::L2Flow>>>,
 }
 
 /// A port as the control loop sees it.
@@ -286,6 +290,10 @@ pub struct Daemon<const N: usize> {
     qos_ids: HashMap<String, u32>,
     /// The DDoS guard's hash seed, picked at start so its table sets cannot be aimed at.
     guard_seed: u64,
+    /// Captures running, each waiting for its bound to answer its API request.
+    pub(super) captures: Vec<super::capture::Pending>,
+    /// The counters of every flow rule by name, kept while the rule stays the same.
+    acl_counters: HashMap<String, (vswitch_api::FlowRule, Arc<crate::tables::acl::RuleCounters>)>,
 }
 
 impl<const N: usize> Daemon<N> {
@@ -323,6 +331,8 @@ impl<const N: usize> Daemon<N> {
             tap_cleanup: HashMap::new(),
             qos_ids: HashMap::new(),
             guard_seed: std::collections::hash_map::RandomState::new().hash_one(monotonic_ns()),
+            captures: Vec::new(),
+            acl_counters: HashMap::new(),
             cfg,
         };
         let (api, requests) =
@@ -403,6 +413,7 @@ impl<const N: usize> Daemon<N> {
         let pool_frames = worker.pool().frames();
         let counters = worker.counters().clone();
         let qos_report = worker.qos_report().clone();
+        let flow_report = worker.flow_report().clone();
         // Room for a burst of pod attachments while the worker is busy flooding.
         let (commands, cmd_rx) = RingBuffer::new(1024);
         let (ev_tx, events) = RingBuffer::new(1024);
@@ -421,6 +432,7 @@ impl<const N: usize> Daemon<N> {
             area,
             pool_frames,
             qos_report,
+            flow_report,
         });
         Ok(())
     }
@@ -455,8 +467,14 @@ impl<const N: usize> Daemon<N> {
             // Wait for an API request, or the tick.
             let call = self.requests.as_ref().and_then(|r| r.recv_timeout(CONTROL_TICK).ok());
             if let Some((req, reply)) = call {
-                let resp = self.handle(req);
-                let _ = reply.send(resp);
+                match req {
+                    // Answered later, when a bound is reached.
+                    vswitch_api::Request::Capture(c) => self.start_capture(c, reply),
+                    req => {
+                        let resp = self.handle(req);
+                        let _ = reply.send(resp);
+                    }
+                }
             } else if self.requests.is_none() {
                 std::thread::sleep(CONTROL_TICK);
             }
@@ -474,6 +492,9 @@ impl<const N: usize> Daemon<N> {
         self.learner.run_once(now);
         self.learn_neighbors(now);
         self.collect_events();
+        if !self.captures.is_empty() {
+            self.service_captures();
+        }
         if self.reload.swap(false, Ordering::Relaxed) {
             match Config::load(&self.path) {
                 Ok(mut cfg) => {
@@ -608,6 +629,19 @@ impl<const N: usize> Daemon<N> {
                     s.set_guarded(id, true);
                 }
                 s.set_guard(self.cfg.ddos_guard.as_ref().map(|g| g.guard_config(self.guard_seed)));
+                // A rule keeps its counters while it stays the same.
+                let counters = &mut self.acl_counters;
+                let mut kept = HashMap::new();
+                let table = super::flows::acl_table(&self.cfg, id_of, |r| {
+                    let c = match counters.remove(&r.name) {
+                        Some((old, c)) if old == *r => c,
+                        _ => Arc::default(),
+                    };
+                    kept.insert(r.name.clone(), (r.clone(), c.clone()));
+                    c
+                });
+                *counters = kept;
+                s.set_acl(table);
                 self.snapshot.store(Arc::new(s))
             }
             // Sections were validated; this would be a bug worth a loud log, not a crash.
@@ -881,6 +915,23 @@ impl<const N: usize> Daemon<N> {
         out
     }
 
+    /// Every worker's published L2 flow cache entries, with the worker's index.
+    pub fn flow_reports(&self) -> Vec<(usize, crate::pipeline::nodes::l2::L2Flow)> {
+        let mut out = Vec::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            if let Ok(r) = w.flow_report.lock() {
+                out.extend(r.iter().map(|f| (i, *f)));
+            }
+        }
+        out
+    }
+
+    /// Sends `cmd` to worker `wi`; false if its command ring is full (or there is no such
+    /// worker).
+    pub(super) fn send_command(&mut self, wi: usize, cmd: Command<N>) -> bool {
+        self.workers.get_mut(wi).is_some_and(|w| w.commands.push(cmd).is_ok())
+    }
+
     /// Changes QoS class `name` with `f`, validated with the whole configuration and applied
     /// live (queues kept), or refused whole with the field at fault.
     pub fn set_qos_class(
@@ -939,6 +990,8 @@ fn worker_main<const N: usize>(
                     drop(w.remove_port(id));
                     let _ = events.push(Event::Removed(id));
                 }
+                // A port this worker does not have: the tap drops, which ends the capture.
+                Command::Capture(tap) => drop(w.set_capture(tap)),
             }
         }
         // A scheduler that released a full batch may release more at once: no sleep.

@@ -1,11 +1,15 @@
 //! The packet pipeline: stages over whole batches.
 //!
 //! ```text
-//!  port rx ─► parse ─► vlan ingress ─► l3 input ─► l2 (flow cache │ FDB) ─► l3 route ─► output ─► port tx
-//!             offsets,   VLAN from      ARP for us,  learn src, look up       LPM, TTL,     egress checks,
-//!             flow hash  port mode      VXLAN decap, dst: output/flood/drop   ICMP, next    tag fix-up, flood
-//!                                       mark ROUTED                           hop MAC       copies, VXLAN encap
+//!  port rx ─► parse ─► vlan ingress ─► acl ─► l3 input ─► l2 (flow cache │ FDB) ─► l3 route ─► output ─► port tx
+//!             offsets,   VLAN from      flow     ARP for us,  learn src, look up       LPM, TTL,     egress checks,
+//!             flow hash  port mode      rules    VXLAN decap, dst: output/flood/drop   ICMP, next    tag fix-up, flood
+//!                                       (if any) mark ROUTED                           hop MAC       copies, VXLAN encap
 //! ```
+//!
+//! A capture armed on a port ([`capture`]) sees its received batches before parse and its
+//! transmitted ones right before the port's tx; the ACL stage ([`nodes::acl`]) runs only when
+//! the snapshot has flow rules.
 //!
 //! Each stage runs one small per-packet body over the whole batch and records its decision in
 //! the packet's [`Meta`](crate::packet::Meta) (`verdict`); a dropped packet is skipped by the
@@ -15,6 +19,7 @@
 //! run only on a node that routes (`[node]` in the configuration); packets for the router's MAC
 //! bypass L2, the others bypass L3.
 
+pub mod capture;
 pub mod nodes;
 pub mod snapshot;
 pub mod trace;
@@ -30,6 +35,7 @@ pub use snapshot::{PortEntry, Snapshot, VlanMode, VlanSet};
 
 /// A worker's pipeline: the stages and their per-worker state.
 pub struct Pipeline {
+    pub acl: nodes::acl::Acl,
     pub l2: L2,
     pub l3: L3,
     output: Output,
@@ -60,7 +66,12 @@ impl Pipeline {
         learn: rtrb::Producer<LearnEvent>,
         neigh: rtrb::Producer<NeighEvent>,
     ) -> Pipeline {
-        Pipeline { l2: L2::new(cache_entries, learn), l3: L3::new(neigh), output: Output::new() }
+        Pipeline {
+            acl: nodes::acl::Acl::default(),
+            l2: L2::new(cache_entries, learn),
+            l3: L3::new(neigh),
+            output: Output::new(),
+        }
     }
 
     /// Runs every stage over `batch`; the batch is empty afterwards (every packet was queued
@@ -71,6 +82,9 @@ impl Pipeline {
             nodes::qos::guard(batch, cx.pool, g, cx.now);
         }
         nodes::vlan::run(batch, cx.snap);
+        if let Some(t) = cx.snap.acl() {
+            self.acl.run(batch, cx.pool, t, cx.now);
+        }
         let routes = cx.snap.l3().is_some();
         let l3cx = L3Ctx { snap: cx.snap, neigh: cx.neigh, now: cx.now, counters: cx.counters };
         if routes {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::qos::sched::MAX_CLASS_ID;
 use crate::qos::{ClassConfig, ClassId, GuardConfig};
+use crate::tables::acl::AclTable;
 use crate::tables::l3::L3Table;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
 
@@ -177,6 +178,8 @@ pub struct Snapshot {
     /// Ports whose ingress goes through the DDoS guard, and its limits.
     guarded: Vec<PortId>,
     guard: Option<GuardConfig>,
+    /// The flow rules, when there is at least one.
+    acl: Option<Arc<AclTable>>,
 }
 
 impl Default for Snapshot {
@@ -190,6 +193,7 @@ impl Default for Snapshot {
             qos: Vec::new(),
             guarded: Vec::new(),
             guard: None,
+            acl: None,
         }
     }
 }
@@ -263,6 +267,7 @@ impl Snapshot {
             qos: Vec::new(),
             guarded: Vec::new(),
             guard: None,
+            acl: None,
         })
     }
 
@@ -323,6 +328,17 @@ impl Snapshot {
     #[inline]
     pub fn guard(&self, id: PortId) -> Option<&GuardConfig> {
         self.guard.as_ref().filter(|_| self.guarded.contains(&id))
+    }
+
+    /// Sets the flow rules (an empty table is stored as none, so the stage is skipped).
+    pub fn set_acl(&mut self, acl: Option<Arc<AclTable>>) {
+        self.acl = acl.filter(|t| !t.is_empty());
+    }
+
+    /// The flow rules, if there are any.
+    #[inline]
+    pub fn acl(&self) -> Option<&Arc<AclTable>> {
+        self.acl.as_ref()
     }
 
     /// The routing state, if the node routes.

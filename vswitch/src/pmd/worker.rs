@@ -11,6 +11,12 @@
 //! after the receive loop of every iteration it releases what the schedulers allow at that
 //! iteration's time. [`Worker::qos_wake`] tells the idle loop when a throttled class can send
 //! again, so the worker does not sleep past it.
+//!
+//! A capture armed on a port ([`Worker::set_capture`], see [`crate::pipeline::capture`])
+//! records the batches the port receives, right after its rx, and (in output) those it sends.
+//! Once a second, at housekeeping, the worker publishes up to [`FLOW_REPORT_MAX`] entries of
+//! its L2 flow cache for `vswitchctl show flows` (a `try_lock`: skipped while the control
+//! plane reads them).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::packet::{Batch, Pool};
-use crate::pipeline::nodes::l2::LearnEvent;
+use crate::pipeline::capture::Tap;
+use crate::pipeline::nodes::l2::{L2Flow, LearnEvent};
 use crate::pipeline::nodes::output::Egress;
 use crate::pipeline::nodes::qos::{EgressQos, QosPortReport};
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
@@ -91,10 +98,19 @@ pub struct Worker<const N: usize> {
     qos_reported: bool,
     /// The DDoS guard of each guarded port (by id), with the limits it was built with.
     guards: Vec<Option<(crate::qos::GuardConfig, Box<crate::qos::DdosGuard>)>>,
+    /// The L2 flow cache entries, for the control plane (refreshed every second).
+    flow_report: Arc<Mutex<Vec<L2Flow>>>,
+    next_flow_report: u64,
+    /// Ports with a capture armed (usually none).
+    taps: usize,
 }
 
 /// How often a worker publishes its QoS counters.
 const QOS_REPORT_NS: u64 = 100_000_000;
+/// How often a worker publishes its flow cache entries.
+const FLOW_REPORT_NS: u64 = 1_000_000_000;
+/// The most flow cache entries a worker publishes.
+pub const FLOW_REPORT_MAX: usize = 4096;
 
 impl<const N: usize> Worker<N> {
     pub fn new(
@@ -131,6 +147,56 @@ impl<const N: usize> Worker<N> {
             next_qos_report: 0,
             qos_reported: false,
             guards: Vec::new(),
+            flow_report: Arc::new(Mutex::new(Vec::new())),
+            next_flow_report: 0,
+            taps: 0,
+        }
+    }
+
+    /// The L2 flow cache entries this worker publishes (every second of its time).
+    pub fn flow_report(&self) -> &Arc<Mutex<Vec<L2Flow>>> {
+        &self.flow_report
+    }
+
+    /// Arms a capture on the tap's port (replacing one armed there before); hands the tap
+    /// back if this worker does not have the port, which ends the capture.
+    pub fn set_capture(&mut self, tap: Box<Tap>) -> Result<(), Box<Tap>> {
+        match self.ports.get_mut(tap.port() as usize) {
+            Some(Some(e)) => {
+                if e.tap.replace(tap).is_none() {
+                    self.taps += 1;
+                }
+                Ok(())
+            }
+            _ => Err(tap),
+        }
+    }
+
+    /// Removes the taps whose control end went away (their capture is over).
+    fn reap_taps(&mut self) {
+        for e in self.ports.iter_mut().flatten() {
+            if e.tap.as_ref().is_some_and(|t| t.abandoned()) {
+                e.tap = None;
+                self.taps -= 1;
+            }
+        }
+    }
+
+    /// Publishes the flow cache entries (skipped if the control plane is reading them).
+    fn publish_flows(&mut self, now: u64) {
+        if now < self.next_flow_report {
+            return;
+        }
+        self.next_flow_report = now + FLOW_REPORT_NS;
+        let snap_gen = self.snapshot.load().generation;
+        if let Ok(mut r) = self.flow_report.try_lock() {
+            self.pipeline.l2.report_flows(
+                snap_gen,
+                self.fdb.generation(),
+                now,
+                FLOW_REPORT_MAX,
+                &mut r,
+            );
         }
     }
 
@@ -283,6 +349,9 @@ impl<const N: usize> Worker<N> {
     /// Detaches port `id`, giving back every buffer it held, and returns it.
     pub fn remove_port(&mut self, id: PortId) -> Option<Box<dyn Port<N>>> {
         let mut e = self.ports.get_mut(id as usize)?.take()?;
+        if e.tap.take().is_some() {
+            self.taps -= 1;
+        }
         self.rx_order.retain(|&p| p != id);
         self.qos_ports.retain(|&p| p != id);
         if let Some(g) = self.guards.get_mut(id as usize) {
@@ -361,6 +430,11 @@ impl<const N: usize> Worker<N> {
             let n = e.port.rx(id, &mut self.pool, &mut self.batch);
             if n == 0 {
                 continue;
+            }
+            if let Some(t) = e.tap.as_deref_mut() {
+                if t.direction().rx() {
+                    t.record(now, self.batch.pkts().iter().map(|p| self.pool.data(p)));
+                }
             }
             let c = self.counters.port(id);
             c.rx_packets.add(n as u64);
@@ -494,6 +568,10 @@ impl<const N: usize> Worker<N> {
         if !self.qos_ports.is_empty() || self.qos_reported {
             self.publish_qos(now);
         }
+        if self.taps > 0 {
+            self.reap_taps();
+        }
+        self.publish_flows(now);
     }
 }
 
@@ -503,5 +581,52 @@ impl<const N: usize> Drop for Worker<N> {
         for id in self.rx_order.clone() {
             self.remove_port(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::packet::Verdict;
+    use crate::pipeline::VlanMode;
+    use crate::testkit::Rig;
+    use crate::types::MacAddr;
+
+    fn frame(dst: u8, src: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f
+    }
+
+    #[test]
+    fn housekeeping_publishes_the_cached_flows_with_hits() {
+        let mut rig: Rig<32> =
+            Rig::new(&[("a", VlanMode::Access(10)), ("b", VlanMode::Access(10))]);
+        // Learn both MACs, then a -> b three times (cached after the first).
+        rig.send(0, &frame(2, 1));
+        rig.run(5);
+        rig.send(1, &frame(1, 2));
+        rig.run(5);
+        for _ in 0..3 {
+            rig.send(0, &frame(2, 1));
+            rig.run(5);
+        }
+        rig.discard_all();
+        rig.worker.housekeep(rig.now);
+        let flows = rig.worker.flow_report().lock().unwrap().clone();
+        let ab = flows
+            .iter()
+            .find(|f| f.in_port == 0 && f.dst == MacAddr::from_u64(0x0200_0000_0002))
+            .unwrap_or_else(|| panic!("a -> b cached: {flows:?}"));
+        assert_eq!(
+            (ab.vlan, ab.verdict, ab.src),
+            (10, Verdict::Output(1), MacAddr::from_u64(0x0200_0000_0001))
+        );
+        assert_eq!(ab.hits, 2, "the first packet filled the entry, the next two hit it");
+        // At most once a second.
+        rig.worker.flow_report().lock().unwrap().clear();
+        rig.worker.housekeep(rig.now + 1);
+        assert!(rig.worker.flow_report().lock().unwrap().is_empty());
     }
 }

@@ -17,6 +17,9 @@
 //!   batch, and a lookup is a few binary searches (one per prefix length present) with no lock
 //!   and no allocation. [`route`] also holds the IPv4 prefix types the control plane speaks in
 //!   ([`route::Ipv4Net`] for networks, [`route::Ipv4Cidr`] for interface addresses).
+//! * **Flow rules** ([`acl`]): an immutable priority-ordered list compiled by the control
+//!   plane and read inside the snapshot like the routes; its per-rule counters are atomics
+//!   shared by the workers.
 //! * *Later:* **peers, policy**: written by the control plane, read by every worker as
 //!   immutable snapshots swapped in whole in the same way.
 //!
@@ -33,6 +36,7 @@
 //! Time is always passed in (`now`, nanoseconds, from the worker's or control thread's own
 //! clock reading); nothing here reads a clock, so tests drive time by hand.
 
+pub mod acl;
 pub mod fdb;
 pub mod flow_cache;
 pub mod l3;

@@ -102,6 +102,8 @@ drop_reasons! {
     QosNoClass = "qos_no_class": "the packet's QoS class is not a leaf of the egress port's scheduler (a configuration change in flight)",
     DdosSourceRate = "ddos_source_rate": "the uplink's DDoS guard: the source address sent more than its packets-per-second limit",
     DdosSynFlood = "ddos_syn_flood": "the uplink's DDoS guard: more TCP SYNs than the uplink's SYN limit",
+    AclDrop = "acl_drop": "a flow rule whose action is drop matched the packet",
+    AclMeter = "acl_meter": "a flow rule's meter (rate limit) refused the packet",
 }
 
 #[cfg(test)]

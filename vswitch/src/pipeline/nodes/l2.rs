@@ -53,6 +53,19 @@ impl L2Key {
     }
 }
 
+/// One flow of the L2 stage's cache, as published for `vswitchctl show flows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Flow {
+    pub in_port: PortId,
+    pub vlan: VlanId,
+    pub src: MacAddr,
+    pub dst: MacAddr,
+    /// The cached decision.
+    pub verdict: Verdict,
+    /// Packets that took it from the cache since it was cached.
+    pub hits: u64,
+}
+
 /// The L2 stage's per-worker state.
 pub struct L2 {
     cache: FlowCache<L2Key, Verdict>,
@@ -76,6 +89,40 @@ impl L2 {
     /// The flow cache, for `vswitchctl show flows`.
     pub fn cache(&self) -> &FlowCache<L2Key, Verdict> {
         &self.cache
+    }
+
+    /// Replaces `out` with the flows cached within the last second or two at `now` (the
+    /// generations of this second and the one before, under the current snapshot and FDB),
+    /// at most `max` of them. For `vswitchctl show flows`, from housekeeping: `out` keeps its
+    /// allocation from one report to the next.
+    pub fn report_flows(
+        &self,
+        snapshot_generation: u64,
+        fdb_generation: u64,
+        now: u64,
+        max: usize,
+        out: &mut Vec<L2Flow>,
+    ) {
+        out.clear();
+        let gens = [
+            Self::generation(snapshot_generation, fdb_generation, now),
+            Self::generation(
+                snapshot_generation,
+                fdb_generation,
+                now.saturating_sub(1_000_000_000),
+            ),
+        ];
+        for g in gens {
+            let room = max.saturating_sub(out.len());
+            out.extend(self.cache.iter_live(g).take(room).map(|e| L2Flow {
+                in_port: e.key.in_port,
+                vlan: (e.key.dst_vlan >> 48) as VlanId & 0xfff,
+                src: MacAddr::from_u64(e.key.src),
+                dst: MacAddr::from_u64(e.key.dst_vlan & 0xffff_ffff_ffff),
+                verdict: e.value,
+                hits: e.hits,
+            }));
+        }
     }
 
     /// The generation flow cache entries are valid for at time `now`.

@@ -1,5 +1,6 @@
 //! The pipeline's stages, one file each, in the order a packet meets them.
 
+pub mod acl;
 pub mod l2;
 pub mod l3;
 pub mod output;

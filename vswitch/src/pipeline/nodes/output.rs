@@ -35,11 +35,14 @@ pub struct Egress<const N: usize> {
     pub queue: Box<Batch<N>>,
     /// The port's egress scheduler, when its snapshot entry has a QoS plan.
     pub qos: Option<Box<EgressQos>>,
+    /// A packet capture armed on the port (`vswitchctl capture`): it sees the batches the
+    /// port receives and, here, those it transmits.
+    pub tap: Option<Box<crate::pipeline::capture::Tap>>,
 }
 
 impl<const N: usize> Egress<N> {
     pub fn new(port: Box<dyn Port<N>>) -> Self {
-        Egress { port, queue: Box::new(Batch::new()), qos: None }
+        Egress { port, queue: Box::new(Batch::new()), qos: None, tap: None }
     }
 
     /// Moves what the scheduler (if any) releases at `now` into the pending queue, transmits
@@ -60,15 +63,22 @@ impl<const N: usize> Egress<N> {
             }
             None => 0,
         };
-        self.transmit(id, pool, counters);
+        self.transmit(id, pool, counters, now);
         released
     }
 
-    /// Transmits the pending queue and counts the outcome on port `id`.
+    /// Transmits the pending queue and counts the outcome on port `id`; a capture armed on
+    /// the port records the batch first, as it goes on the wire (one branch when there is
+    /// none).
     #[inline]
-    fn transmit(&mut self, id: PortId, pool: &mut Pool, counters: &WorkerCounters) {
+    fn transmit(&mut self, id: PortId, pool: &mut Pool, counters: &WorkerCounters, now: u64) {
         if self.queue.is_empty() {
             return;
+        }
+        if let Some(t) = self.tap.as_deref_mut() {
+            if t.direction().tx() {
+                t.record(now, self.queue.pkts().iter().map(|p| pool.data(p)));
+            }
         }
         let r = self.port.tx(pool, &mut self.queue);
         let c = counters.port(id);
@@ -344,7 +354,7 @@ fn enqueue<const N: usize>(
     }
     if let Err(p) = e.queue.push(p, m) {
         // Queue full: send what is queued, then queue this one.
-        e.transmit(port, pool, counters);
+        e.transmit(port, pool, counters, now);
         if let Err(p) = e.queue.push(p, m) {
             counters.drop(port, DropReason::TxRingFull);
             pool.free(p);
