@@ -16,6 +16,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -238,6 +240,9 @@ struct WorkerHandle<const N: usize> {
     cfg: WorkerSection,
     join: Option<JoinHandle<()>>,
     commands: Producer<Command<N>>,
+    /// Rung after every command, so a worker asleep in poll(2) takes it at once instead of at
+    /// its next timeout (up to 10 ms: a pod's attachment waited for that).
+    doorbell: UnixDatagram,
     events: Consumer<Event>,
     counters: Arc<WorkerCounters>,
     /// The worker's pool memory and UMEM headroom, for opening ports added later.
@@ -247,6 +252,16 @@ struct WorkerHandle<const N: usize> {
     qos_report: Arc<Mutex<Vec<QosPortReport>>>,
     /// The worker's L2 flow cache entries, refreshed by it every second.
     flow_report: Arc<Mutex<Vec<crate::pipeline::nodes::l2::L2Flow>>>,
+}
+
+impl<const N: usize> WorkerHandle<N> {
+    /// Queues `cmd` for the worker and rings its doorbell.
+    fn push(&mut self, cmd: Command<N>) -> Result<(), rtrb::PushError<Command<N>>> {
+        self.commands.push(cmd)?;
+        // A full socket buffer means the bell is already ringing.
+        let _ = self.doorbell.send(&[1]);
+        Ok(())
+    }
 }
 
 /// A port as the control loop sees it.
@@ -417,16 +432,24 @@ impl<const N: usize> Daemon<N> {
         // Room for a burst of pod attachments while the worker is busy flooding.
         let (commands, cmd_rx) = RingBuffer::new(1024);
         let (ev_tx, events) = RingBuffer::new(1024);
+        let (doorbell, bell) = UnixDatagram::pair()
+            .and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                b.set_nonblocking(true)?;
+                Ok((a, b))
+            })
+            .map_err(|e| DaemonError::Setup(format!("worker {wi}: doorbell socketpair: {e}")))?;
         let stop = self.stop.clone();
         let wcfg2 = wcfg.clone();
         let join = std::thread::Builder::new()
             .name(format!("vswitch-worker-{wi}"))
-            .spawn(move || worker_main(wi, worker, wcfg2, cmd_rx, ev_tx, stop))
+            .spawn(move || worker_main(wi, worker, wcfg2, cmd_rx, bell, ev_tx, stop))
             .map_err(|e| DaemonError::Setup(format!("worker {wi}: spawning its thread: {e}")))?;
         self.workers.push(WorkerHandle {
             cfg: wcfg,
             join: Some(join),
             commands,
+            doorbell,
             events,
             counters,
             area,
@@ -720,7 +743,7 @@ impl<const N: usize> Daemon<N> {
             }
             self.draining.push(*id);
             let w = &mut self.workers[p.section.worker];
-            if w.commands.push(Command::Remove(*id)).is_err() {
+            if w.push(Command::Remove(*id)).is_err() {
                 warn!(port = %p.section.name, "worker command ring full; port removal retried on next reload");
             }
             info!(port = %p.section.name, "removing port");
@@ -739,7 +762,7 @@ impl<const N: usize> Daemon<N> {
             self.ports[id as usize] =
                 Some(PortState { section, kind: port.kind(), attached: false });
             if let Err(rtrb::PushError::Full(Command::Add(_, p))) =
-                self.workers[wi].commands.push(Command::Add(id, port))
+                self.workers[wi].push(Command::Add(id, port))
             {
                 drop(p);
                 self.ports[id as usize] = None;
@@ -929,7 +952,7 @@ impl<const N: usize> Daemon<N> {
     /// Sends `cmd` to worker `wi`; false if its command ring is full (or there is no such
     /// worker).
     pub(super) fn send_command(&mut self, wi: usize, cmd: Command<N>) -> bool {
-        self.workers.get_mut(wi).is_some_and(|w| w.commands.push(cmd).is_ok())
+        self.workers.get_mut(wi).is_some_and(|w| w.push(cmd).is_ok())
     }
 
     /// Changes QoS class `name` with `f`, validated with the whole configuration and applied
@@ -962,6 +985,7 @@ fn worker_main<const N: usize>(
     mut w: Worker<N>,
     cfg: WorkerSection,
     mut commands: Consumer<Command<N>>,
+    bell: UnixDatagram,
     mut events: Producer<Event>,
     stop: Arc<AtomicBool>,
 ) {
@@ -1021,6 +1045,7 @@ fn worker_main<const N: usize>(
                 if w.prepare_sleep() {
                     fds.clear();
                     w.poll_fds(&mut fds);
+                    fds.push(bell.as_raw_fd());
                     pollfds.clear();
                     pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
                         fd,
@@ -1029,6 +1054,8 @@ fn worker_main<const N: usize>(
                     }));
                     timed_out = afxdp::poll(&mut pollfds, timeout_ms).unwrap_or(0) == 0;
                     w.woke();
+                    let mut buf = [0u8; 64];
+                    while bell.recv(&mut buf).is_ok() {}
                 }
                 if timed_out {
                     w.housekeep(monotonic_ns());
