@@ -240,7 +240,16 @@ impl Topo {
 
 impl Drop for Topo {
     fn drop(&mut self) {
+        // SIGTERM first: a child that is `timeout CMD` passes it on to CMD and exits, where a
+        // SIGKILL would leave CMD (an iperf3 server) running without its time bound.
+        for c in &self.children {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
         for c in &mut self.children {
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
