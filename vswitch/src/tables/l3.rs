@@ -244,6 +244,14 @@ impl L3Table {
         })
     }
 
+    /// The largest inner IP packet a VXLAN tunnel carries over the uplink: its MTU less the
+    /// 50 bytes of outer Ethernet, IPv4, UDP and VXLAN headers (the inner Ethernet header rides
+    /// inside the outer IP payload, the outer one outside the MTU).
+    #[inline]
+    pub fn tunnel_mtu(&self) -> u16 {
+        self.uplink_mtu.saturating_sub(crate::wire::vxlan::OVERHEAD_V4 as u16)
+    }
+
     /// The node's own addresses: the gateway and the underlay address.
     #[inline]
     pub fn is_own(&self, ip: u32) -> bool {

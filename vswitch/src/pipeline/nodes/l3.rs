@@ -358,11 +358,9 @@ impl L3 {
                 let peer = &t.peers[i as usize];
                 match peer.mode {
                     PeerMode::Direct => (u32::from(peer.next_hop), Via::Uplink, Some(t.uplink_mtu)),
-                    PeerMode::Vxlan => (
-                        u32::from(peer.next_hop),
-                        Via::Tunnel(i),
-                        Some(t.uplink_mtu.saturating_sub(wire::vxlan::OVERHEAD_V4 as u16)),
-                    ),
+                    PeerMode::Vxlan => {
+                        (u32::from(peer.next_hop), Via::Tunnel(i), Some(t.tunnel_mtu()))
+                    }
                 }
             }
             // The underlay itself: other nodes' addresses, on the subnet or via its gateway

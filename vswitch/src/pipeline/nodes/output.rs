@@ -25,7 +25,6 @@ use crate::port::Port;
 use crate::tables::neigh::Neighbors;
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::PortId;
-use crate::wire;
 
 const TPID_8021Q: u16 = 0x8100;
 
@@ -193,7 +192,7 @@ impl Output {
             out.emit(cx, q, qm, uplink);
         };
         if m.offload.gso_type != GsoType::None {
-            let inner_mtu = (t.uplink_mtu as usize).saturating_sub(wire::vxlan::OVERHEAD_V4);
+            let inner_mtu = usize::from(t.tunnel_mtu());
             let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, inner_mtu);
             let seg_meta = gso::segment_meta(&m);
             let mut segs = std::mem::take(&mut self.segs);

@@ -328,9 +328,7 @@ impl AfPacketPort {
             self.recycle(pool, p);
             return true;
         };
-        let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
-        v1[..sys::VNET_HDR_LEN].copy_from_slice(&hdr);
-        let Ok(offload) = crate::port::tap::parse_vnet_hdr(&v1) else {
+        let Ok(offload) = parse_vnet(&hdr) else {
             self.stats.rx_bad_vnet += 1;
             self.recycle(pool, p);
             return true;
@@ -522,6 +520,17 @@ enum CopyFail {
 
 /// Copies a received frame into a fresh pool buffer, re-inserting a stripped VLAN tag.
 #[inline]
+/// The offload state of a received frame from the 10-byte legacy virtio-net header
+/// `PACKET_VNET_HDR` writes: the first 10 bytes of the TAP port's `virtio_net_hdr_v1`, whose
+/// parser it shares (`num_buffers` is 0).
+fn parse_vnet(
+    h: &[u8; sys::VNET_HDR_LEN],
+) -> Result<crate::packet::Offload, crate::port::tap::BadVnetHdr> {
+    let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
+    v1[..sys::VNET_HDR_LEN].copy_from_slice(h);
+    crate::port::tap::parse_vnet_hdr(&v1)
+}
+
 fn copy_in(pool: &mut Pool, f: &RxFrame<'_>) -> Result<Pkt, CopyFail> {
     let tagged = f.status & sys::TP_STATUS_VLAN_VALID != 0 && f.data.len() >= 12;
     let len = f.data.len() + if tagged { 4 } else { 0 };
@@ -588,9 +597,7 @@ impl<const N: usize> Port<N> for AfPacketPort {
             }
             let mut m = Meta::rx(id);
             if let Some(h) = f.vnet {
-                let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
-                v1[..sys::VNET_HDR_LEN].copy_from_slice(&h);
-                match crate::port::tap::parse_vnet_hdr(&v1) {
+                match parse_vnet(&h) {
                     Ok(mut o) => {
                         // A tag the kernel stripped goes back in front of the checksummed part.
                         if o.csum_partial && f.status & sys::TP_STATUS_VLAN_VALID != 0 {

@@ -136,25 +136,40 @@ pub fn destroy(netns: Option<&str>, ifname: &str, queues: usize) -> Result<(), T
     check_name(ifname)
         .map_err(|reason| TapError::InvalidName { ifname: ifname.to_string(), reason })?;
     let name = ifname.to_string();
-    let run = move || -> Result<(), (&'static str, io::Error)> {
+    in_netns_named(netns, ifname, move || {
         if crate::port::netdev::ifindex(&name).is_err() {
             return Ok(());
         }
-        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-        if queues > 1 {
-            flags |= libc::IFF_MULTI_QUEUE;
-        }
         let fd = sys::open_tun().map_err(|e| ("open(/dev/net/tun)", e))?;
-        sys::set_iff(fd.as_fd(), &name, flags).map_err(|e| ("ioctl(TUNSETIFF)", e))?;
+        sys::set_iff(fd.as_fd(), &name, tap_flags(queues)).map_err(|e| ("ioctl(TUNSETIFF)", e))?;
         sys::set_persist(fd.as_fd(), false).map_err(|e| ("ioctl(TUNSETPERSIST)", e))?;
         Ok(())
-    };
+    })
+}
+
+/// The `TUNSETIFF` flags of the switch's TAP devices with `queues` queues.
+fn tap_flags(queues: usize) -> libc::c_int {
+    let flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
+    if queues > 1 {
+        flags | libc::IFF_MULTI_QUEUE
+    } else {
+        flags
+    }
+}
+
+/// Runs `f` (device calls on TAP `ifname`) in namespace `netns` (`None`: the switch's own),
+/// turning a failure into the error that names the interface, the namespace and the call.
+fn in_netns_named<T: Send + 'static>(
+    netns: Option<&str>,
+    ifname: &str,
+    f: impl FnOnce() -> Result<T, (&'static str, io::Error)> + Send + 'static,
+) -> Result<T, TapError> {
     let ns_label = netns.map_or_else(|| "the switch's namespace".to_string(), netns_path);
     let r = match netns {
-        None => run(),
+        None => f(),
         Some(ns) => {
             let path = netns_path(ns);
-            netdev_in_netns(&path, run).map_err(|source| TapError::Netns {
+            netdev_in_netns(&path, f).map_err(|source| TapError::Netns {
                 ifname: ifname.to_string(),
                 netns: path.clone(),
                 source,
@@ -340,28 +355,9 @@ impl TapPort {
         if cfg.uso {
             offloads |= libc::TUN_F_USO4 | libc::TUN_F_USO6;
         }
-        let ns_label = netns.map_or_else(|| "the switch's namespace".to_string(), netns_path);
-        let persist = cfg.persist;
-        let (name, queues) = match netns {
-            None => open_queues(ifname.to_string(), cfg.queues, offloads, persist),
-            Some(ns) => {
-                let path = netns_path(ns);
-                let name = ifname.to_string();
-                let queues = cfg.queues;
-                netdev_in_netns(&path, move || open_queues(name, queues, offloads, persist))
-                    .map_err(|source| TapError::Netns {
-                        ifname: ifname.to_string(),
-                        netns: path.clone(),
-                        source,
-                    })?
-            }
-        }
-        .map_err(|(op, source)| TapError::Create {
-            ifname: ifname.to_string(),
-            netns: ns_label,
-            op,
-            source,
-        })?;
+        let (persist, queues, name) = (cfg.persist, cfg.queues, ifname.to_string());
+        let (name, queues) =
+            in_netns_named(netns, ifname, move || open_queues(name, queues, offloads, persist))?;
         Ok(TapPort {
             name,
             netns: netns.map(netns_path),
@@ -505,10 +501,7 @@ fn open_queues(
     offloads: u32,
     persist: bool,
 ) -> Result<(String, Vec<OwnedFd>), (&'static str, io::Error)> {
-    let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
-    if queues > 1 {
-        flags |= libc::IFF_MULTI_QUEUE;
-    }
+    let flags = tap_flags(queues);
     let mut fds = Vec::with_capacity(queues);
     let mut name = name;
     for q in 0..queues {
