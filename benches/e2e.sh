@@ -54,15 +54,6 @@ nsx() { local n=$1; shift; ip netns exec "$n" "$@"; }
 
 # ------------------------------------------------------------------ processes and teardown
 PIDS=()
-stop_pid() {  # PID [grace seconds]: SIGTERM, then SIGKILL after the grace period; this PID only
-  local pid=$1 grace=${2:-3} i
-  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < grace * 10; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
-  [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null
-  return 0
-}
 VSWITCHD_PID=
 teardown() {
   # vswitchd first, gracefully, so it detaches its XDP programs itself

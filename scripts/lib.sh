@@ -29,3 +29,14 @@ ensure_rust() {
   fi
   rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 }
+
+# Ends one process the caller started, by PID (never by name).
+stop_pid() {  # PID [grace seconds]: SIGTERM, then SIGKILL after the grace period; this PID only
+  local pid=$1 grace=${2:-3} i
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < grace * 10; i++)); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+  [ -d "/proc/$pid" ] && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  return 0
+}

@@ -224,6 +224,35 @@ impl Topo {
         child.wait_with_output().ok()
     }
 
+    /// Runs iperf3 for 2 s from namespace `client` to `server_ip`, the server (`-1`: one test)
+    /// in `server`, everything bounded by `timeout`; UDP offers 100 Mbit/s. Returns the `end`
+    /// object of iperf3's JSON report (`sum_received`, and for UDP `sum` with the loss).
+    pub fn iperf3(
+        &mut self,
+        client: &str,
+        server: &str,
+        server_ip: &str,
+        udp: bool,
+    ) -> serde_json::Value {
+        let port = if udp { "5202" } else { "5201" };
+        let spid = self.spawn(server, "iperf3", &["-s", "-1", "-p", port]);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut args = vec!["20", "iperf3", "-c", server_ip, "-p", port, "-t", "2", "-J"];
+        if udp {
+            args.extend(["-u", "-b", "100M"]);
+        }
+        let out = self.exec(client, "timeout", &args);
+        self.stop(spid);
+        assert!(
+            out.status.success(),
+            "iperf3 {client} -> {server_ip}: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
+        v["end"].take()
+    }
+
     /// Ping from namespace `from` to `addr`: how many of `count` replies came back.
     pub fn ping(&self, from: &str, addr: &str, count: u32) -> u32 {
         let out =

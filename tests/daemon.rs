@@ -32,20 +32,10 @@ fn addr(i: usize) -> String {
     format!("10.244.1.{}", 11 + i)
 }
 
-/// Runs iperf3 from `client` to `server_ip` (server in `server`); returns bits per second.
+/// Runs iperf3 from `client` to `server_ip` (server in `server`); returns bits per second:
+/// what the receiver got for TCP, the sender's rate for UDP.
 fn iperf3(topo: &mut Topo, client: &str, server: &str, server_ip: &str, udp: bool) -> f64 {
-    let port = if udp { "5202" } else { "5201" };
-    let spid = topo.spawn(server, "iperf3", &["-s", "-1", "-p", port]);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut args = vec!["20", "iperf3", "-c", server_ip, "-p", port, "-t", "2", "-J"];
-    if udp {
-        args.extend(["-u", "-b", "100M"]);
-    }
-    let out = topo.exec(client, "timeout", &args);
-    topo.stop(spid);
-    assert!(out.status.success(), "iperf3: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
-    let end = &v["end"];
+    let end = topo.iperf3(client, server, server_ip, udp);
     let sum = if udp { &end["sum"] } else { &end["sum_received"] };
     sum["bits_per_second"].as_f64().expect("bits_per_second")
 }

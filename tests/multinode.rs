@@ -144,23 +144,8 @@ fn reply_ttls(text: &str) -> Vec<u8> {
 /// Runs iperf3 from `client` to `server_ip` (server in `server`), 2 s, bounded by `timeout`;
 /// returns the bits per second the receiver got (UDP: 100 Mbit/s offered).
 fn iperf3(topo: &mut Topo, client: &str, server: &str, server_ip: &str, udp: bool) -> f64 {
-    let port = if udp { "5202" } else { "5201" };
-    let spid = topo.spawn(server, "iperf3", &["-s", "-1", "-p", port]);
-    std::thread::sleep(Duration::from_millis(300));
-    let mut args = vec!["20", "iperf3", "-c", server_ip, "-p", port, "-t", "2", "-J"];
-    if udp {
-        args.extend(["-u", "-b", "100M"]);
-    }
-    let out = topo.exec(client, "timeout", &args);
-    topo.stop(spid);
-    assert!(
-        out.status.success(),
-        "iperf3 {client} -> {server_ip}: {}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("iperf3 JSON");
-    v["end"]["sum_received"]["bits_per_second"].as_f64().expect("bits_per_second")
+    let end = topo.iperf3(client, server, server_ip, udp);
+    end["sum_received"]["bits_per_second"].as_f64().expect("bits_per_second")
 }
 
 /// The kernel's checksum error counters in namespace `ns` (/proc/net/snmp and
