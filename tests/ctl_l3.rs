@@ -3,6 +3,7 @@
 //! plain kernel host `k` (198.18.0.2, configured as peer `n2`). The test reads `show node`,
 //! `show peers`, `show routes` and `show neighbors`, adds and removes peers live, checks that
 //! bad peers are refused whole with messages naming the problem, and traces a routed packet.
+//! A second test adds and removes static routes and ports live, under traffic.
 //!
 //! Addresses exist only inside the test's namespaces (pods 10.244.0.0/16, underlay
 //! 198.18.0.0/15). Every wait is bounded; the namespaces go when the `Topo` drops.
@@ -142,8 +143,8 @@ fn routing_views_and_live_peers() {
     );
     let table = sw.ctl(&["show", "routes"]);
     let text = String::from_utf8_lossy(&table.stdout);
-    assert!(text.starts_with("PREFIX         VIA    MODE    NEXT-HOP\n"), "{text}");
-    assert!(text.contains("10.244.2.0/24  n2     direct  198.18.0.2\n"), "{text}");
+    assert!(text.starts_with("PREFIX         VIA    MODE    NEXT-HOP    ORIGIN\n"), "{text}");
+    assert!(text.contains("10.244.2.0/24  n2     direct  198.18.0.2  pod-cidr\n"), "{text}");
 
     // The switch answers the pod for its gateway and the kernel host for its underlay
     // address, and learns both neighbours from their ARP.
@@ -225,4 +226,123 @@ fn routing_views_and_live_peers() {
     let steps = array(trace["steps"].clone(), "trace steps");
     let l3 = steps.iter().find(|s| s["stage"] == "l3");
     assert!(l3.is_some(), "no l3 step: {trace}");
+}
+
+/// Static routes and ports, added and removed live while an unrelated ping runs, which must
+/// lose nothing. `k` is a kernel router on the underlay (198.18.0.2) in front of a host `x` on
+/// 198.19.5.0/24, a network only a static route reaches.
+#[test]
+fn static_routes_and_ports_live() {
+    let mut topo = Topo::new("cr");
+    topo.node("n1");
+    topo.node("k");
+    topo.node("x");
+    topo.veth("n1", "u1", "k", "u2");
+    topo.veth("k", "kx", "x", "xk");
+    let (k, x, u2) = (topo.name("k"), topo.name("x"), topo.name("u2"));
+    let (kx, xk) = (topo.name("kx"), topo.name("xk"));
+    topo.sysctl("k", &["net.ipv6.conf.all.disable_ipv6=1", "net.ipv4.ip_forward=1"]);
+    topo.sysctl("x", &["net.ipv6.conf.all.disable_ipv6=1"]);
+    topo.ip(&["-n", &k, "addr", "add", "198.18.0.2/24", "dev", &u2]);
+    topo.ip(&["-n", &k, "addr", "add", "198.19.5.1/24", "dev", &kx]);
+    topo.ip(&["-n", &k, "route", "add", "10.244.1.0/24", "via", "198.18.0.1"]);
+    topo.ip(&["-n", &x, "addr", "add", "198.19.5.2/24", "dev", &xk]);
+    topo.ip(&["-n", &x, "route", "add", "default", "via", "198.19.5.1"]);
+    for (pod, addr) in [("a1", "10.244.1.11/24"), ("a2", "10.244.1.12/24")] {
+        topo.pod(pod, "n1", addr);
+        topo.ip(&["-n", &topo.name(pod), "route", "add", "default", "via", "10.244.1.1"]);
+    }
+    let ports = [PortSpec::uplink(&topo, "u1"), PortSpec::pod(&topo, "a1", 1)];
+    let sw = Switch::start_with(&mut topo, "n1", &ports, NODE);
+    sw.wait_attached();
+    reach(&topo, &sw, "a1", "198.18.0.2");
+
+    // The unrelated flow: a1 to the kernel router, 100 pings a second for 20 s, through every
+    // change.
+    let steady =
+        topo.spawn("a1", "ping", &["-c", "2000", "-i", "0.01", "-W", "1", "-q", "198.18.0.2"]);
+
+    // No route to x yet: the switch answers net unreachable.
+    let out = topo.ping_text("a1", &["-c", "1", "-W", "2", "198.19.5.2"]);
+    assert!(out.contains("Destination Net Unreachable"), "{out}");
+
+    // A static route via the kernel router reaches it.
+    let o = sw.ctl(&["route", "add", "198.19.5.0/24", "--via", "198.18.0.2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r = route(&sw, "198.19.5.0/24").expect("the static route is listed");
+    assert_eq!(
+        (&r["via"], &r["mode"], &r["next_hop"], &r["origin"]),
+        (
+            &Value::from("198.18.0.2"),
+            &Value::from("direct"),
+            &Value::from("198.18.0.2"),
+            &Value::from("static")
+        )
+    );
+    reach(&topo, &sw, "a1", "198.19.5.2");
+    let metrics = String::from_utf8_lossy(&sw.ctl(&["metrics"]).stdout).into_owned();
+    assert!(metrics.contains("vswitch_routes{origin=\"static\"} 1\n"), "{metrics}");
+
+    // Conflicts and nonsense are refused whole, naming the problem; the table is unchanged.
+    let e = refused(&sw, &["route", "add", "198.19.5.0/24", "--via", "198.18.0.3"]);
+    assert!(e.contains("198.19.5.0/24") && e.contains("exists"), "{e}");
+    let e = refused(&sw, &["route", "add", "10.244.1.0/25", "--via", "198.18.0.2"]);
+    assert!(e.contains("inside this node's pod_cidr"), "{e}");
+    let e = refused(&sw, &["route", "add", "198.20.0.0/16", "--via", "198.30.0.1"]);
+    assert!(e.contains("198.30.0.1") && e.contains("uplink's subnet"), "{e}");
+    let e = refused(&sw, &["route", "add", "198.20.0.0/16", "--peer", "n7"]);
+    assert!(e.contains("\"n7\""), "{e}");
+    let e = refused(&sw, &["route", "add", "198.20.0.0/33", "--via", "198.18.0.2"]);
+    assert!(e.contains("198.20.0.0/33"), "{e}");
+    let e = refused(&sw, &["route", "del", "10.244.2.0/24"]);
+    assert!(e.contains("peer's pod_cidr"), "{e}");
+    assert_eq!(routes(&sw).len(), 3);
+
+    // A port added live switches at once; a duplicate, a missing interface, a bad VLAN are
+    // refused; the pods' subnet is one L2 segment, so a2 reaches a1 directly.
+    let a2_if = topo.name("a2");
+    let a2_ns = format!("/var/run/netns/{}", topo.name("a2"));
+    let add = [
+        "port",
+        "add",
+        "a2",
+        "--interface",
+        &a2_if,
+        "--access",
+        "1",
+        "--pod-netns",
+        &a2_ns,
+        "--pod-interface",
+        "eth0",
+    ];
+    let added = sw.ctl_json(&add);
+    assert_eq!((&added["name"], &added["vlan"]), (&Value::from("a2"), &Value::from(1)), "{added}");
+    reach(&topo, &sw, "a2", "10.244.1.11");
+    reach(&topo, &sw, "a2", "198.19.5.2");
+    let e = refused(&sw, &add);
+    assert!(e.contains("\"a2\" exists"), "{e}");
+    let e = refused(&sw, &["port", "add", "a3", "--interface", "nonexistent0"]);
+    assert!(e.contains("nonexistent0"), "{e}");
+    let e = refused(&sw, &["port", "add", "a3", "--interface", &a2_if, "--access", "4095"]);
+    assert!(e.contains("vlan") && e.contains("4095"), "{e}");
+    let e = refused(&sw, &["port", "del", "uplink"]);
+    assert!(e.contains("node.uplink"), "{e}");
+    assert_eq!(refused(&sw, &["port", "del", "a9"]), "error: unknown port \"a9\"\n");
+
+    // Removed live: a2 is cut off, and the port is gone.
+    let o = sw.ctl(&["port", "del", "a2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!sw.ports().iter().any(|p| p.name == "a2"));
+    assert_eq!(topo.ping("a2", "10.244.1.11", 2), 0);
+
+    // And the static route goes: net unreachable again.
+    let o = sw.ctl(&["route", "del", "198.19.5.0/24"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = topo.ping_text("a1", &["-c", "1", "-W", "2", "198.19.5.2"]);
+    assert!(out.contains("Destination Net Unreachable"), "{out}");
+
+    // Not one packet of the unrelated flow was lost.
+    let done = topo.stop_wait(steady, Duration::from_secs(40)).expect("ping output");
+    let text = String::from_utf8_lossy(&done.stdout);
+    assert!(text.contains(" 0% packet loss"), "{text}");
 }

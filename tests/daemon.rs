@@ -280,7 +280,8 @@ fn vswitchctl_shows_and_steers_the_running_switch() {
     let flood = topo.spawn("p1", "ping", &["-c", "100", "-i", "0.01", "-q", &addr(1)]);
     let out = sw.ctl(&["--json", "top", "--interval", "0.5", "--count", "1"]);
     let rates: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top --json");
-    let p1 = rates.as_array().unwrap().iter().find(|r| r["port"] == "p1").expect("p1 rates");
+    let ports = rates["ports"].as_array().unwrap_or_else(|| panic!("no ports: {rates}"));
+    let p1 = ports.iter().find(|r| r["port"] == "p1").expect("p1 rates");
     assert!(p1["rx_pps"].as_f64().unwrap() > 10.0, "{rates}");
     topo.stop_wait(flood, Duration::from_secs(5));
     // trace: a broadcast from p1 floods VLAN 10, and nothing is sent or learned.

@@ -85,9 +85,9 @@ mod server;
 pub use types::{
     ApiError, Bandwidth, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket, DropReasonInfo,
     ErrorBody, ErrorKind, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo,
-    PeerSpec, PodAttachment, PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate,
-    QosPortInfo, Reply, Request, Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult,
-    TraceStep, VlanInfo, WorkerInfo,
+    PeerSpec, PodAttachment, PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo,
+    QosClassUpdate, QosPortInfo, Reply, Request, Response, RouteInfo, RouteSpec, StaticMac, Status,
+    TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 #[cfg(feature = "client")]

@@ -381,6 +381,29 @@ pub struct PeerSpec {
     pub vtep_mac: Option<String>,
 }
 
+/// A static route: `[[route]]` in the configuration and `POST /v1/routes`. A prefix outside
+/// every pod CIDR, sent either to a gateway on the underlay subnet (`via`) or to a peer node
+/// (`peer`, in the mode chosen for that peer); exactly one of the two.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// The destination prefix, e.g. `10.96.0.0/12` or `0.0.0.0/0`.
+    pub prefix: String,
+    /// A gateway on the underlay subnet, e.g. `198.18.0.254`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// A peer node's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+}
+
+/// A port to add, `POST /v1/ports`: the fields of a `[[port]]` section of the configuration
+/// (see `config/vswitchd.toml`), checked by the daemon exactly as the file's are. Kept as a
+/// JSON object so that the daemon's schema stays the one source of the fields and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PortSpec(pub serde_json::Map<String, serde_json::Value>);
+
 /// One route of the node's table, as `GET /v1/routes` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteInfo {
@@ -392,6 +415,9 @@ pub struct RouteInfo {
     pub mode: String,
     /// The underlay address packets are sent to (a peer's route only).
     pub next_hop: Option<String>,
+    /// Where the route comes from: `pod-cidr` (this node's or a peer's) or `static`.
+    #[serde(default)]
+    pub origin: String,
 }
 
 /// One resolved neighbour (a local pod, a peer or the underlay gateway), `GET /v1/neighbors`.
@@ -751,6 +777,11 @@ pub enum Request {
     GetPort(String),
     /// `PATCH /v1/ports/{name}` -> [`Reply::Port`] (the port after the change) or [`Reply::Done`].
     UpdatePort(String, PortUpdate),
+    /// `POST /v1/ports` -> [`Reply::Port`]: add a port, live; conflict when the name is taken.
+    AddPort(PortSpec),
+    /// `DELETE /v1/ports/{name}` -> [`Reply::Done`]: remove a port, live (not a pod's: the CNI
+    /// plugin's DEL does that).
+    DelPort(String),
     /// `GET /v1/fdb?vlan=&port=` -> [`Reply::Fdb`].
     ListFdb {
         /// Only entries on this VLAN.
@@ -807,6 +838,11 @@ pub enum Request {
     DelPeer(String),
     /// `GET /v1/routes` -> [`Reply::Routes`] (empty when the node does not route).
     ListRoutes,
+    /// `POST /v1/routes` -> [`Reply::Done`]: add a static route, live.
+    AddRoute(RouteSpec),
+    /// `DELETE /v1/routes/{prefix}` (the `/` percent-encoded) -> [`Reply::Done`]; not found
+    /// when there is no static route of that prefix.
+    DelRoute(String),
     /// `GET /v1/neighbors` -> [`Reply::Neighbors`] (empty when the node does not route).
     ListNeighbors,
     /// `GET /v1/qos` -> [`Reply::Qos`]: every shaped port's classes and counters.

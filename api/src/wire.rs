@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{
     ApiError, CaptureRequest, ErrorBody, ErrorKind, FlowRule, PeerSpec, PodAttachment, PortInfo,
-    PortUpdate, QosClassUpdate, Reply, Request, StaticMac, TraceRequest,
+    PortSpec, PortUpdate, QosClassUpdate, Reply, Request, RouteSpec, StaticMac, TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -92,6 +92,8 @@ impl Request {
             Request::UpdatePort(name, update) => {
                 ("PATCH", format!("/v1/ports/{}", segment(name)), Some(json_body(update)))
             }
+            Request::AddPort(spec) => ("POST", "/v1/ports".to_string(), Some(json_body(spec))),
+            Request::DelPort(name) => ("DELETE", format!("/v1/ports/{}", segment(name)), None),
             Request::ListFdb { vlan, port } => (
                 "GET",
                 with_query(
@@ -129,6 +131,10 @@ impl Request {
             }
             Request::DelPeer(name) => ("DELETE", format!("/v1/peers/{}", segment(name)), None),
             Request::ListRoutes => ("GET", "/v1/routes".to_string(), None),
+            Request::AddRoute(r) => ("POST", "/v1/routes".to_string(), Some(json_body(r))),
+            Request::DelRoute(prefix) => {
+                ("DELETE", format!("/v1/routes/{}", segment(prefix)), None)
+            }
             Request::ListNeighbors => ("GET", "/v1/neighbors".to_string(), None),
             Request::ListQos => ("GET", "/v1/qos".to_string(), None),
             Request::SetQosClass(name, upd) => {
@@ -150,6 +156,8 @@ impl Request {
             Request::ListPorts => "GET /v1/ports",
             Request::GetPort(_) => "GET /v1/ports/{name}",
             Request::UpdatePort(..) => "PATCH /v1/ports/{name}",
+            Request::AddPort(_) => "POST /v1/ports",
+            Request::DelPort(_) => "DELETE /v1/ports/{name}",
             Request::ListFdb { .. } => "GET /v1/fdb",
             Request::AddStaticMac(_) => "POST /v1/fdb",
             Request::DelMac { .. } => "DELETE /v1/fdb/{vlan}/{mac}",
@@ -167,6 +175,8 @@ impl Request {
             Request::SetPeer(..) => "PUT /v1/peers/{name}",
             Request::DelPeer(_) => "DELETE /v1/peers/{name}",
             Request::ListRoutes => "GET /v1/routes",
+            Request::AddRoute(_) => "POST /v1/routes",
+            Request::DelRoute(_) => "DELETE /v1/routes/{prefix}",
             Request::ListNeighbors => "GET /v1/neighbors",
             Request::ListQos => "GET /v1/qos",
             Request::SetQosClass(..) => "PATCH /v1/qos/classes/{name}",
@@ -229,6 +239,7 @@ enum Resource {
     Peers,
     Peer(String),
     Routes,
+    Route(String),
     Neighbors,
     Qos,
     QosClass(String),
@@ -241,7 +252,10 @@ enum Resource {
 impl Resource {
     fn allow(&self) -> &'static str {
         match self {
-            Resource::Port(_) => "GET, PATCH",
+            Resource::Ports => "GET, POST",
+            Resource::Port(_) => "GET, PATCH, DELETE",
+            Resource::Routes => "GET, POST",
+            Resource::Route(_) => "DELETE",
             Resource::Fdb => "GET, POST",
             Resource::FdbEntry(..) => "DELETE",
             Resource::FdbFlush | Resource::Trace => "POST",
@@ -294,6 +308,7 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "peers"] => Resource::Peers,
         ["v1", "peers", name] => Resource::Peer(decode_segment(name, "peer name")?),
         ["v1", "routes"] => Resource::Routes,
+        ["v1", "routes", prefix] => Resource::Route(decode_segment(prefix, "route prefix")?),
         ["v1", "neighbors"] => Resource::Neighbors,
         ["v1", "qos"] => Resource::Qos,
         ["v1", "qos", "classes", name] => Resource::QosClass(decode_segment(name, "class name")?),
@@ -398,6 +413,19 @@ pub fn parse_request(
             )?;
             Request::UpdatePort(name, update)
         }
+        ("POST", Resource::Ports) => {
+            query_params(query, &[])?;
+            let spec: PortSpec = body_json(
+                body,
+                "POST /v1/ports",
+                "an object with the fields of a [[port]] section: name, type, interface, ...",
+            )?;
+            Request::AddPort(spec)
+        }
+        ("DELETE", Resource::Port(name)) => {
+            query_params(query, &[])?;
+            Request::DelPort(name)
+        }
         ("GET", Resource::Fdb) => {
             let params = query_params(query, &["vlan", "port"])?;
             Request::ListFdb {
@@ -486,6 +514,15 @@ pub fn parse_request(
             query_params(query, &[])?;
             Request::ListRoutes
         }
+        ("POST", Resource::Routes) => {
+            query_params(query, &[])?;
+            let r: RouteSpec = body_json(body, "POST /v1/routes", "fields prefix, via, peer")?;
+            Request::AddRoute(r)
+        }
+        ("DELETE", Resource::Route(prefix)) => {
+            query_params(query, &[])?;
+            Request::DelRoute(prefix)
+        }
         ("GET", Resource::Neighbors) => {
             query_params(query, &[])?;
             Request::ListNeighbors
@@ -556,6 +593,10 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::ListPorts, Reply::Ports(_))
             | (Request::GetPort(_), Reply::Port(_))
             | (Request::UpdatePort(..), Reply::Port(_) | Reply::Done { .. })
+            | (Request::AddPort(_), Reply::Port(_))
+            | (Request::DelPort(_), Reply::Done { .. })
+            | (Request::AddRoute(_), Reply::Done { .. })
+            | (Request::DelRoute(_), Reply::Done { .. })
             | (Request::ListFdb { .. }, Reply::Fdb(_))
             | (Request::AddStaticMac(_), Reply::Done { .. })
             | (Request::DelMac { .. }, Reply::Done { .. })
@@ -657,6 +698,8 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
             Ok(reply) => reply,
             Err(_) => Reply::Port(json::<PortInfo>(body)?),
         },
+        Request::AddPort(_) => Reply::Port(json(body)?),
+        Request::DelPort(_) | Request::AddRoute(_) | Request::DelRoute(_) => done(body)?,
         Request::ListFdb { .. } => Reply::Fdb(json(body)?),
         Request::AddStaticMac(_) | Request::DelMac { .. } | Request::FlushFdb { .. } => done(body)?,
         Request::ListVlans => Reply::Vlans(json(body)?),
@@ -789,6 +832,25 @@ mod tests {
                 },
             ),
             Request::ListRoutes,
+            Request::AddRoute(RouteSpec {
+                prefix: "10.96.0.0/12".into(),
+                via: Some("198.18.0.254".into()),
+                peer: None,
+            }),
+            Request::AddRoute(RouteSpec {
+                prefix: "0.0.0.0/0".into(),
+                via: None,
+                peer: Some("node b/c".into()),
+            }),
+            Request::DelRoute("10.96.0.0/12".into()),
+            Request::AddPort(PortSpec(
+                serde_json::json!({"name": "vm 1", "type": "tap", "mode": "trunk",
+                    "allowed_vlans": [10, 20]})
+                .as_object()
+                .unwrap()
+                .clone(),
+            )),
+            Request::DelPort("vm 1/x".into()),
             Request::ListNeighbors,
             Request::Capture(CaptureRequest {
                 port: "pod a".into(),
@@ -858,10 +920,10 @@ mod tests {
         assert_eq!(e.error.kind, ErrorKind::NotFound);
         assert_eq!(e.error.message, "no such route: GET /v2/ports");
 
-        let e = parse_request("DELETE", "/v1/ports/p1", None, b"").unwrap_err();
+        let e = parse_request("PUT", "/v1/ports/p1", None, b"").unwrap_err();
         assert_eq!(e.status, 405);
-        assert_eq!(e.allow, Some("GET, PATCH"));
-        assert!(e.error.message.contains("DELETE not allowed on /v1/ports/p1"), "{e:?}");
+        assert_eq!(e.allow, Some("GET, PATCH, DELETE"));
+        assert!(e.error.message.contains("PUT not allowed on /v1/ports/p1"), "{e:?}");
     }
 
     #[test]
@@ -927,7 +989,16 @@ mod tests {
         let e = parse_request("DELETE", "/v1/peers", None, b"").unwrap_err();
         assert_eq!(e.status, 405);
         assert_eq!(e.allow, Some("GET"));
-        for path in ["/v1/node", "/v1/routes", "/v1/neighbors"] {
+        let e = parse_request("GET", "/v1/routes/10.0.0.0%2F8", None, b"").unwrap_err();
+        assert_eq!(e.allow, Some("DELETE"));
+        let r = parse_request("DELETE", "/v1/routes/10.0.0.0%2F8", None, b"").unwrap();
+        assert_eq!(r, Request::DelRoute("10.0.0.0/8".into()));
+        let e = parse_request("POST", "/v1/routes", None, br#"{"prefix": "0.0.0.0/0", "gw": 1}"#)
+            .unwrap_err();
+        assert!(e.error.message.contains("unknown field `gw`"), "{}", e.error.message);
+        let e = parse_request("POST", "/v1/ports", None, b"[1]").unwrap_err();
+        assert!(e.error.message.contains("POST /v1/ports"), "{}", e.error.message);
+        for path in ["/v1/node", "/v1/neighbors"] {
             let e = parse_request("PUT", path, None, b"{}").unwrap_err();
             assert_eq!((e.status, e.allow), (405, Some("GET")), "{path}");
         }
@@ -987,12 +1058,14 @@ mod tests {
                         via: "local".into(),
                         mode: "local".into(),
                         next_hop: None,
+                        origin: "pod-cidr".into(),
                     },
                     RouteInfo {
                         prefix: "10.244.2.0/24".into(),
                         via: "n2".into(),
                         mode: "direct".into(),
                         next_hop: Some("198.18.0.2".into()),
+                        origin: "pod-cidr".into(),
                     },
                 ]),
             ),
@@ -1024,12 +1097,14 @@ mod tests {
             via: "local".into(),
             mode: "local".into(),
             next_hop: None,
+            origin: "pod-cidr".into(),
         }]));
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             v,
             serde_json::json!([
-                {"prefix": "10.244.1.0/24", "via": "local", "mode": "local", "next_hop": null}
+                {"prefix": "10.244.1.0/24", "via": "local", "mode": "local", "next_hop": null,
+                 "origin": "pod-cidr"}
             ])
         );
     }

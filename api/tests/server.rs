@@ -184,6 +184,7 @@ fn canned(request: &Request) -> Response {
             via: "n2".into(),
             mode: "direct".into(),
             next_hop: Some("198.18.0.2".into()),
+            origin: "pod-cidr".into(),
         }]),
         Request::ListNeighbors => Reply::Neighbors(vec![NeighborInfo {
             ip: "198.18.0.2".into(),
@@ -244,6 +245,12 @@ fn canned(request: &Request) -> Response {
         }]),
         Request::AddFlow(r) => Reply::Done { message: format!("flow rule {:?} added", r.name) },
         Request::DelFlow(n) => Reply::Done { message: format!("flow rule {n:?} removed") },
+        Request::AddPort(spec) => {
+            Reply::Port(port(spec.0.get("name").and_then(|n| n.as_str()).unwrap_or("?")))
+        }
+        Request::DelPort(n) => Reply::Done { message: format!("port {n:?} removed") },
+        Request::AddRoute(r) => Reply::Done { message: format!("route {} added", r.prefix) },
+        Request::DelRoute(p) => Reply::Done { message: format!("route {p} removed") },
     })
 }
 
@@ -468,7 +475,7 @@ async fn unknown_route_is_404_and_wrong_method_405() {
 
     let raw = client.raw("DELETE", "/v1/ports", None).await.unwrap();
     assert_eq!(raw.status, 405);
-    assert_eq!(raw.allow.as_deref(), Some("GET"));
+    assert_eq!(raw.allow.as_deref(), Some("GET, POST"));
     let raw = client.raw("GET", "/v1/fdb/flush", None).await.unwrap();
     assert_eq!(raw.status, 405);
     assert_eq!(raw.allow.as_deref(), Some("POST"));

@@ -72,8 +72,9 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::Serialize;
 use vswitch_api::{
-    Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortUpdate, QosClassUpdate,
-    Reply, Request, StaticMac, TraceRequest, DEFAULT_SOCKET,
+    Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortSpec, PortUpdate,
+    QosClassUpdate, QosPortInfo, Reply, Request, RouteSpec, StaticMac, TraceRequest,
+    DEFAULT_SOCKET,
 };
 
 use text::{format_duration, format_vlan_list, parse_vlan_list, Table};
@@ -115,9 +116,12 @@ enum Command {
     /// Show ports, the FDB, VLANs, workers, drop counters, or the node's routing state.
     #[command(subcommand)]
     Show(Show),
-    /// Change a port's settings.
+    /// Add, remove or change ports, live.
     #[command(subcommand)]
     Port(PortCommand),
+    /// Add or remove static routes, live.
+    #[command(subcommand)]
+    Route(RouteCommand),
     /// Add, delete or flush FDB entries.
     #[command(subcommand)]
     Fdb(FdbCommand),
@@ -435,6 +439,115 @@ enum PeerCommand {
 enum PortCommand {
     /// Change a port's state, VLAN mode or MTU.
     Set(PortSet),
+    /// Add a port, live; answered once its worker switches it.
+    Add(Box<PortAdd>),
+    /// Remove a port, live (a pod's port goes with the pod: the CNI plugin's DEL).
+    Del {
+        /// The port's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct PortAdd {
+    /// The port's name in the switch.
+    name: String,
+    /// afxdp (the default), afpacket or tap.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// The Linux interface (default: the name).
+    #[arg(long, value_name = "IF")]
+    interface: Option<String>,
+    /// The worker that polls it (default 0).
+    #[arg(long, value_name = "N")]
+    worker: Option<usize>,
+    /// Receive queues to open.
+    #[arg(long, value_name = "N")]
+    queues: Option<u16>,
+    /// afxdp: auto, native or generic.
+    #[arg(long, value_name = "MODE")]
+    xdp_mode: Option<String>,
+    /// An access port on this VLAN (the default: access on VLAN 1).
+    #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
+    access: Option<u16>,
+    /// A trunk carrying these VLANs tagged, e.g. 10,20,30-35.
+    #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
+    trunk: Option<VlanList>,
+    /// With --trunk: the VLAN carried untagged.
+    #[arg(long, value_name = "VLAN", requires = "trunk")]
+    native: Option<u16>,
+    /// MTU in bytes.
+    #[arg(long, value_name = "N")]
+    mtu: Option<u16>,
+    /// Add it administratively down.
+    #[arg(long)]
+    down: bool,
+    /// The QoS class of the traffic from this port (a leaf class).
+    #[arg(long, value_name = "CLASS")]
+    qos_class: Option<String>,
+    /// Shape this port's egress with the tree under this root class.
+    #[arg(long, value_name = "CLASS")]
+    qos_root: Option<String>,
+    /// The namespace of the container whose veth this port's interface is the host end of
+    /// (e.g. /var/run/netns/web): the switch turns off that end's transmit checksum offload,
+    /// which AF_XDP and AF_PACKET cannot carry.
+    #[arg(long, value_name = "PATH", requires = "pod_interface")]
+    pod_netns: Option<String>,
+    /// With --pod-netns: the container's end of the veth, e.g. eth0.
+    #[arg(long, value_name = "IF", requires = "pod_netns")]
+    pod_interface: Option<String>,
+}
+
+impl PortAdd {
+    /// The `[[port]]` section this stands for, as the API takes it.
+    fn spec(self) -> PortSpec {
+        let mut m = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                m.insert(k.into(), v);
+            }
+        };
+        put("name", Some(self.name.into()));
+        put("type", self.kind.map(Into::into));
+        put("interface", self.interface.map(Into::into));
+        put("worker", self.worker.map(Into::into));
+        put("queues", self.queues.map(Into::into));
+        put("xdp_mode", self.xdp_mode.map(Into::into));
+        put("vlan", self.access.map(Into::into));
+        if let Some(VlanList(v)) = self.trunk {
+            put("mode", Some("trunk".into()));
+            put("allowed_vlans", Some(v.into()));
+        }
+        put("native_vlan", self.native.map(Into::into));
+        put("mtu", self.mtu.map(Into::into));
+        put("up", self.down.then_some(false.into()));
+        put("qos_class", self.qos_class.map(Into::into));
+        put("qos_root", self.qos_root.map(Into::into));
+        put("pod_netns", self.pod_netns.map(Into::into));
+        put("pod_interface", self.pod_interface.map(Into::into));
+        PortSpec(m)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum RouteCommand {
+    /// Add a static route outside the pod CIDRs: to a gateway on the underlay subnet (--via)
+    /// or to a peer node (--peer).
+    Add {
+        /// The destination prefix, e.g. 10.96.0.0/12 or 0.0.0.0/0.
+        prefix: String,
+        /// A gateway on the underlay subnet.
+        #[arg(long, value_name = "IP", required_unless_present = "peer", conflicts_with = "peer")]
+        via: Option<String>,
+        /// A peer node, by name (the packets go in the mode chosen for it).
+        #[arg(long, value_name = "NAME")]
+        peer: Option<String>,
+    },
+    /// Remove a static route.
+    Del {
+        /// The destination prefix.
+        prefix: String,
+    },
 }
 
 /// A list of VLANs as given on the command line (`10,20,30-35`).
@@ -581,6 +694,12 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         }
         Command::Peer(PeerCommand::Del { name }) => Request::DelPeer(name),
         Command::Port(PortCommand::Set(set)) => Request::UpdatePort(set.name.clone(), update(set)),
+        Command::Port(PortCommand::Add(add)) => Request::AddPort(add.spec()),
+        Command::Port(PortCommand::Del { name }) => Request::DelPort(name),
+        Command::Route(RouteCommand::Add { prefix, via, peer }) => {
+            Request::AddRoute(RouteSpec { prefix, via, peer })
+        }
+        Command::Route(RouteCommand::Del { prefix }) => Request::DelRoute(prefix),
         Command::Fdb(FdbCommand::Add { vlan, mac, port }) => {
             Request::AddStaticMac(StaticMac { vlan, mac, port })
         }
@@ -706,9 +825,15 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
             t.render()
         }
         Reply::Routes(routes) => {
-            let mut t = Table::new(&["PREFIX", "VIA", "MODE", "NEXT-HOP"]);
+            let mut t = Table::new(&["PREFIX", "VIA", "MODE", "NEXT-HOP", "ORIGIN"]);
             for r in routes {
-                t.row(vec![r.prefix, r.via, r.mode, r.next_hop.unwrap_or_else(|| "-".into())]);
+                t.row(vec![
+                    r.prefix,
+                    r.via,
+                    r.mode,
+                    r.next_hop.unwrap_or_else(|| "-".into()),
+                    r.origin,
+                ]);
             }
             t.render()
         }
@@ -978,8 +1103,32 @@ struct PortRate {
     drops_per_sec: f64,
 }
 
-/// `top`: samples the port counters every `interval` seconds and prints the rates (a table
-/// redrawn in place on a terminal, one JSON array per sample with `--json`).
+/// One QoS class's rates over a `top` interval.
+#[derive(Serialize)]
+struct ClassRate {
+    /// The shaped port.
+    port: String,
+    class: String,
+    sent_pps: f64,
+    sent_bps: f64,
+    /// Of `sent_bps`, what it borrowed above its guarantee.
+    borrowed_bps: f64,
+    drops_per_sec: f64,
+    queued_packets: u64,
+    rate_bps: u64,
+    ceil_bps: u64,
+}
+
+/// One `top` sample.
+#[derive(Serialize)]
+struct TopSample {
+    ports: Vec<PortRate>,
+    /// Empty when no port is shaped.
+    classes: Vec<ClassRate>,
+}
+
+/// `top`: samples the port and QoS class counters every `interval` seconds and prints the
+/// rates (tables redrawn in place on a terminal, one JSON object per sample with `--json`).
 fn top(
     client: &Client,
     as_json: bool,
@@ -991,11 +1140,17 @@ fn top(
             "--interval {interval} is out of range 0.1..=3600"
         ))));
     }
-    let sample = || -> Result<(std::time::Instant, Vec<PortInfo>), ClientError> {
-        match client.call_blocking(Request::ListPorts)? {
-            Reply::Ports(p) => Ok((std::time::Instant::now(), p)),
-            other => Err(unexpected(&other)),
-        }
+    type Sample = (std::time::Instant, Vec<PortInfo>, Vec<QosPortInfo>);
+    let sample = || -> Result<Sample, ClientError> {
+        let ports = match client.call_blocking(Request::ListPorts)? {
+            Reply::Ports(p) => p,
+            other => return Err(unexpected(&other)),
+        };
+        let qos = match client.call_blocking(Request::ListQos)? {
+            Reply::Qos(q) => q,
+            other => return Err(unexpected(&other)),
+        };
+        Ok((std::time::Instant::now(), ports, qos))
     };
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut prev = sample()?;
@@ -1004,14 +1159,13 @@ fn top(
         std::thread::sleep(std::time::Duration::from_secs_f64(interval));
         let cur = sample()?;
         let dt = cur.0.duration_since(prev.0).as_secs_f64().max(1e-6);
-        let rates: Vec<PortRate> = cur
+        // A counter that appeared since the last sample starts from itself: rate 0.
+        let d = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(now)) as f64 / dt;
+        let ports: Vec<PortRate> = cur
             .1
             .iter()
             .map(|p| {
                 let before = prev.1.iter().find(|q| q.name == p.name).map(|q| &q.stats);
-                let d = |now: u64, then: Option<u64>| {
-                    now.saturating_sub(then.unwrap_or(now)) as f64 / dt
-                };
                 PortRate {
                     port: p.name.clone(),
                     rx_pps: d(p.stats.rx_packets, before.map(|b| b.rx_packets)),
@@ -1022,34 +1176,87 @@ fn top(
                 }
             })
             .collect();
+        let mut classes = Vec::new();
+        for port in &cur.2 {
+            let old = prev.2.iter().find(|q| q.port == port.port);
+            for c in &port.classes {
+                let b = old.and_then(|o| o.classes.iter().find(|x| x.name == c.name));
+                let drops = |c: &vswitch_api::QosClassInfo| c.drops.values().sum::<u64>();
+                classes.push(ClassRate {
+                    port: port.port.clone(),
+                    class: c.name.clone(),
+                    sent_pps: d(c.sent_packets, b.map(|b| b.sent_packets)),
+                    sent_bps: 8.0 * d(c.sent_bytes, b.map(|b| b.sent_bytes)),
+                    borrowed_bps: 8.0 * d(c.borrowed_bytes, b.map(|b| b.borrowed_bytes)),
+                    drops_per_sec: d(drops(c), b.map(drops)),
+                    queued_packets: c.queued_packets,
+                    rate_bps: c.rate_bps,
+                    ceil_bps: c.ceil_bps,
+                });
+            }
+        }
+        let sample = TopSample { ports, classes };
         let mut out = String::new();
         if as_json {
-            out = serde_json::to_string(&rates).expect("rates serialize");
+            out = serde_json::to_string(&sample).expect("rates serialize");
             out.push('\n');
         } else {
             if tty {
                 out.push_str("\x1b[H\x1b[2J");
             }
-            let mut t =
-                Table::new(&["PORT", ">RX-PPS", ">TX-PPS", ">RX-MBIT/S", ">TX-MBIT/S", ">DROPS/S"]);
-            for r in &rates {
-                t.row(vec![
-                    r.port.clone(),
-                    format!("{:.0}", r.rx_pps),
-                    format!("{:.0}", r.tx_pps),
-                    format!("{:.1}", r.rx_bps / 1e6),
-                    format!("{:.1}", r.tx_bps / 1e6),
-                    format!("{:.0}", r.drops_per_sec),
-                ]);
-            }
-            out.push_str(&t.render());
-            out.push('\n');
+            out.push_str(&top_text(&sample));
         }
         let _ = std::io::stdout().lock().write_all(out.as_bytes());
         prev = cur;
         n += 1;
     }
     Ok(String::new())
+}
+
+/// One `top` sample as tables: ports, then the shaped ports' classes.
+fn top_text(sample: &TopSample) -> String {
+    let mut t = Table::new(&["PORT", ">RX-PPS", ">TX-PPS", ">RX-MBIT/S", ">TX-MBIT/S", ">DROPS/S"]);
+    for r in &sample.ports {
+        t.row(vec![
+            r.port.clone(),
+            format!("{:.0}", r.rx_pps),
+            format!("{:.0}", r.tx_pps),
+            format!("{:.1}", r.rx_bps / 1e6),
+            format!("{:.1}", r.tx_bps / 1e6),
+            format!("{:.0}", r.drops_per_sec),
+        ]);
+    }
+    let mut out = t.render();
+    if !sample.classes.is_empty() {
+        out.push('\n');
+        let mut t = Table::new(&[
+            "SHAPED-PORT",
+            "CLASS",
+            ">PPS",
+            ">MBIT/S",
+            ">BORROWED",
+            ">RATE",
+            ">CEIL",
+            ">QUEUED",
+            ">DROPS/S",
+        ]);
+        for c in &sample.classes {
+            t.row(vec![
+                c.port.clone(),
+                c.class.clone(),
+                format!("{:.0}", c.sent_pps),
+                format!("{:.1}", c.sent_bps / 1e6),
+                format!("{:.1}", c.borrowed_bps / 1e6),
+                format!("{:.1}", c.rate_bps as f64 / 1e6),
+                format!("{:.1}", c.ceil_bps as f64 / 1e6),
+                c.queued_packets.to_string(),
+                format!("{:.0}", c.drops_per_sec),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out.push('\n');
+    out
 }
 
 fn ports_table(ports: &[PortInfo]) -> String {

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use vswitch_api::{
     ApiError, ApiListener, Backend, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket,
     DropReasonInfo, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
-    PortInfo, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply, Request,
-    Response, RouteInfo, StaticMac, Status, TraceRequest, TraceResult, TraceStep, VlanInfo,
-    WorkerInfo,
+    PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply,
+    Request, Response, RouteInfo, RouteSpec, StaticMac, Status, TraceRequest, TraceResult,
+    TraceStep, VlanInfo, WorkerInfo,
 };
 
 struct Fake {
@@ -163,14 +163,48 @@ fn answer(request: &Request) -> Response {
                 via: "local".into(),
                 mode: "local".into(),
                 next_hop: None,
+                origin: "pod-cidr".into(),
+            },
+            RouteInfo {
+                prefix: "0.0.0.0/0".into(),
+                via: "198.18.0.254".into(),
+                mode: "direct".into(),
+                next_hop: Some("198.18.0.254".into()),
+                origin: "static".into(),
             },
             RouteInfo {
                 prefix: "10.244.2.0/24".into(),
                 via: "n2".into(),
                 mode: "direct".into(),
                 next_hop: Some("198.18.0.2".into()),
+                origin: "pod-cidr".into(),
             },
         ]),
+        Request::AddRoute(r) if r.prefix.contains("10.244.1.") => {
+            return Err(ApiError::invalid(format!(
+                "route[0] ({}).prefix: is inside this node's pod_cidr 10.244.1.0/24",
+                r.prefix
+            )))
+        }
+        Request::AddRoute(r) => Reply::Done { message: format!("route {} added", r.prefix) },
+        Request::DelRoute(p) if p == "0.0.0.0/0" => {
+            Reply::Done { message: format!("route {p} removed") }
+        }
+        Request::DelRoute(p) => return Err(ApiError::not_found(format!("no static route to {p}"))),
+        Request::AddPort(spec) if spec.0.contains_key("vlan") && spec.0["vlan"] == 5000 => {
+            return Err(ApiError::invalid("port[2] (\"vm1\").vlan: 5000 is out of range 1..=4094"))
+        }
+        Request::AddPort(spec) => {
+            let mut p = port("vm1", spec.0.get("mode").is_some_and(|m| m == "trunk"));
+            p.name = spec.0["name"].as_str().unwrap_or("?").into();
+            Reply::Port(p)
+        }
+        Request::DelPort(name) if name == "pod-a" => {
+            return Err(ApiError::conflict(format!(
+                "port {name:?} is pod default/web-0's interface (container c1): the CNI plugin's DEL removes it"
+            )))
+        }
+        Request::DelPort(name) => Reply::Done { message: format!("port {name:?} removed") },
         Request::ListNeighbors => Reply::Neighbors(vec![NeighborInfo {
             ip: "198.18.0.2".into(),
             mac: "02:00:00:00:00:02".into(),
@@ -666,11 +700,18 @@ fn top_prints_one_sample_per_interval_and_stops_after_count() {
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let samples: Vec<serde_json::Value> =
-        text.lines().map(|l| serde_json::from_str(l).expect("one JSON array per line")).collect();
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
     assert_eq!(samples.len(), 2);
     // The fake's counters do not move: every rate is zero.
-    assert_eq!(samples[0][0]["port"], "pod-a");
-    assert_eq!(samples[1][1]["rx_pps"], 0.0);
+    assert_eq!(samples[0]["ports"][0]["port"], "pod-a");
+    assert_eq!(samples[1]["ports"][1]["rx_pps"], 0.0);
+    // The shaped uplink's classes, with their configured rates.
+    let class = &samples[0]["classes"][1];
+    assert_eq!((&class["port"], &class["class"]), (&"uplink".into(), &"pod-a".into()));
+    assert_eq!(class["sent_bps"], 0.0);
+    assert_eq!(class["rate_bps"], 150_000_000);
+    let table = ok(&server.ctl(&["top", "--interval", "0.1", "--count", "1"]));
+    assert!(table.contains("SHAPED-PORT  CLASS"), "{table}");
     let out = server.ctl(&["top", "--interval", "0"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
@@ -680,9 +721,10 @@ fn routing_tables_and_peer_commands() {
     let d = Daemon::start();
     assert_eq!(
         ok(&d.ctl(&["show", "routes"])),
-        "PREFIX         VIA    MODE    NEXT-HOP\n\
-         10.244.1.0/24  local  local   -\n\
-         10.244.2.0/24  n2     direct  198.18.0.2\n"
+        "PREFIX         VIA           MODE    NEXT-HOP      ORIGIN\n\
+         10.244.1.0/24  local         local   -             pod-cidr\n\
+         0.0.0.0/0      198.18.0.254  direct  198.18.0.254  static\n\
+         10.244.2.0/24  n2            direct  198.18.0.2    pod-cidr\n"
     );
     assert_eq!(
         ok(&d.ctl(&["show", "neighbors"])),
@@ -738,6 +780,86 @@ fn routing_tables_and_peer_commands() {
             ),
             Request::DelPeer("n2".into()),
             Request::DelPeer("n9".into()),
+        ]
+    );
+}
+
+#[test]
+fn port_and_route_add_del_send_the_typed_requests() {
+    let d = Daemon::start();
+    let out = ok(&d.ctl(&[
+        "port",
+        "add",
+        "vm1",
+        "--type",
+        "afpacket",
+        "--interface",
+        "veth-vm1",
+        "--trunk",
+        "10,20-21",
+        "--native",
+        "1",
+        "--worker",
+        "0",
+        "--down",
+    ]));
+    assert!(out.starts_with("NAME "), "{out}");
+    assert!(out.contains("vm1 "), "{out}");
+    let o = d.ctl(&["port", "add", "vm1", "--access", "5000"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "error: port[2] (\"vm1\").vlan: 5000 is out of range 1..=4094\n");
+    // clap refuses what the API never sees: both VLAN modes at once.
+    assert_eq!(
+        d.ctl(&["port", "add", "vm2", "--access", "5", "--trunk", "10"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(ok(&d.ctl(&["port", "del", "vm1"])), "port \"vm1\" removed\n");
+    let o = d.ctl(&["port", "del", "pod-a"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("the CNI plugin's DEL removes it"), "{}", stderr(&o));
+
+    assert_eq!(
+        ok(&d.ctl(&["route", "add", "0.0.0.0/0", "--via", "198.18.0.254"])),
+        "route 0.0.0.0/0 added\n"
+    );
+    let o = d.ctl(&["route", "add", "10.244.1.128/25", "--peer", "n2"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("is inside this node's pod_cidr"), "{}", stderr(&o));
+    // Exactly one target.
+    assert_eq!(d.ctl(&["route", "add", "10.9.0.0/16"]).status.code(), Some(2));
+    assert_eq!(
+        d.ctl(&["route", "add", "10.9.0.0/16", "--via", "198.18.0.9", "--peer", "n2"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(ok(&d.ctl(&["route", "del", "0.0.0.0/0"])), "route 0.0.0.0/0 removed\n");
+    let o = d.ctl(&["route", "del", "10.9.0.0/16"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let spec = |v: serde_json::Value| PortSpec(v.as_object().unwrap().clone());
+    assert_eq!(
+        d.log(),
+        vec![
+            Request::AddPort(spec(serde_json::json!({
+                "name": "vm1", "type": "afpacket", "interface": "veth-vm1", "worker": 0,
+                "mode": "trunk", "allowed_vlans": [10, 20, 21], "native_vlan": 1, "up": false
+            }))),
+            Request::AddPort(spec(serde_json::json!({"name": "vm1", "vlan": 5000}))),
+            Request::DelPort("vm1".into()),
+            Request::DelPort("pod-a".into()),
+            Request::AddRoute(RouteSpec {
+                prefix: "0.0.0.0/0".into(),
+                via: Some("198.18.0.254".into()),
+                peer: None
+            }),
+            Request::AddRoute(RouteSpec {
+                prefix: "10.244.1.128/25".into(),
+                via: None,
+                peer: Some("n2".into())
+            }),
+            Request::DelRoute("0.0.0.0/0".into()),
+            Request::DelRoute("10.9.0.0/16".into()),
         ]
     );
 }

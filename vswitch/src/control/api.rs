@@ -16,14 +16,14 @@ use std::time::Duration;
 use vswitch_api::{
     ApiError, Backend, DropReasonInfo, FdbEntry, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
     PortInfo, PortStats as ApiPortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo,
-    Reply, Request, Response, RouteInfo, StaticMac, Status, VlanInfo, WorkerInfo,
+    Reply, Request, Response, StaticMac, Status, VlanInfo, WorkerInfo,
 };
 
 use super::config::{ApiSection, Config, IdlePolicy, PeerSection, VlanModeName};
 use super::daemon::Daemon;
 use crate::pipeline::VlanMode;
 use crate::pmd::monotonic_ns;
-use crate::tables::l3::{ModeSetting, PeerMode, Route};
+use crate::tables::l3::{ModeSetting, PeerMode};
 use crate::telemetry::{DropReason, PortStats, WorkerCounters};
 use crate::types::{MacAddr, PortId};
 
@@ -152,6 +152,8 @@ impl<const N: usize> Daemon<N> {
             }
             Request::GetPort(name) => Ok(Reply::Port(self.port_info(self.port_id(&name)?))),
             Request::UpdatePort(name, upd) => self.update_port(&name, upd),
+            Request::AddPort(spec) => self.add_port(spec),
+            Request::DelPort(name) => self.del_port(&name),
             Request::ListFdb { vlan, port } => {
                 let port_id = port.as_deref().map(|p| self.port_id(p)).transpose()?;
                 let entries = self
@@ -250,6 +252,8 @@ impl<const N: usize> Daemon<N> {
             Request::SetPeer(name, spec) => self.set_peer_api(name, spec),
             Request::DelPeer(name) => self.del_peer_api(&name),
             Request::ListRoutes => Ok(Reply::Routes(self.routes_info())),
+            Request::AddRoute(spec) => self.add_route(spec),
+            Request::DelRoute(prefix) => self.del_route(&prefix),
             Request::ListNeighbors => Ok(Reply::Neighbors(
                 self.neighbors()
                     .entries()
@@ -430,40 +434,6 @@ impl<const N: usize> Daemon<N> {
                 vtep_mac: p.vtep_mac.to_string(),
                 next_hop: p.next_hop.to_string(),
                 next_hop_mac: neigh.get(u32::from(p.next_hop)).map(|n| n.mac.to_string()),
-            })
-            .collect()
-    }
-
-    /// `GET /v1/routes`: the LPM's routes in its own order (longest prefix first, then by
-    /// address). Empty on a node that does not route.
-    fn routes_info(&self) -> Vec<RouteInfo> {
-        let snap = self.snapshot();
-        let Some(t) = snap.l3() else { return Vec::new() };
-        t.routes
-            .iter()
-            .map(|(net, route)| match route {
-                Route::Local => RouteInfo {
-                    prefix: net.to_string(),
-                    via: "local".into(),
-                    mode: "local".into(),
-                    next_hop: None,
-                },
-                Route::Peer(i) => match t.peers.get(usize::from(*i)) {
-                    Some(p) => RouteInfo {
-                        prefix: net.to_string(),
-                        via: p.name.clone(),
-                        mode: p.mode.name().into(),
-                        next_hop: Some(p.next_hop.to_string()),
-                    },
-                    // The table is built with its peers; an index past them is a bug, shown
-                    // rather than hidden.
-                    None => RouteInfo {
-                        prefix: net.to_string(),
-                        via: format!("#{i}"),
-                        mode: "unknown".into(),
-                        next_hop: None,
-                    },
-                },
             })
             .collect()
     }
@@ -790,8 +760,44 @@ impl<const N: usize> Daemon<N> {
         );
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"hit\"}} {hits}");
         let _ = writeln!(out, "vswitch_flow_cache_lookups_total{{result=\"miss\"}} {misses}");
+        let cached = self.flow_reports().len();
+        family(
+            &mut out,
+            "vswitch_flow_cache_entries",
+            "L2 flows cached by the workers (as last published, about once a second).",
+            "gauge",
+        );
+        let _ = writeln!(out, "vswitch_flow_cache_entries {cached}");
+        self.flow_rule_metrics(&mut out);
         self.qos_metrics(&mut out);
         out
+    }
+
+    /// The flow rules' counters, one series per rule.
+    fn flow_rule_metrics(&self, out: &mut String) {
+        let rules = self.flows_info();
+        type Get = fn(&vswitch_api::FlowRuleInfo) -> u64;
+        let rows: [(&str, &str, Get); 3] = [
+            ("vswitch_flow_rule_packets_total", "Packets a flow rule matched.", |r| r.packets),
+            ("vswitch_flow_rule_bytes_total", "Bytes a flow rule matched.", |r| r.bytes),
+            (
+                "vswitch_flow_rule_meter_drops_total",
+                "Packets a flow rule's meter dropped (also counted as acl_meter drops).",
+                |r| r.meter_drops,
+            ),
+        ];
+        for (name, help, get) in rows {
+            family(out, name, help, "counter");
+            for r in &rules {
+                let _ = writeln!(
+                    out,
+                    "{name}{{rule=\"{}\",action=\"{}\"}} {}",
+                    escape(&r.rule.name),
+                    escape(&r.rule.action),
+                    get(r)
+                );
+            }
+        }
     }
 
     /// The QoS families, one series per shaped port and class.
@@ -928,6 +934,11 @@ impl<const N: usize> Daemon<N> {
             let n = peers.iter().filter(|p| p.mode == mode).count();
             let _ = writeln!(out, "vswitch_peers{{mode=\"{}\"}} {n}", mode.name());
         }
+        family(out, "vswitch_routes", "Routes in the node's table, by origin.", "gauge");
+        let statics = snap.l3().map_or(0, |t| t.statics.len());
+        let all = snap.l3().map_or(0, |t| t.routes.len());
+        let _ = writeln!(out, "vswitch_routes{{origin=\"pod-cidr\"}} {}", all - statics);
+        let _ = writeln!(out, "vswitch_routes{{origin=\"static\"}} {statics}");
         family(out, "vswitch_neighbors", "Resolved neighbours (pods, peers, gateway).", "gauge");
         let _ = writeln!(out, "vswitch_neighbors {}", self.neighbors().len());
     }

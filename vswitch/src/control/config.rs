@@ -18,7 +18,9 @@ use std::net::Ipv4Addr;
 use super::qos::{DdosGuardSection, QosClassSection};
 use crate::packet::PoolConfig;
 use crate::pipeline::{PortEntry, Snapshot, VlanMode, VlanSet};
-use crate::tables::l3::{choose_mode, default_mac, L3Table, ModeSetting, PeerSpec};
+use crate::tables::l3::{
+    choose_mode, default_mac, L3Table, ModeSetting, PeerSpec, StaticRoute, StaticVia,
+};
 use crate::tables::route::{Ipv4Cidr, Ipv4Net};
 use crate::types::MacAddr;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
@@ -45,6 +47,9 @@ pub struct Config {
     pub node: Option<NodeSection>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerSection>,
+    /// Static routes (outside the pod CIDRs), to an underlay gateway or a peer.
+    #[serde(default, rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<vswitch_api::RouteSpec>,
     /// QoS classes (see [`super::qos`]).
     #[serde(default, rename = "qos_class", skip_serializing_if = "Vec::is_empty")]
     pub qos_classes: Vec<QosClassSection>,
@@ -774,6 +779,9 @@ impl Config {
                         .into(),
                 );
             }
+            if !self.routes.is_empty() {
+                err("route".into(), "routes need a [node] table (a routing node)".into());
+            }
             return;
         };
         if n.pod_cidr.prefix_len() > 30 {
@@ -876,6 +884,74 @@ impl Config {
                 }
             }
         }
+        self.validate_routes(n, err);
+    }
+
+    /// Checks `[[route]]`: a prefix outside every pod CIDR, given once, to exactly one of a
+    /// gateway on the underlay subnet or a known peer.
+    fn validate_routes(&self, n: &NodeSection, err: &mut impl FnMut(String, String)) {
+        let mut seen: Vec<Ipv4Net> = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let at = |f: &str| format!("route[{i}] ({}).{f}", r.prefix);
+            let prefix = match r.prefix.parse::<Ipv4Net>() {
+                Ok(p) => p,
+                Err(e) => {
+                    err(format!("route[{i}].prefix"), format!("{:?}: {e}", r.prefix));
+                    continue;
+                }
+            };
+            // A shorter prefix over pod CIDRs is fine (the longest match wins); one inside a pod
+            // CIDR would take that pod CIDR's traffic.
+            let inside =
+                |pods: &Ipv4Net| pods.overlaps(&prefix) && prefix.prefix_len() >= pods.prefix_len();
+            if inside(&n.pod_cidr) {
+                err(at("prefix"), format!("is inside this node's pod_cidr {}", n.pod_cidr));
+            }
+            if let Some(p) = self.peers.iter().find(|p| inside(&p.pod_cidr)) {
+                err(at("prefix"), format!("is inside peer {:?}'s pod_cidr {}", p.name, p.pod_cidr));
+            }
+            if seen.contains(&prefix) {
+                err(at("prefix"), "is given by another route".into());
+            }
+            seen.push(prefix);
+            match (&r.via, &r.peer) {
+                (Some(_), Some(_)) | (None, None) => {
+                    err(at("via"), "give exactly one of via (an underlay gateway) and peer".into())
+                }
+                (Some(v), None) => match v.parse::<Ipv4Addr>() {
+                    Ok(gw) if n.underlay_ip.network().contains(gw) && gw != n.underlay_ip.addr => {}
+                    Ok(gw) => err(
+                        at("via"),
+                        format!(
+                            "{gw} is not another address on the uplink's subnet {}",
+                            n.underlay_ip.network()
+                        ),
+                    ),
+                    Err(_) => err(at("via"), format!("{v:?} is not an IPv4 address")),
+                },
+                (None, Some(p)) => {
+                    if !self.peers.iter().any(|o| &o.name == p) {
+                        err(at("peer"), format!("{p:?} is not a [[peer]]"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The static routes, compiled (call on a validated configuration).
+    pub fn static_routes(&self) -> Vec<StaticRoute> {
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let prefix = r.prefix.parse().ok()?;
+                let via = match (&r.via, &r.peer) {
+                    (Some(v), _) => StaticVia::Gateway(v.parse().ok()?),
+                    (None, Some(p)) => StaticVia::Peer(p.clone()),
+                    (None, None) => return None,
+                };
+                Some(StaticRoute { prefix, via })
+            })
+            .collect()
     }
 
     /// The routing state, with the uplink's port id given by `port_id` (the daemon's ids
@@ -905,6 +981,7 @@ impl Config {
             (n.vxlan_vni, n.vxlan_port),
             &peers,
         )
+        .and_then(|t| t.with_statics(&self.static_routes()))
         .map(Some)
         .map_err(|e| e.to_string())
     }
@@ -1094,6 +1171,86 @@ mod tests {
     }
 
     #[test]
+    fn static_routes_compile_and_bad_ones_are_refused_by_field() {
+        use crate::tables::l3::{NextHop, Route};
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let good = format!(
+            "{NODE}
+            [[route]]
+            prefix = \"0.0.0.0/0\"
+            via = \"198.18.0.254\"
+            [[route]]
+            prefix = \"10.96.0.0/12\"
+            peer = \"n3\"
+            [[route]]
+            prefix = \"10.244.0.0/16\"
+            via = \"198.18.0.253\"
+            "
+        );
+        let c = Config::parse(&good, "t.toml").unwrap();
+        let s = c.snapshot(1);
+        let t = s.l3().unwrap();
+        assert_eq!(t.routes.len(), 6);
+        // Pod CIDRs win over shorter routes; the service range goes to n3 in its mode.
+        assert_eq!(t.next_hop(ip("10.244.2.7"), false).1, NextHop::Uplink(ip("198.18.0.2")));
+        assert_eq!(t.next_hop(ip("10.244.1.7"), false).1, NextHop::Pod);
+        assert_eq!(t.next_hop(ip("10.244.9.7"), false).1, NextHop::Uplink(ip("198.18.0.253")));
+        assert_eq!(t.next_hop(ip("8.8.8.8"), false).1, NextHop::Uplink(ip("198.18.0.254")));
+        assert_eq!(t.next_hop(ip("8.8.8.8"), false).0.map(|r| r.1), Some(Route::Gateway(0)));
+        assert_eq!(t.next_hop(ip("10.100.0.1"), false).1, NextHop::Tunnel(1, ip("198.18.0.254")));
+        // Without the default route, only the switch's own packets may use the gateway.
+        let c = Config::parse(NODE, "t.toml").unwrap();
+        let s = c.snapshot(1);
+        let t = s.l3().unwrap();
+        assert_eq!(t.next_hop(ip("8.8.8.8"), false).1, NextHop::Unreachable);
+        assert_eq!(t.next_hop(ip("8.8.8.8"), true).1, NextHop::Uplink(ip("198.18.0.254")));
+
+        let bad = format!(
+            "{NODE}
+            [[route]]
+            prefix = \"10.244.1.0/24\"
+            via = \"198.18.0.254\"
+            [[route]]
+            prefix = \"10.244.2.128/25\"
+            peer = \"n2\"
+            [[route]]
+            prefix = \"10.96.0.0/12\"
+            via = \"198.19.0.1\"
+            [[route]]
+            prefix = \"10.96.0.0/12\"
+            peer = \"n9\"
+            [[route]]
+            prefix = \"192.168.0.0/16\"
+            [[route]]
+            prefix = \"192.168.1.0/33\"
+            via = \"198.18.0.1\"
+            [[route]]
+            prefix = \"172.16.0.0/12\"
+            via = \"198.18.0.1\"
+            "
+        );
+        let e = Config::parse(&bad, "t.toml").unwrap_err();
+        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
+        let want = [
+            "route[0] (10.244.1.0/24).prefix: is inside this node's pod_cidr 10.244.1.0/24",
+            "route[1] (10.244.2.128/25).prefix: is inside peer \"n2\"'s pod_cidr 10.244.2.0/24",
+            "route[2] (10.96.0.0/12).via: 198.19.0.1 is not another address on the uplink's subnet 198.18.0.0/24",
+            "route[3] (10.96.0.0/12).prefix: is given by another route",
+            "route[3] (10.96.0.0/12).peer: \"n9\" is not a [[peer]]",
+            "route[4] (192.168.0.0/16).via: give exactly one of via (an underlay gateway) and peer",
+            "route[5].prefix: \"192.168.1.0/33\"",
+            "route[6] (172.16.0.0/12).via: 198.18.0.1 is not another address",
+        ];
+        for w in want {
+            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
+        }
+        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+        let e = Config::parse("[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"1.2.3.4\"\n", "t.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("routes need a [node] table"), "{e}");
+    }
+
+    #[test]
     fn bad_node_and_peers_are_refused_naming_field_and_value() {
         let text = r#"
             [[port]]
@@ -1178,5 +1335,6 @@ mod example_files {
         let s = c.snapshot(1);
         let modes: Vec<&str> = s.l3().unwrap().peers.iter().map(|p| p.mode.name()).collect();
         assert_eq!(modes, ["direct", "vxlan", "vxlan"]);
+        assert_eq!(s.l3().unwrap().statics.len(), 2);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod capture;
+mod changes;
 pub mod config;
 pub mod daemon;
 pub mod flows;

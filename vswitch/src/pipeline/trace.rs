@@ -3,8 +3,9 @@
 //! the final action, without sending anything, learning anything or touching a flow cache.
 //!
 //! The tracer calls the stages' own per-packet functions ([`parse::parse`],
-//! [`vlan::classify`], [`l2::decide`], [`output::egress_check`]), so it cannot drift from what
-//! the workers do. What it cannot see, because it depends on a worker's state at the moment
+//! [`vlan::classify`], the ACL's field extraction and rule lookup, the route table's
+//! `next_hop`, [`l2::decide`], [`output::egress_check`]), so it cannot drift from what the
+//! workers do. What it cannot see, because it depends on a worker's state at the moment
 //! the packet arrives, is left out: the flow cache (which only memoizes the same decision), the
 //! buffer pool (`no_buffer`, `no_headroom`), transmit rings (`tx_ring_full`) and whether an
 //! egress port is attached to the worker yet.
@@ -17,8 +18,9 @@ use std::net::IpAddr;
 
 use crate::packet::{flags, Meta, Verdict};
 use crate::pipeline::nodes::output::{egress_check, TagAction};
-use crate::pipeline::nodes::{l2, parse, vlan};
+use crate::pipeline::nodes::{acl, l2, parse, vlan};
 use crate::pipeline::snapshot::{Snapshot, VlanMode};
+use crate::tables::acl::Action;
 use crate::tables::fdb::{Fdb, SourceCheck};
 use crate::telemetry::DropReason;
 use crate::types::{MacAddr, PortId, VlanId};
@@ -181,58 +183,107 @@ fn run(
     };
     step("vlan", format!("{how} on {port}: VLAN {}", m.vlan));
 
-    // l3
-    if let Some(t) = snap.l3() {
-        match l3_decision(frame, &m, t) {
-            Ok(None) => {}
-            Ok(Some(what)) => {
-                step("l3", what.clone());
-                return TraceVerdict::Routed(what);
-            }
-            Err((what, r)) => {
-                step("l3", format!("{what}: {}", drop_text(r)));
-                return dropped("l3", r);
+    // acl
+    let mut acl_output = None;
+    if let Some(table) = snap.acl().filter(|t| !t.is_empty()) {
+        let f = acl::fields(frame, &m);
+        match table.lookup(&f) {
+            None => step("acl", format!("no rule matches (of {})", table.rules().len())),
+            Some(i) => {
+                let r = &table.rules()[i];
+                let mut what = format!("rule {:?} (priority {}) matches", r.name, r.priority);
+                if let Some(mt) = r.meter {
+                    let _ = write!(
+                        what,
+                        "; meter {} bit/s, {} pkt/s (0: none; not evaluated here: its bucket is the worker's)",
+                        mt.bps, mt.pps
+                    );
+                }
+                if let Some(v) = r.set_vlan {
+                    m.vlan = v;
+                    let _ = write!(what, "; set VLAN {v}");
+                }
+                match r.action {
+                    Action::Drop => {
+                        step("acl", format!("{what}; {}", drop_text(DropReason::AclDrop)));
+                        return dropped("acl", DropReason::AclDrop);
+                    }
+                    Action::Output(p) => {
+                        step("acl", format!("{what}; output to {} (no L2/L3)", port_name(snap, p)));
+                        acl_output = Some(p);
+                    }
+                    Action::Normal => step("acl", format!("{what}; switched as usual")),
+                }
             }
         }
     }
 
-    // l2
-    let dst = MacAddr::from_bytes(&frame[0..6]);
-    let src = MacAddr::from_bytes(&frame[6..12]);
-    let (v, source) = l2::decide(fdb, m.vlan, in_port, src, dst, NO_AGE_REFRESH);
     let name = |p: PortId| port_name(snap, p);
-    let src_text = match source {
-        None => format!("source {src} is not a unicast address"),
-        Some(SourceCheck::Known) => format!("source {src} known on {}", name(in_port)),
-        Some(SourceCheck::Unknown) => {
-            format!("source {src} is new: would be learned on {}", name(in_port))
+    let v = match acl_output {
+        Some(p) => Verdict::Output(p),
+        None => {
+            // l3
+            if let Some(t) = snap.l3() {
+                match l3_decision(frame, &m, t) {
+                    Ok(None) => {}
+                    Ok(Some(what)) => {
+                        step("l3", what.clone());
+                        return TraceVerdict::Routed(what);
+                    }
+                    Err((what, r)) => {
+                        step("l3", format!("{what}: {}", drop_text(r)));
+                        return dropped("l3", r);
+                    }
+                }
+            }
+
+            // l2
+            let dst = MacAddr::from_bytes(&frame[0..6]);
+            let src = MacAddr::from_bytes(&frame[6..12]);
+            let (v, source) = l2::decide(fdb, m.vlan, in_port, src, dst, NO_AGE_REFRESH);
+            let src_text = match source {
+                None => format!("source {src} is not a unicast address"),
+                Some(SourceCheck::Known) => format!("source {src} known on {}", name(in_port)),
+                Some(SourceCheck::Unknown) => {
+                    format!("source {src} is new: would be learned on {}", name(in_port))
+                }
+                Some(SourceCheck::Moved { from }) => {
+                    format!(
+                        "source {src} is on {}: would move to {} (learned)",
+                        name(from),
+                        name(in_port)
+                    )
+                }
+                Some(SourceCheck::Static) => {
+                    format!("source {src} is static on another port (spoofing)")
+                }
+            };
+            let dst_text = match v {
+                Verdict::Drop(DropReason::SamePort) => {
+                    format!("destination {dst} is on the ingress port {}", name(in_port))
+                }
+                Verdict::Drop(_) => String::new(),
+                Verdict::Flood if dst.is_multicast() => {
+                    format!("destination {dst} is a group address")
+                }
+                Verdict::Flood => format!("destination {dst} unknown on VLAN {}", m.vlan),
+                Verdict::Output(p) => format!("destination {dst} on {}", name(p)),
+                _ => String::new(),
+            };
+            let decision = match v {
+                Verdict::Drop(r) => drop_text(r),
+                Verdict::Flood => "flood".to_string(),
+                Verdict::Output(p) => format!("output to {}", name(p)),
+                _ => drop_text(DropReason::Unhandled),
+            };
+            let parts: Vec<&str> = [src_text.as_str(), dst_text.as_str(), decision.as_str()]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect();
+            step("l2", parts.join("; "));
+            v
         }
-        Some(SourceCheck::Moved { from }) => {
-            format!("source {src} is on {}: would move to {} (learned)", name(from), name(in_port))
-        }
-        Some(SourceCheck::Static) => format!("source {src} is static on another port (spoofing)"),
     };
-    let dst_text = match v {
-        Verdict::Drop(DropReason::SamePort) => {
-            format!("destination {dst} is on the ingress port {}", name(in_port))
-        }
-        Verdict::Drop(_) => String::new(),
-        Verdict::Flood if dst.is_multicast() => format!("destination {dst} is a group address"),
-        Verdict::Flood => format!("destination {dst} unknown on VLAN {}", m.vlan),
-        Verdict::Output(p) => format!("destination {dst} on {}", name(p)),
-        _ => String::new(),
-    };
-    let decision = match v {
-        Verdict::Drop(r) => drop_text(r),
-        Verdict::Flood => "flood".to_string(),
-        Verdict::Output(p) => format!("output to {}", name(p)),
-        _ => drop_text(DropReason::Unhandled),
-    };
-    let parts: Vec<&str> = [src_text.as_str(), dst_text.as_str(), decision.as_str()]
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .collect();
-    step("l2", parts.join("; "));
 
     // output
     match v {
@@ -295,7 +346,7 @@ fn l3_decision(
     m: &Meta,
     t: &crate::tables::l3::L3Table,
 ) -> Result<Option<String>, (String, DropReason)> {
-    use crate::tables::l3::{PeerMode, Route};
+    use crate::tables::l3::{NextHop, Route};
     let l3 = m.l3_off as usize;
     let from_uplink = m.in_port == t.uplink;
     if m.ethertype == ethertype::ARP {
@@ -371,24 +422,36 @@ fn l3_decision(
     if ip.ttl() <= 1 {
         return Ok(Some(format!("TTL {} to {dst}: ICMP time exceeded to {src}", ip.ttl())));
     }
-    let what = match t.routes.lookup(u32::from(dst)) {
-        Some((net, Route::Local)) => {
-            format!("{dst} in {net}: to the local pod (MAC by ARP on VLAN {})", t.pod_vlan)
-        }
-        Some((net, &Route::Peer(i))) => {
-            let p = &t.peers[i as usize];
-            match p.mode {
-                PeerMode::Direct => format!("{dst} in {net}: peer {:?}, direct routing to {} on the uplink", p.name, p.next_hop),
-                PeerMode::Vxlan => format!(
-                    "{dst} in {net}: peer {:?}, VXLAN VNI {} to {} (outer next hop {}), inner destination {}",
-                    p.name, t.vni, p.underlay_ip, p.next_hop, p.vtep_mac
-                ),
+    let (matched, hop) = t.next_hop(dst, false);
+    let route = match matched {
+        Some((net, Route::Local)) => format!("{dst} in {net}"),
+        Some((net, Route::Peer(i))) => {
+            let p = &t.peers[usize::from(i)];
+            if net == p.pod_cidr {
+                format!("{dst} in {net}: peer {:?}", p.name)
+            } else {
+                format!("{dst} in {net}: static route to peer {:?}", p.name)
             }
         }
-        None if t.underlay.network().contains(dst) => {
-            format!("{dst} on the underlay subnet: to it on the uplink")
+        Some((net, Route::Gateway(_))) => format!("{dst} in {net}: static route"),
+        None => format!("{dst}"),
+    };
+    let what = match hop {
+        NextHop::Pod => {
+            format!("{route}: to the local pod (MAC by ARP on VLAN {})", t.pod_vlan)
         }
-        None => format!("no route to {dst}: ICMP net unreachable to {src}"),
+        NextHop::Uplink(nh) if matched.is_none() => {
+            format!("{route} on the underlay subnet: to {nh} on the uplink")
+        }
+        NextHop::Uplink(nh) => format!("{route}, direct routing to {nh} on the uplink"),
+        NextHop::Tunnel(i, nh) => {
+            let p = &t.peers[usize::from(i)];
+            format!(
+                "{route}, VXLAN VNI {} to {} (outer next hop {nh}), inner destination {}",
+                t.vni, p.underlay_ip, p.vtep_mac
+            )
+        }
+        NextHop::Unreachable => format!("no route to {dst}: ICMP net unreachable to {src}"),
     };
     Ok(Some(format!("routed, TTL {} -> {}: {what}", ip.ttl(), ip.ttl() - 1)))
 }
@@ -924,6 +987,56 @@ mod tests {
         let t = trace_on(&rig, &frame(A, T, Some(10), 64), 3);
         let TraceVerdict::Output(o) = &t.verdict else { panic!("{t:#?}") };
         assert_eq!((o.name.as_str(), o.tag, o.len), ("a", TagAction::Pop, 60));
+    }
+
+    #[test]
+    fn flow_rules_show_as_an_acl_step_and_act_as_the_switch_does() {
+        use crate::tables::acl::{AclTable, Action, Match, Rule, RuleCounters};
+        use std::sync::Arc;
+        let mut rig = rig();
+        let rule = |name: &str, priority, m, action, set_vlan| Rule {
+            name: String::from(name),
+            priority,
+            m,
+            action,
+            set_vlan,
+            meter: None,
+            counters: Arc::new(RuleCounters::default()),
+        };
+        let from_a =
+            Match { src_mac: Some(A.parse::<MacAddr>().unwrap().to_u64()), ..Match::default() };
+        let table = AclTable::new(vec![
+            rule(
+                "steer",
+                200,
+                Match { in_port: Some(1), ..Match::default() },
+                Action::Output(2),
+                Some(20),
+            ),
+            rule("block-a", 100, from_a, Action::Drop, None),
+        ]);
+        let mut snap = Snapshot::clone(&rig.snapshot.load());
+        snap.set_acl(Some(Arc::new(table)));
+        rig.snapshot.store(Arc::new(snap));
+
+        let f = frame(B, A, None, 60);
+        let t = trace_on(&rig, &f, 0);
+        assert_eq!(t.verdict, TraceVerdict::Drop { stage: "acl", reason: DropReason::AclDrop });
+        assert_eq!(stages(&t), ["parse", "vlan", "acl"]);
+        assert!(t.steps[2].detail.starts_with("rule \"block-a\" (priority 100) matches"), "{t:#?}");
+        assert_eq!(switch(&mut rig, 0, &f).iter().map(Vec::len).collect::<Vec<_>>(), [0, 0, 0, 0]);
+
+        // From b: steered to c, on VLAN 20, without L2 (c is not on b's VLAN 10).
+        let f = frame(A, B, None, 60);
+        let t = trace_on(&rig, &f, 1);
+        assert_eq!(stages(&t), ["parse", "vlan", "acl", "output"], "{t:#?}");
+        assert!(t.steps[2].detail.contains("set VLAN 20; output to c (no L2/L3)"), "{t:#?}");
+        assert_eq!(t.verdict.outputs(), ["c"]);
+        assert_eq!(switch(&mut rig, 1, &f).iter().map(Vec::len).collect::<Vec<_>>(), [0, 0, 1, 0]);
+
+        // No rule matches a frame from c.
+        let t = trace_on(&rig, &frame(A, "02:00:00:00:00:0c", None, 60), 2);
+        assert_eq!(t.steps[2].detail, "no rule matches (of 2)");
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //!                                                  gateway when it is off our subnet)
 //! ```
 //!
+//! Static routes (`[[route]]`, `vswitchctl route add`) add prefixes outside the pod CIDRs: to a
+//! gateway on the underlay subnet (`Route::Gateway`, sent like a direct peer's packets), or to a
+//! peer (`Route::Peer`, e.g. a second CIDR that node hosts), in whatever mode that peer uses.
+//!
 //! The mode is chosen per peer as Flannel's DirectRouting and Calico's CrossSubnet do: direct
 //! routing when the peer's underlay address is on the uplink's L2 subnet (its pods' packets can
 //! be sent to its MAC as they are), VXLAN otherwise (the underlay between us would not know our
@@ -26,8 +30,40 @@ use crate::types::{MacAddr, PortId, VlanId};
 pub enum Route {
     /// This node's pod CIDR: to the pod, resolved by ARP on the pod network.
     Local,
-    /// A peer's pod CIDR: index into [`L3Table::peers`].
+    /// A peer's pod CIDR (or a static route to that peer): index into [`L3Table::peers`].
     Peer(u16),
+    /// A static route to a gateway on the underlay subnet: index into [`L3Table::statics`].
+    Gateway(u16),
+}
+
+/// Where the route table sends a destination: the one decision the route stage acts on and
+/// `trace` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextHop {
+    /// A pod of this node, resolved by ARP on the pod network.
+    Pod,
+    /// Out of the uplink, as it is, to this underlay address's MAC.
+    Uplink(Ipv4Addr),
+    /// VXLAN to peer `0` (index into [`L3Table::peers`]), outer next hop `1`.
+    Tunnel(u16, Ipv4Addr),
+    /// No route.
+    Unreachable,
+}
+
+/// What a static route points at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum StaticVia {
+    /// A router on the underlay subnet.
+    Gateway(Ipv4Addr),
+    /// A peer, by name.
+    Peer(String),
+}
+
+/// A static route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticRoute {
+    pub prefix: Ipv4Net,
+    pub via: StaticVia,
 }
 
 /// How packets reach a peer's pods.
@@ -94,6 +130,8 @@ pub struct L3Table {
     pub vni: u32,
     pub vxlan_port: u16,
     pub peers: Vec<Peer>,
+    /// The static routes, as configured (gateway ones are indexed by [`Route::Gateway`]).
+    pub statics: Vec<StaticRoute>,
     pub routes: Lpm<Route>,
 }
 
@@ -105,6 +143,8 @@ pub enum L3Error {
     Overlap { peer: String, cidr: Ipv4Net, other: String },
     #[error("peer {peer:?}: {why}")]
     Peer { peer: String, why: String },
+    #[error("route {prefix}: {why}")]
+    Static { prefix: Ipv4Net, why: String },
 }
 
 /// The default MAC of a node with underlay address `ip`: `0a:58` (locally administered, the
@@ -240,8 +280,83 @@ impl L3Table {
             vni: vxlan.0,
             vxlan_port: vxlan.1,
             peers: compiled,
+            statics: Vec::new(),
             routes,
         })
+    }
+
+    /// Adds static routes. None may lie inside a pod CIDR (ours or a peer's: it would take that
+    /// CIDR's traffic; a shorter prefix covering pod CIDRs is fine, the longest match wins), name a known peer or a gateway on the
+    /// underlay subnet other than ourselves, and not repeat another route's prefix.
+    pub fn with_statics(mut self, statics: &[StaticRoute]) -> Result<L3Table, L3Error> {
+        let mut routes: Vec<(Ipv4Net, Route)> = self.routes.iter().map(|(n, r)| (n, *r)).collect();
+        for (i, s) in statics.iter().enumerate() {
+            let bad = |why: String| L3Error::Static { prefix: s.prefix, why };
+            let inside = |pods: &Ipv4Net| {
+                pods.overlaps(&s.prefix) && s.prefix.prefix_len() >= pods.prefix_len()
+            };
+            if inside(&self.pod_cidr) {
+                return Err(bad(format!("is inside this node's pod_cidr {}", self.pod_cidr)));
+            }
+            if let Some(p) = self.peers.iter().find(|p| inside(&p.pod_cidr)) {
+                return Err(bad(format!("is inside peer {:?}'s pod_cidr {}", p.name, p.pod_cidr)));
+            }
+            if statics[..i].iter().any(|o| o.prefix == s.prefix) {
+                return Err(bad("is given twice".into()));
+            }
+            let route = match &s.via {
+                StaticVia::Gateway(gw) => {
+                    let subnet = self.underlay.network();
+                    if !subnet.contains(*gw) || *gw == self.underlay.addr {
+                        return Err(bad(format!(
+                            "via {gw} is not another address on the uplink's subnet {subnet}"
+                        )));
+                    }
+                    Route::Gateway(i as u16)
+                }
+                StaticVia::Peer(name) => match self.peers.iter().position(|p| &p.name == name) {
+                    Some(p) => Route::Peer(p as u16),
+                    None => return Err(bad(format!("peer {name:?} does not exist"))),
+                },
+            };
+            routes.push((s.prefix, route));
+        }
+        self.routes = Lpm::build(routes)
+            .map_err(|e| L3Error::Peer { peer: String::new(), why: e.to_string() })?;
+        self.statics = statics.to_vec();
+        Ok(self)
+    }
+
+    /// Where `dst` goes, with the route that matched. `own` is true for the switch's own
+    /// packets (replies from its underlay address), which may leave through the underlay
+    /// gateway without a route.
+    pub fn next_hop(&self, dst: Ipv4Addr, own: bool) -> (Option<(Ipv4Net, Route)>, NextHop) {
+        let d = u32::from(dst);
+        let Some((net, &route)) = self.routes.lookup(d) else {
+            let hop = if self.underlay.network().contains_u32(d) {
+                // Other nodes' addresses on the subnet (the switch's own replies to them).
+                NextHop::Uplink(dst)
+            } else {
+                match self.underlay_gateway {
+                    Some(gw) if own => NextHop::Uplink(gw),
+                    _ => NextHop::Unreachable,
+                }
+            };
+            return (None, hop);
+        };
+        let hop = match route {
+            Route::Local => NextHop::Pod,
+            Route::Peer(i) => match self.peers.get(usize::from(i)) {
+                Some(p) if p.mode == PeerMode::Direct => NextHop::Uplink(p.next_hop),
+                Some(p) => NextHop::Tunnel(i, p.next_hop),
+                None => NextHop::Unreachable,
+            },
+            Route::Gateway(i) => match self.statics.get(usize::from(i)).map(|s| &s.via) {
+                Some(StaticVia::Gateway(gw)) => NextHop::Uplink(*gw),
+                _ => NextHop::Unreachable,
+            },
+        };
+        (Some((net, route)), hop)
     }
 
     /// The largest inner IP packet a VXLAN tunnel carries over the uplink: its MTU less the

@@ -79,7 +79,7 @@ impl Acl {
 /// The fields rules match on, read at the offsets parse recorded (no re-checking: parse
 /// validated the headers those offsets point to).
 #[inline]
-fn fields(d: &[u8], m: &crate::packet::Meta) -> Fields {
+pub(crate) fn fields(d: &[u8], m: &crate::packet::Meta) -> Fields {
     let ipv4 = (m.flags & flags::IPV4 != 0).then(|| {
         let l3 = m.l3_off as usize;
         let at =

@@ -26,12 +26,14 @@
 //! into the packet that caused them and routed again; at most 1000 ICMP errors a second per
 //! worker, the rest counted as drops.
 
+use std::net::Ipv4Addr;
+
 use rtrb::Producer;
 
 use super::reply::{self, fresh_meta};
 use crate::packet::{flags, Batch, GsoType, Meta, Pkt, Pool, Verdict};
 use crate::pipeline::Snapshot;
-use crate::tables::l3::{L3Table, PeerMode, Route};
+use crate::tables::l3::{L3Table, NextHop};
 use crate::tables::neigh::{NeighEvent, Neighbor, Neighbors};
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::{MacAddr, PortId};
@@ -352,41 +354,25 @@ impl L3 {
                 DropReason::TtlExpired,
             );
         }
-        let (next_hop, via, mtu) = match t.routes.lookup(dst) {
-            Some((_, Route::Local)) => (dst, Via::Pod, None),
-            Some((_, &Route::Peer(i))) => {
-                let peer = &t.peers[i as usize];
-                match peer.mode {
-                    PeerMode::Direct => (u32::from(peer.next_hop), Via::Uplink, Some(t.uplink_mtu)),
-                    PeerMode::Vxlan => {
-                        (u32::from(peer.next_hop), Via::Tunnel(i), Some(t.tunnel_mtu()))
-                    }
-                }
+        let own = depth > 0 && ip.src_addr() == t.underlay.addr;
+        let (next_hop, via, mtu) = match t.next_hop(Ipv4Addr::from(dst), own).1 {
+            NextHop::Pod => (dst, Via::Pod, None),
+            NextHop::Uplink(nh) => (u32::from(nh), Via::Uplink, Some(t.uplink_mtu)),
+            NextHop::Tunnel(i, nh) => (u32::from(nh), Via::Tunnel(i), Some(t.tunnel_mtu())),
+            NextHop::Unreachable => {
+                return self.icmp_error(
+                    pool,
+                    p,
+                    m,
+                    t,
+                    cx,
+                    depth,
+                    icmp::msg_type::DEST_UNREACHABLE,
+                    icmp::unreachable::NET,
+                    0,
+                    DropReason::NoRoute,
+                );
             }
-            // The underlay itself: other nodes' addresses, on the subnet or via its gateway
-            // (the switch's own replies to them).
-            None if t.underlay.network().contains_u32(dst) => {
-                (dst, Via::Uplink, Some(t.uplink_mtu))
-            }
-            None => match t.underlay_gateway {
-                Some(gw) if depth > 0 && ip.src_addr() == t.underlay.addr => {
-                    (u32::from(gw), Via::Uplink, Some(t.uplink_mtu))
-                }
-                _ => {
-                    return self.icmp_error(
-                        pool,
-                        p,
-                        m,
-                        t,
-                        cx,
-                        depth,
-                        icmp::msg_type::DEST_UNREACHABLE,
-                        icmp::unreachable::NET,
-                        0,
-                        DropReason::NoRoute,
-                    );
-                }
-            },
         };
         if let Some(mtu) = mtu {
             if m.offload.gso_type == GsoType::None && total > mtu {
