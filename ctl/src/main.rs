@@ -467,18 +467,9 @@ struct PortAdd {
     /// afxdp: auto, native or generic.
     #[arg(long, value_name = "MODE")]
     xdp_mode: Option<String>,
-    /// An access port on this VLAN (the default: access on VLAN 1).
-    #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
-    access: Option<u16>,
-    /// A trunk carrying these VLANs tagged, e.g. 10,20,30-35.
-    #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
-    trunk: Option<VlanList>,
-    /// With --trunk: the VLAN carried untagged.
-    #[arg(long, value_name = "VLAN", requires = "trunk")]
-    native: Option<u16>,
-    /// MTU in bytes.
-    #[arg(long, value_name = "N")]
-    mtu: Option<u16>,
+    /// VLAN mode (the default: access on VLAN 1) and MTU.
+    #[command(flatten)]
+    vlans: VlanArgs,
     /// Add it administratively down.
     #[arg(long)]
     down: bool,
@@ -513,13 +504,14 @@ impl PortAdd {
         put("worker", self.worker.map(Into::into));
         put("queues", self.queues.map(Into::into));
         put("xdp_mode", self.xdp_mode.map(Into::into));
-        put("vlan", self.access.map(Into::into));
-        if let Some(VlanList(v)) = self.trunk {
+        let v = self.vlans;
+        put("vlan", v.access.map(Into::into));
+        if let Some(VlanList(list)) = v.trunk {
             put("mode", Some("trunk".into()));
-            put("allowed_vlans", Some(v.into()));
+            put("allowed_vlans", Some(list.into()));
         }
-        put("native_vlan", self.native.map(Into::into));
-        put("mtu", self.mtu.map(Into::into));
+        put("native_vlan", v.native.map(Into::into));
+        put("mtu", v.mtu.map(Into::into));
         put("up", self.down.then_some(false.into()));
         put("qos_class", self.qos_class.map(Into::into));
         put("qos_root", self.qos_root.map(Into::into));
@@ -572,16 +564,23 @@ struct PortSet {
     /// Take the port down.
     #[arg(long)]
     down: bool,
-    /// Make it an access port on this VLAN.
+    #[command(flatten)]
+    vlans: VlanArgs,
+}
+
+/// A port's VLAN mode and MTU, as `port add` and `port set` take them.
+#[derive(Debug, Args)]
+struct VlanArgs {
+    /// An access port on this VLAN.
     #[arg(long, value_name = "VLAN", conflicts_with = "trunk")]
     access: Option<u16>,
-    /// Make it a trunk carrying these VLANs tagged, e.g. 10,20,30-35.
+    /// A trunk carrying these VLANs tagged, e.g. 10,20,30-35.
     #[arg(long, value_name = "VLANS", value_parser = vlan_list)]
     trunk: Option<VlanList>,
     /// With --trunk: the VLAN carried untagged.
     #[arg(long, value_name = "VLAN", requires = "trunk")]
     native: Option<u16>,
-    /// Set the MTU.
+    /// MTU in bytes.
     #[arg(long, value_name = "N")]
     mtu: Option<u16>,
 }
@@ -1057,15 +1056,16 @@ fn update(set: PortSet) -> PortUpdate {
     } else {
         None
     };
-    let mut update = PortUpdate { up, mtu: set.mtu, ..PortUpdate::default() };
-    if let Some(vlan) = set.access {
+    let v = set.vlans;
+    let mut update = PortUpdate { up, mtu: v.mtu, ..PortUpdate::default() };
+    if let Some(vlan) = v.access {
         update.mode = Some("access".into());
         update.vlan = Some(vlan);
     }
-    if let Some(VlanList(vlans)) = set.trunk {
+    if let Some(VlanList(vlans)) = v.trunk {
         update.mode = Some("trunk".into());
         update.allowed_vlans = Some(vlans);
-        update.native_vlan = set.native;
+        update.native_vlan = v.native;
     }
     update
 }
