@@ -10,6 +10,10 @@
 //!                                                                    └─ p3  50M prio 1 weight 1
 //! ```
 //!
+//! A second test covers a pod's egress limit on traffic that never reaches the uplink: pods
+//! `a` (attached as the CNI plugin does, with `egressRate` 50 Mbit/s), `b` and `c` on one node,
+//! `a` and `c` sending to `b`.
+//!
 //! Rates are measured by the iperf3 receivers (no sleeps stand in for measurements); every
 //! process is bounded by `timeout`, and the namespaces go with the `Topo`.
 
@@ -18,7 +22,7 @@ use std::time::Duration;
 
 use vswitch_api::{Reply, Request};
 use vswitch_suite::netns::{wait_for, Topo};
-use vswitch_suite::switch::{config_text, PortSpec, Switch};
+use vswitch_suite::switch::{config_text, NodeSpec, PortSpec, Switch};
 
 const K_ADDR: &str = "10.244.1.100";
 /// TCP payload per full frame: 1448 bytes (MSS with timestamps) in 1514 (what the scheduler
@@ -232,4 +236,147 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
     check("p3 capped", &one, &[60.0]);
     let text = String::from_utf8_lossy(&sw.ctl(&["show", "qos"]).stdout).to_string();
     assert!(text.contains("port uplink"), "{text}");
+}
+
+/// A receiver's rate from iperf3's `end` object, Mbit/s of payload, and the payload bytes per
+/// packet (UDP datagram size; 0 for TCP).
+fn received(end: &serde_json::Value, what: &str) -> (f64, f64) {
+    let r = &end["sum_received"];
+    let bps = r["bits_per_second"].as_f64().unwrap_or_else(|| panic!("{what}: {end}"));
+    // A UDP receiver counts the datagrams the sender numbered, lost ones included.
+    let got = r["packets"].as_f64().unwrap_or(0.0) - r["lost_packets"].as_f64().unwrap_or(0.0);
+    let per_packet = match r["bytes"].as_f64() {
+        Some(b) if got > 0.0 => b / got,
+        _ => 0.0,
+    };
+    (bps / 1e6, per_packet)
+}
+
+/// Frame bytes of a UDP datagram with `payload` bytes in IPv4 over Ethernet: what the
+/// limiter charges.
+fn udp_frame(payload: f64) -> f64 {
+    payload + 8.0 + 20.0 + 14.0
+}
+
+/// A pod's `egressRate` holds on its traffic to another pod of the same node, which the shaped
+/// uplink never sees: the worker receiving from the pod shapes it to the class's ceiling. An
+/// unlimited pod sending to the same pod is not held back, and a live change of the class
+/// applies to the limiter.
+#[test]
+fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
+    let mut topo = Topo::new("ql");
+    topo.node("n");
+    for (i, p) in ["a", "b", "c"].iter().enumerate() {
+        topo.pod(p, "n", &format!("10.244.1.{}/24", 11 + i));
+    }
+    // The uplink goes to a namespace with nothing in it: no traffic takes it here. Its egress
+    // is shaped, so a pod's egressRate becomes a class under its tree.
+    topo.node("k");
+    topo.veth("n", "up", "k", "kup");
+    let uplink = format!(
+        "\n[[port]]\nname = \"uplink\"\ninterface = \"{}\"\nqos_root = \"node\"\n\n[[qos_class]]\nname = \"node\"\nrate = \"1G\"\n",
+        topo.name("up")
+    );
+    let node = NodeSpec::new("n1", "10.244.1.0/24", "198.18.0.1/24").toml(&[]);
+    let ports: Vec<PortSpec> = ["b", "c"].iter().map(|p| PortSpec::pod(&topo, p, 1)).collect();
+    let sw = Switch::start_with(&mut topo, "n", &ports, &(uplink + &node));
+    sw.wait_attached();
+    // Pod a comes through the API with the CNI bandwidth capability, as the plugin sends it.
+    let a = vswitch_api::PodAttachment {
+        container_id: "a1a1a1a1a1a1a1a1a1a1".into(),
+        ifname: "eth0".into(),
+        netns: format!("/var/run/netns/{}", topo.name("a")),
+        host_interface: topo.name("a"),
+        vlan: 1,
+        mtu: 1500,
+        mac: None,
+        ips: vec!["10.244.1.11/24".into()],
+        pod_namespace: Some("default".into()),
+        pod_name: Some("a".into()),
+        pod_uid: None,
+        cgroup_path: None,
+        bandwidth: Some(vswitch_api::Bandwidth {
+            egress_rate: Some(50_000_000),
+            ..Default::default()
+        }),
+        port_type: None,
+    };
+    match sw.call(Request::AttachPod(a)) {
+        Ok(Reply::Port(_)) => {}
+        other => panic!("attach a: {other:?}\n{}", sw.log()),
+    }
+    let (port_a, class_a) = ("a1a1a1a1a1a1-eth0", "a1a1a1a1a1a1-eth0-out");
+    let class = |sw: &Switch| {
+        let q = qos(sw);
+        q.iter().flat_map(|p| p.classes.iter()).find(|c| c.name == class_a).cloned()
+    };
+    let listed = wait_for(Duration::from_secs(3), || class(&sw));
+    let listed = listed.unwrap_or_else(|| panic!("no class {class_a}: {:?}", qos(&sw)));
+    assert_eq!((listed.ceil_bps, listed.ports.clone()), (50_000_000, vec![port_a.to_string()]));
+    for p in ["a", "c"] {
+        let up = wait_for(Duration::from_secs(5), || {
+            (topo.ping(p, "10.244.1.12", 1) == 1).then_some(())
+        });
+        assert!(up.is_some(), "{p} cannot reach b\n{}", sw.log());
+    }
+
+    // UDP offered at 100 Mbit/s: a's frames are cut to 50 Mbit/s, c's all arrive. The limit
+    // is the upper bound, 5% over it at most; the lower bounds here and below only catch a
+    // collapse: on a quiet machine a got within 1% of its limit (UDP and TCP), but on the
+    // shared 2-core VM, with compilers or the other QoS test running, the debug vswitchd
+    // falls behind (measured up to 11% short, c then short too).
+    let (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
+    let want = 50.0 * size / udp_frame(size);
+    let (c_udp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b");
+    eprintln!(
+        "UDP to b: a {a_udp:.1} Mbit/s of payload ({size:.0}-byte datagrams; 50M of frames is {want:.1}), c {c_udp:.1}"
+    );
+    assert!(
+        (0.8 * want..=1.05 * want).contains(&a_udp),
+        "a's UDP to b at {a_udp:.1} Mbit/s, limit {want:.1}: {:?}",
+        sw.port(port_a).stats
+    );
+    assert!(c_udp > 1.6 * a_udp, "c's UDP to b at {c_udp:.1} Mbit/s, a's {a_udp:.1}");
+
+    // TCP: a gets its ceiling and no more (a queue holds what is over it, so TCP's window
+    // finds the rate); c is not limited at all.
+    let (a_tcp, _) = received(&topo.iperf3("a", "b", "10.244.1.12", false), "tcp a -> b");
+    let (c_tcp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", false), "tcp c -> b");
+    eprintln!(
+        "TCP to b: a {a_tcp:.1} Mbit/s of payload (ceiling {:.1}), c {c_tcp:.1}",
+        50.0 * GOODPUT
+    );
+    assert!(
+        (0.6 * 50.0 * GOODPUT..=1.05 * 50.0 * GOODPUT).contains(&a_tcp),
+        "a's TCP to b at {a_tcp:.1} Mbit/s, limit 50M: {:?}",
+        sw.port(port_a).stats
+    );
+    assert!(c_tcp > 3.0 * a_tcp, "c's TCP to b at {c_tcp:.1} Mbit/s, a's {a_tcp:.1}");
+
+    // What the limiter's queue could not hold (UDP's excess) is counted on a's port and with
+    // its class.
+    let st = sw.port(port_a).stats;
+    let full = st.drops.get("qos_local_queue_full").copied().unwrap_or(0);
+    assert!(full > 0, "{st:?}");
+    let shown = wait_for(Duration::from_secs(2), || {
+        let c = class(&sw)?;
+        (c.drops.get("local_queue_full").copied().unwrap_or(0) >= full).then_some(c)
+    });
+    assert!(shown.is_some(), "class drops: {:?}, port drops {full}", class(&sw));
+    assert_eq!(sw.port("c").stats.dropped, 0, "{:?}", sw.port("c").stats);
+
+    // A live change of the class reaches the policer.
+    let o = sw.ctl(&["qos", "set", class_a, "--ceil", "20M"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ceil = wait_for(Duration::from_secs(2), || {
+        class(&sw).filter(|c| c.ceil_bps == 20_000_000).map(|_| ())
+    });
+    assert!(ceil.is_some(), "ceil change not applied: {:?}", class(&sw));
+    let (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b, 20M");
+    let want = 20.0 * size / udp_frame(size);
+    eprintln!("UDP to b after the change: a {a_udp:.1} Mbit/s of payload (limit {want:.1})");
+    assert!(
+        (0.8 * want..=1.05 * want).contains(&a_udp),
+        "a's UDP to b at {a_udp:.1} Mbit/s after the change, limit {want:.1}"
+    );
 }

@@ -477,7 +477,10 @@ pub struct QosClassInfo {
     pub queued_packets: u64,
     /// Bytes in its queue now.
     pub queued_bytes: u64,
-    /// Drops by reason: `queue_full`, `policed`, `pps_limit`.
+    /// Drops by reason: `queue_full`, `policed`, `pps_limit` (the scheduler's), and
+    /// `local_queue_full`, `local_policed`, `local_pps_limit` (the local limiter's, on the
+    /// class's ports' traffic that the scheduler does not see: to other pods of the node, out
+    /// of unshaped ports).
     pub drops: BTreeMap<String, u64>,
     /// Bytes sent above its guarantee, on an ancestor's spare capacity.
     pub borrowed_bytes: u64,

@@ -300,11 +300,15 @@ impl<const N: usize> Daemon<N> {
                         .map(|c| {
                             let st = &c.stats;
                             let mut drops = BTreeMap::new();
+                            let local = self.local_drops(r.port, c.id);
                             for (k, v) in [
                                 ("queue_full", st.dropped_queue_full),
                                 ("policed", st.dropped_policed),
                                 ("pps_limit", st.dropped_pps),
-                            ] {
+                            ]
+                            .into_iter()
+                            .chain(local)
+                            {
                                 if v > 0 {
                                     drops.insert(k.to_string(), v);
                                 }
@@ -347,6 +351,24 @@ impl<const N: usize> Daemon<N> {
                 }
             })
             .collect()
+    }
+
+    /// What the local limiters of class `class` (of the tree shaping port `shaped`) dropped,
+    /// by reason (`local_queue_full`, `local_policed`, `local_pps_limit`): the
+    /// `qos_local_*` drops of the ports whose traffic is that class, over every worker (see
+    /// `pipeline::nodes::qos::limit_local`).
+    fn local_drops(&self, shaped: PortId, class: crate::qos::ClassId) -> [(&'static str, u64); 3] {
+        let snap = self.snapshot();
+        let ports: Vec<PortId> = snap
+            .qos(shaped)
+            .map(|plan| plan.leaves().filter(|(_, c)| *c == class).map(|(p, _)| p).collect())
+            .unwrap_or_default();
+        [
+            ("local_queue_full", DropReason::QosLocalQueueFull),
+            ("local_policed", DropReason::QosLocalPoliced),
+            ("local_pps_limit", DropReason::QosLocalPpsLimit),
+        ]
+        .map(|(k, r)| (k, ports.iter().map(|&p| self.port_stats(p).drop_count(r)).sum()))
     }
 
     /// `PATCH /v1/qos/classes/{name}`: changes the class in a copy of the configuration,
@@ -847,17 +869,21 @@ impl<const N: usize> Daemon<N> {
         family(
             out,
             "vswitch_qos_drops_total",
-            "Packets a QoS class dropped, by reason.",
+            "Packets a QoS class dropped, by reason (local_*: by the local limiter, on its ports' traffic that its scheduler does not see).",
             "counter",
         );
         for r in &reports {
             let port = escape(&self.port_name(r.port));
             for c in &r.classes {
+                let local = self.local_drops(r.port, c.id);
                 for (reason, v) in [
                     ("queue_full", c.stats.dropped_queue_full),
                     ("policed", c.stats.dropped_policed),
                     ("pps_limit", c.stats.dropped_pps),
-                ] {
+                ]
+                .into_iter()
+                .chain(local)
+                {
                     let _ = writeln!(
                         out,
                         "vswitch_qos_drops_total{{port=\"{port}\",class=\"{}\",reason=\"{reason}\"}} {v}",

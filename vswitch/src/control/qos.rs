@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::config::Config;
-use crate::pipeline::snapshot::{QosPlan, DEFAULT_CLASS};
+use crate::pipeline::snapshot::{QosPlan, DEFAULT_CLASS, LOCAL_QUEUE_MAX};
 use crate::qos::bucket::MAX_BURST_BYTES;
 use crate::qos::sched::{MAX_DEPTH, NPRIO};
 use crate::qos::{Change, ClassConfig, ClassId, Field, GuardConfig, Mode, Scheduler};
@@ -479,8 +479,10 @@ pub fn qos_plans(
     out
 }
 
-/// Frames a worker's shaped ports may hold in their queues (for sizing its pool).
+/// Frames a worker's shaped ports may hold in their queues, and its local limiters (for
+/// sizing its pool).
 pub fn queued_frames(cfg: &Config, worker: usize) -> usize {
+    let local = local_queued_frames(cfg, worker);
     cfg.ports
         .iter()
         .filter(|p| p.worker == worker)
@@ -497,6 +499,24 @@ pub fn queued_frames(cfg: &Config, worker: usize) -> usize {
                 .sum();
             leaves + DEFAULT_QUEUE_LIMIT as usize
         })
+        .sum::<usize>()
+        + local
+}
+
+/// Frames the local limiters of a worker may hold: one queue per shaping class of the ports it
+/// receives from, when the class's tree shapes a port (see `pipeline::nodes::qos::limit_local`).
+fn local_queued_frames(cfg: &Config, worker: usize) -> usize {
+    let classes = &cfg.qos_classes;
+    let shaped: HashSet<&str> = cfg.ports.iter().filter_map(|p| p.qos_root.as_deref()).collect();
+    let mut limited = HashSet::new();
+    cfg.ports
+        .iter()
+        .filter(|p| p.worker == worker)
+        .filter_map(|p| classes.iter().position(|c| Some(&c.name) == p.qos_class.as_ref()))
+        .filter(|&i| classes[i].mode == QosMode::Shape)
+        .filter(|&i| root_of(classes, i).is_some_and(|r| shaped.contains(classes[r].name.as_str())))
+        .filter(|&i| limited.insert(i))
+        .map(|i| classes[i].queue_limit.min(LOCAL_QUEUE_MAX) as usize)
         .sum()
 }
 
@@ -581,6 +601,13 @@ mod tests {
         // 4 ms at the 300M ceiling.
         assert_eq!(p2.burst_bytes, 150_000);
         assert_eq!(plan.name(id("p1")), "p1");
+        // The classified pods' traffic that the uplink's scheduler does not see is limited
+        // at their classes' ceilings (and pps); p3, classified by default only, is not.
+        let l1 = s.local_limit(1).expect("p1 limited");
+        assert_eq!((l1.class, l1.ceil_bps, l1.shaped_by.clone()), (id("p1"), 300_000_000, vec![0]));
+        let l2 = s.local_limit(2).expect("p2 limited");
+        assert_eq!((l2.ceil_bps, l2.pps, l2.mpu), (300_000_000, Some((10_000, 40)), 64));
+        assert!(s.local_limit(3).is_none() && s.local_limit(0).is_none());
         // A scheduler accepts the plan as is.
         let mut sched: Scheduler<()> = Scheduler::new();
         sched.apply(plan.classes.iter().map(|(&i, c)| Change::Set(i, c.clone())), 0).unwrap();
@@ -589,8 +616,9 @@ mod tests {
         let c = Config::parse(&full, "t.toml").unwrap();
         let s = c.snapshot(1);
         assert_eq!(s.qos(0).unwrap().classify(3), None);
-        // Frames the shaped port may hold are counted for the pool.
-        assert_eq!(queued_frames(&c, 0), 2 * 512 + 512);
+        // Frames the shaped port may hold are counted for the pool, and those p1's local
+        // limiter may (p2 polices: it queues nothing).
+        assert_eq!(queued_frames(&c, 0), 2 * 512 + 512 + 64);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub mod flags {
     /// Addressed to the node's router (its MAC, or decapsulated from VXLAN): the L3 stage
     /// decides it, L2 leaves it alone.
     pub const ROUTED: u8 = 1 << 5;
+    /// Transient: the local limiter chose to queue the packet; set and cleared within its
+    /// stage (`pipeline::nodes::qos::limit_local`).
+    pub const LOCAL_QUEUED: u8 = 1 << 6;
 }
 
 /// Per-packet metadata, filled in by the stages. Parse once: later stages reopen wire views at

@@ -1,15 +1,17 @@
 //! The packet pipeline: stages over whole batches.
 //!
 //! ```text
-//!  port rx ─► parse ─► vlan ingress ─► acl ─► l3 input ─► l2 (flow cache │ FDB) ─► l3 route ─► output ─► port tx
-//!             offsets,   VLAN from      flow     ARP for us,  learn src, look up       LPM, TTL,     egress checks,
-//!             flow hash  port mode      rules    VXLAN decap, dst: output/flood/drop   ICMP, next    tag fix-up, flood
-//!                                       (if any) mark ROUTED                           hop MAC       copies, VXLAN encap
+//!  port rx ─► parse ─► vlan ingress ─► acl ─► l3 input ─► l2 (flow cache │ FDB) ─► l3 route ─► [local limit] ─► output ─► port tx
+//!             offsets,   VLAN from      flow     ARP for us,  learn src, look up       LPM, TTL,     the pod's class's  egress checks,
+//!             flow hash  port mode      rules    VXLAN decap, dst: output/flood/drop   ICMP, next    limit on what its  tag fix-up, flood
+//!                                       (if any) mark ROUTED                           hop MAC       scheduler misses   copies, VXLAN encap
 //! ```
 //!
 //! A capture armed on a port ([`capture`]) sees its received batches before parse and its
 //! transmitted ones right before the port's tx; the ACL stage ([`nodes::acl`]) runs only when
-//! the snapshot has flow rules.
+//! the snapshot has flow rules, the local limiter ([`nodes::qos::limit_local`]) only on
+//! batches from a port whose QoS class limits it; what the limiter queues comes back through
+//! [`Pipeline::release_local`].
 //!
 //! Each stage runs one small per-packet body over the whole batch and records its decision in
 //! the packet's [`Meta`](crate::packet::Meta) (`verdict`); a dropped packet is skipped by the
@@ -56,6 +58,9 @@ pub struct Ctx<'a, const N: usize> {
     pub neigh: &'a Neighbors,
     /// The DDoS guard of the port the batch came in on, if it has one.
     pub guard: Option<&'a mut crate::qos::DdosGuard>,
+    /// The limiter of the class of the port the batch came in on, if that port's traffic has
+    /// a local limit ([`nodes::qos::limit_local`]).
+    pub local: Option<&'a mut nodes::qos::LocalLimiter>,
 }
 
 impl Pipeline {
@@ -100,6 +105,9 @@ impl Pipeline {
         if routes {
             self.l3.route(batch, cx.pool, &l3cx);
         }
+        if let Some(lim) = cx.local.as_deref_mut() {
+            nodes::qos::limit_local(batch, cx.pool, cx.snap, lim, cx.now);
+        }
         self.dispatch(batch, cx);
     }
 
@@ -128,6 +136,30 @@ impl Pipeline {
         let out = &mut self.output;
         self.l3.take_out(|p, m| out.send(&mut ocx, p, m));
         out.flush(&mut ocx);
+    }
+
+    /// Sends what the local limiter `lim` releases at the iteration's time (at most `max`
+    /// packets) through output, as they were decided; returns how many.
+    pub fn release_local<const N: usize>(
+        &mut self,
+        lim: &mut nodes::qos::LocalLimiter,
+        max: usize,
+        cx: &mut Ctx<'_, N>,
+    ) -> usize {
+        let mut ocx = OutputCtx {
+            now: cx.now,
+            pool: cx.pool,
+            snap: cx.snap,
+            ports: cx.ports,
+            counters: cx.counters,
+            me: cx.me,
+            outboxes: cx.outboxes,
+            neigh: cx.neigh,
+        };
+        let out = &mut self.output;
+        let n = lim.release(cx.now, max, |p, m| out.send(&mut ocx, p, m));
+        out.flush(&mut ocx);
+        n
     }
 
     /// Frees every packet the pipeline holds (the worker is stopping).

@@ -5,13 +5,16 @@
 //!
 //! A port whose egress is shaped carries a [`QosPlan`]: the classes of its scheduler and which
 //! leaf class the traffic of each ingress port goes to. The worker that owns the port applies
-//! a new plan to its scheduler when the generation changes, keeping the queues.
+//! a new plan to its scheduler when the generation changes, keeping the queues. The plans also
+//! give each classified ingress port its [`LocalLimit`]: the class's ceiling and pps limit, for
+//! the traffic of that port that no scheduler of its class sees (to other pods of the node),
+//! which the worker receiving from the port limits (`pipeline::nodes::qos::limit_local`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::qos::sched::MAX_CLASS_ID;
-use crate::qos::{ClassConfig, ClassId, GuardConfig};
+use crate::qos::{ClassConfig, ClassId, GuardConfig, Mode};
 use crate::tables::acl::AclTable;
 use crate::tables::l3::L3Table;
 use crate::types::{vlan_is_valid, PortId, VlanId, MAX_PORTS};
@@ -161,6 +164,60 @@ impl QosPlan {
     }
 }
 
+/// The most packets a port's traffic may have waiting in its local limiter's queue (less if
+/// its class's `queue_limit` is lower). The control plane counts them when sizing a worker's
+/// pool.
+pub const LOCAL_QUEUE_MAX: u32 = 64;
+/// The most bytes waiting in a local limiter's queue: 64 full frames. Binds only for GSO
+/// packets, which would otherwise hold up to 64 KB each.
+pub const LOCAL_QUEUE_BYTES: u64 = 64 * 1514;
+
+/// The limit on what a port whose traffic is a leaf class (`qos_class`) sends where that class's
+/// scheduler does not see it: to another pod of the node, or out of a port its tree does not
+/// shape. Derived from the QoS plans by [`Snapshot::set_qos`]; the worker that receives from
+/// the port limits that traffic to the class's ceiling (`pipeline::nodes::qos::limit_local`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalLimit {
+    /// The leaf class (its id, as in the plans).
+    pub class: ClassId,
+    /// The class's ceiling, bits per second, and the burst of its buckets, bytes.
+    pub ceil_bps: u64,
+    pub burst_bytes: u64,
+    /// The class's packets-per-second limit and its burst, packets.
+    pub pps: Option<(u64, u64)>,
+    /// Minimum bytes charged per packet.
+    pub mpu: u32,
+    /// Shape (queue what is over the limit) or police (drop it), as the class does.
+    pub mode: Mode,
+    /// The queue bound of a shaping class, packets: its `queue_limit`, at most
+    /// [`LOCAL_QUEUE_MAX`].
+    pub queue_limit: u32,
+    /// The ports whose egress scheduler classifies this port's traffic (usually the node's
+    /// uplink): traffic to them is shaped there, not policed at ingress.
+    pub shaped_by: Vec<PortId>,
+}
+
+impl LocalLimit {
+    fn new(class: ClassId, c: &ClassConfig) -> LocalLimit {
+        LocalLimit {
+            class,
+            ceil_bps: c.ceil_bps,
+            burst_bytes: c.burst_bytes,
+            pps: c.pps.map(|p| (p, c.pps_burst)),
+            mpu: c.mpu,
+            mode: c.mode,
+            queue_limit: c.queue_limit.min(LOCAL_QUEUE_MAX),
+            shaped_by: Vec::new(),
+        }
+    }
+
+    /// Whether the traffic leaving through `port` goes through a scheduler of this class.
+    #[inline]
+    pub fn shaped_at(&self, port: PortId) -> bool {
+        self.shaped_by.contains(&port)
+    }
+}
+
 /// The compiled forwarding state. Immutable once published.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -175,6 +232,8 @@ pub struct Snapshot {
     l3: Option<Arc<L3Table>>,
     /// The QoS plan of each port whose egress is shaped, by port id.
     qos: Vec<Option<Arc<QosPlan>>>,
+    /// The local limit of each port whose traffic is a leaf class of a plan, by port id.
+    local_limits: Vec<Option<LocalLimit>>,
     /// Ports whose ingress goes through the DDoS guard, and its limits.
     guarded: Vec<PortId>,
     guard: Option<GuardConfig>,
@@ -191,6 +250,7 @@ impl Default for Snapshot {
             owners: Vec::new(),
             l3: None,
             qos: Vec::new(),
+            local_limits: Vec::new(),
             guarded: Vec::new(),
             guard: None,
             acl: None,
@@ -265,6 +325,7 @@ impl Snapshot {
             owners: Vec::new(),
             l3: None,
             qos: Vec::new(),
+            local_limits: Vec::new(),
             guarded: Vec::new(),
             guard: None,
             acl: None,
@@ -292,12 +353,46 @@ impl Snapshot {
         self.l3 = l3;
     }
 
-    /// Sets port `id`'s QoS plan (`None`: its egress is not shaped).
+    /// Sets port `id`'s QoS plan (`None`: its egress is not shaped), and with it the
+    /// [`LocalLimit`]s of the ports the plan classifies: each gets its leaf's ceiling, burst,
+    /// pps limit and MPU, and `id` among the ports that shape it. A port whose class is in no
+    /// plan any more loses its limit. A configuration gives a port one class, so every plan
+    /// that names the port names the same class; were two to differ, the last set would give
+    /// the limit. O(ports) per call.
     pub fn set_qos(&mut self, id: PortId, plan: Option<Arc<QosPlan>>) {
         if self.qos.len() <= id as usize {
             self.qos.resize(id as usize + 1, None);
         }
+        for slot in &mut self.local_limits {
+            if let Some(l) = slot {
+                l.shaped_by.retain(|&p| p != id);
+                if l.shaped_by.is_empty() {
+                    *slot = None;
+                }
+            }
+        }
+        if let Some(plan) = &plan {
+            for (port, class) in plan.leaves() {
+                let Some(c) = plan.classes.get(&class) else { continue };
+                if self.local_limits.len() <= port as usize {
+                    self.local_limits.resize(port as usize + 1, None);
+                }
+                let slot = &mut self.local_limits[port as usize];
+                let shaped_by = slot.take().map(|l| l.shaped_by).unwrap_or_default();
+                let mut l = LocalLimit::new(class, c);
+                l.shaped_by = shaped_by;
+                l.shaped_by.push(id);
+                *slot = Some(l);
+            }
+        }
         self.qos[id as usize] = plan;
+    }
+
+    /// The limit on port `id`'s traffic that no scheduler of its class sees, if its traffic
+    /// is a leaf class of a shaped port.
+    #[inline]
+    pub fn local_limit(&self, id: PortId) -> Option<&LocalLimit> {
+        self.local_limits.get(id as usize).and_then(Option::as_ref)
     }
 
     /// Port `id`'s QoS plan, if its egress is shaped.
@@ -413,6 +508,46 @@ mod tests {
         let t = &s.port(2).unwrap().mode;
         assert!(t.carries(20) && t.carries(1) && !t.carries(30));
         assert!(t.egress_tagged(10) && !t.egress_tagged(1));
+    }
+
+    #[test]
+    fn the_plans_give_their_classified_ports_local_limits() {
+        // Tree: root 1, leaves 2 (port 1) and 3 (port 2, pps-limited); port 3 unclassified.
+        let leaf = |ceil| ClassConfig {
+            burst_bytes: 20_000,
+            mpu: 64,
+            ..ClassConfig::new(Some(ClassId(1)), 1000, ceil)
+        };
+        let classes = BTreeMap::from([
+            (ClassId(1), ClassConfig::new(None, 100, 100)),
+            (ClassId(2), leaf(50)),
+            (ClassId(3), ClassConfig { pps: Some(1000), pps_burst: 8, ..leaf(70) }),
+        ]);
+        let plan = Arc::new(QosPlan::new(
+            classes,
+            BTreeMap::new(),
+            [(1, ClassId(2)), (2, ClassId(3))],
+            None,
+        ));
+        let mut s = Snapshot::default();
+        s.set_qos(5, Some(plan.clone()));
+        let l = s.local_limit(1).expect("port 1 is limited");
+        assert_eq!(
+            (l.class, l.ceil_bps, l.burst_bytes, l.pps, l.mpu, l.shaped_by.as_slice()),
+            (ClassId(2), 50, 20_000, None, 64, &[5][..])
+        );
+        assert!(l.shaped_at(5) && !l.shaped_at(2));
+        assert_eq!(s.local_limit(2).map(|l| (l.ceil_bps, l.pps)), Some((70, Some((1000, 8)))));
+        assert!(s.local_limit(3).is_none() && s.local_limit(5).is_none());
+        // A second port shaped by the same tree (two uplinks): both are the class's.
+        s.set_qos(6, Some(plan.clone()));
+        assert_eq!(s.local_limit(1).unwrap().shaped_by, vec![5, 6]);
+        // Replacing a plan re-derives; removing the last takes the limits away.
+        s.set_qos(5, Some(plan));
+        assert_eq!(s.local_limit(1).unwrap().shaped_by, vec![6, 5]);
+        s.set_qos(5, None);
+        s.set_qos(6, None);
+        assert!(s.local_limit(1).is_none() && s.local_limit(2).is_none());
     }
 
     #[test]

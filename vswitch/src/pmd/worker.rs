@@ -10,7 +10,10 @@
 //! when the snapshot's generation changes it applies the new QoS plans (queues kept), and
 //! after the receive loop of every iteration it releases what the schedulers allow at that
 //! iteration's time. [`Worker::qos_wake`] tells the idle loop when a throttled class can send
-//! again, so the worker does not sleep past it.
+//! again, so the worker does not sleep past it. It also owns the local limiters of the ports
+//! it receives from whose traffic is a QoS class ([`crate::pipeline::nodes::qos::limit_local`]):
+//! one per class, kept across generation changes with their tokens and queues, and releases
+//! what they queued every iteration, right after the receive loop.
 //!
 //! A capture armed on a port ([`Worker::set_capture`], see [`crate::pipeline::capture`])
 //! records the batches the port receives, right after its rx, and (in output) those it sends.
@@ -27,7 +30,7 @@ use crate::packet::{Batch, Pool};
 use crate::pipeline::capture::Tap;
 use crate::pipeline::nodes::l2::{L2Flow, LearnEvent};
 use crate::pipeline::nodes::output::Egress;
-use crate::pipeline::nodes::qos::{EgressQos, QosPortReport};
+use crate::pipeline::nodes::qos::{EgressQos, LocalLimiter, QosPortReport};
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
 use crate::pmd::handoff::{self, Inbox, Outbox};
 use crate::port::Port;
@@ -98,6 +101,12 @@ pub struct Worker<const N: usize> {
     qos_reported: bool,
     /// The DDoS guard of each guarded port (by id), with the limits it was built with.
     guards: Vec<Option<(crate::qos::GuardConfig, Box<crate::qos::DdosGuard>)>>,
+    /// The local limiters, one per class with a port here, and each port's (by id) index
+    /// into them ([`NO_LIMITER`]: none).
+    limiters: Vec<LocalLimiter>,
+    limiter_of: Vec<u32>,
+    /// A local limiter released a full batch in the last iteration (it may have more now).
+    local_more: bool,
     /// The L2 flow cache entries, for the control plane (refreshed every second).
     flow_report: Arc<Mutex<Vec<L2Flow>>>,
     next_flow_report: u64,
@@ -105,6 +114,8 @@ pub struct Worker<const N: usize> {
     taps: usize,
 }
 
+/// A port without a local limiter.
+const NO_LIMITER: u32 = u32::MAX;
 /// How often a worker publishes its QoS counters.
 const QOS_REPORT_NS: u64 = 100_000_000;
 /// How often a worker publishes its flow cache entries.
@@ -147,6 +158,9 @@ impl<const N: usize> Worker<N> {
             next_qos_report: 0,
             qos_reported: false,
             guards: Vec::new(),
+            limiters: Vec::new(),
+            limiter_of: Vec::new(),
+            local_more: false,
             flow_report: Arc::new(Mutex::new(Vec::new())),
             next_flow_report: 0,
             taps: 0,
@@ -212,21 +226,91 @@ impl<const N: usize> Worker<N> {
 
     /// When the idle loop must wake up at the latest for a throttled QoS class: `Some(t)`
     /// (ns, monotonic) while a scheduler holds packets none of which may leave before `t`.
+    /// Local limiters holding packets count too.
     pub fn qos_wake(&self) -> Option<u64> {
-        self.qos_ports.iter().filter_map(|&id| self.qos(id)?.next_wake_ns()).min()
+        let local = self.limiters.iter().filter_map(LocalLimiter::next_wake_ns);
+        self.qos_ports.iter().filter_map(|&id| self.qos(id)?.next_wake_ns()).chain(local).min()
     }
 
-    /// Whether a scheduler may release more packets right now (the worker should not sleep).
+    /// Whether a scheduler or a local limiter may release more packets right now (the worker
+    /// should not sleep).
     pub fn qos_busy(&self) -> bool {
-        self.qos_more
+        self.qos_more || self.local_more
+    }
+
+    /// The local limiter of port `id`'s class, if the port's traffic has a local limit.
+    pub fn local_limiter(&self, id: PortId) -> Option<&LocalLimiter> {
+        let i = *self.limiter_of.get(id as usize)?;
+        self.limiters.get(i as usize)
+    }
+
+    /// Gives every port this worker receives from whose traffic has a local limit the
+    /// limiter of its class: kept (tokens, queue and all, limits updated) for a class it had,
+    /// new and full for a class it did not. A limiter no port needs any more frees its queue
+    /// (`qos_class_removed`). Allocates: only on a snapshot change.
+    fn sync_local(&mut self, snap: &Snapshot, now: u64) {
+        let mut old = std::mem::take(&mut self.limiters);
+        self.limiter_of.clear();
+        self.limiter_of.resize(self.ports.len(), NO_LIMITER);
+        for &id in &self.rx_order {
+            let Some(limit) = snap.local_limit(id) else { continue };
+            let i = match self.limiters.iter().position(|l| l.class() == limit.class) {
+                Some(i) => i,
+                None => {
+                    let lim = match old.iter().position(|l| l.class() == limit.class) {
+                        Some(j) => {
+                            let mut lim = old.swap_remove(j);
+                            lim.update(limit, now);
+                            lim
+                        }
+                        None => LocalLimiter::new(limit, now),
+                    };
+                    self.limiters.push(lim);
+                    self.limiters.len() - 1
+                }
+            };
+            if let Some(slot) = self.limiter_of.get_mut(id as usize) {
+                *slot = i as u32;
+            }
+        }
+        for mut lim in old {
+            lim.clear(&mut self.pool, &self.counters);
+        }
+    }
+
+    /// Sends what the local limiters release at `now` (a batch each at most).
+    #[inline]
+    fn service_local(&mut self, snap: &Snapshot, neigh: &Neighbors, now: u64) {
+        self.local_more = false;
+        if self.limiters.iter().all(|l| l.backlog() == 0) {
+            return;
+        }
+        let mut cx = Ctx {
+            now,
+            pool: &mut self.pool,
+            snap,
+            fdb: &self.fdb,
+            ports: &mut self.ports,
+            counters: &self.counters,
+            me: self.cfg.id,
+            outboxes: &mut self.outboxes,
+            neigh,
+            guard: None,
+            local: None,
+        };
+        for lim in self.limiters.iter_mut().filter(|l| l.backlog() > 0) {
+            let n = self.pipeline.release_local(lim, N, &mut cx);
+            self.local_more |= n == N;
+        }
     }
 
     /// Applies the snapshot's QoS plans to the schedulers of the ports this worker owns:
     /// creates, updates (queues kept) or removes them. A plan a scheduler refuses is counted
-    /// (`qos_apply_errors`) and the previous classes keep running.
+    /// (`qos_apply_errors`) and the previous classes keep running. The local limiters follow.
     fn sync_qos(&mut self, snap: &Snapshot, now: u64) {
         self.qos_gen = snap.generation;
         self.qos_ports.clear();
+        self.sync_local(snap, now);
         // DDoS guards: kept (with their per-source state) while their limits stay the same.
         self.guards.resize_with(self.ports.len(), || None);
         for (id, g) in self.guards.iter_mut().enumerate() {
@@ -357,6 +441,9 @@ impl<const N: usize> Worker<N> {
         if let Some(g) = self.guards.get_mut(id as usize) {
             *g = None;
         }
+        if let Some(i) = self.limiter_of.get_mut(id as usize) {
+            *i = NO_LIMITER;
+        }
         if let Some(q) = e.qos.as_deref_mut() {
             let n = q.clear(&mut self.pool);
             self.counters.port(id).drops[DropReason::QosClassRemoved.index()].add(n as u64);
@@ -454,8 +541,12 @@ impl<const N: usize> Worker<N> {
                 outboxes: &mut self.outboxes,
                 neigh: &neigh,
                 guard: None,
+                local: None,
             };
             self.pipeline.service(&mut cx);
+        }
+        if !self.limiters.is_empty() {
+            self.service_local(&snap, &neigh, now);
         }
         if !self.qos_ports.is_empty() {
             self.service_qos(now);
@@ -478,6 +569,10 @@ impl<const N: usize> Worker<N> {
             .and_then(|id| self.guards.get_mut(id as usize))
             .and_then(|g| g.as_mut())
             .map(|(_, g)| &mut **g);
+        let local = match rx.and_then(|id| self.limiter_of.get(id as usize)) {
+            Some(&i) if i != NO_LIMITER => self.limiters.get_mut(i as usize),
+            _ => None,
+        };
         let mut cx = Ctx {
             now,
             pool: &mut self.pool,
@@ -489,6 +584,7 @@ impl<const N: usize> Worker<N> {
             outboxes: &mut self.outboxes,
             neigh,
             guard,
+            local,
         };
         if rx.is_none() {
             self.pipeline.dispatch(&mut self.batch, &mut cx);
@@ -578,6 +674,9 @@ impl<const N: usize> Worker<N> {
 impl<const N: usize> Drop for Worker<N> {
     fn drop(&mut self) {
         self.pipeline.clear(&mut self.pool);
+        for lim in &mut self.limiters {
+            lim.clear(&mut self.pool, &self.counters);
+        }
         for id in self.rx_order.clone() {
             self.remove_port(id);
         }
