@@ -13,12 +13,26 @@
 //!   a batched data path calls it.
 //!
 //! The items are `u32` handles (what a buffer index costs); no allocation happens per packet.
-//! A summary at the end prints ns per packet (enqueue + dequeue) for each case.
+//! A summary at the end prints ns per packet (enqueue + dequeue) and million packets per
+//! second for each case.
+//!
+//! Instructions per packet, a figure that does not move with the machine's load: with
+//! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 1 000 000
+//! packets (as the summary does) and then runs PACKETS more of that case (`line_rate`,
+//! `half_rate` or `line_rate_batch32`). Under `valgrind --tool=callgrind`, the difference
+//! between the totals of two runs (e.g. 0 and 200 000 packets) divided by the difference in
+//! packets cancels the set-up and the warm-up:
+//!
+//! ```sh
+//! cargo bench --bench qos --no-run   # prints the binary's path
+//! QOS_PACKETS=line_rate:10000:0 valgrind --tool=callgrind target/release/deps/qos-HASH
+//! QOS_PACKETS=line_rate:10000:200000 valgrind --tool=callgrind target/release/deps/qos-HASH
+//! ```
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use vswitch::qos::{Change, ClassConfig, ClassId, Scheduler};
 
 const ROOT_BPS: u64 = 100_000_000_000;
@@ -113,37 +127,61 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cases: name, ns between arrivals, batched.
+fn cases() -> [(&'static str, u64, bool); 3] {
+    [
+        ("line_rate", line_step(), false),
+        ("half_rate", 2 * line_step(), false),
+        ("line_rate_batch32", line_step(), true),
+    ]
+}
+
+/// Runs `pkts` packets (a multiple of 32 when batched).
+fn run(rig: &mut Rig, pkts: u32, batch: bool) {
+    if batch {
+        (0..pkts / 32).for_each(|_| rig.step_batch32());
+    } else {
+        (0..pkts).for_each(|_| rig.step());
+    }
+}
+
 /// ns per packet over 2 million packets after a warm-up of 1 million.
 fn measure(n: u32, step: u64, batch: bool) -> f64 {
     let mut rig = Rig::new(n, step);
-    let run = |rig: &mut Rig, pkts: u32| {
-        if batch {
-            (0..pkts / 32).for_each(|_| rig.step_batch32());
-        } else {
-            (0..pkts).for_each(|_| rig.step());
-        }
-    };
-    run(&mut rig, 1_000_000);
+    run(&mut rig, 1_000_000, batch);
     let pkts = 2_000_000;
     let t0 = Instant::now();
-    run(&mut rig, pkts);
+    run(&mut rig, pkts, batch);
     t0.elapsed().as_nanos() as f64 / f64::from(pkts)
 }
 
 fn summary(_c: &mut Criterion) {
-    println!("\n== summary: enqueue + dequeue, ns per packet (target < 50 at 10 000 classes) ==");
-    let cases = [
-        ("line_rate", line_step(), false),
-        ("half_rate", 2 * line_step(), false),
-        ("line_rate_batch32", line_step(), true),
-    ];
-    for (name, step, batch) in cases {
+    println!("\n== summary: enqueue + dequeue per packet (target < 50 ns at 10 000 classes) ==");
+    for (name, step, batch) in cases() {
         let figures: Vec<String> = SIZES
             .iter()
-            .map(|&n| format!("{n:>6} classes {:6.1} ns", measure(n, step, batch)))
+            .map(|&n| {
+                let ns = measure(n, step, batch);
+                format!("{n:>6} classes {ns:6.1} ns ({:5.1} Mpps)", 1e3 / ns)
+            })
             .collect();
         println!("{name:<18} {}", figures.join("   "));
     }
+}
+
+/// `QOS_PACKETS=CASE:CLASSES:PACKETS`: a fixed run for instruction counts (module docs).
+fn fixed_run(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (case, n, pkts) = match parts[..] {
+        [c, n, p] => (c, n.parse().expect("CLASSES"), p.parse().expect("PACKETS")),
+        _ => panic!("QOS_PACKETS={spec}: want CASE:CLASSES:PACKETS"),
+    };
+    let (_, step, batch) =
+        cases().into_iter().find(|c| c.0 == case).unwrap_or_else(|| panic!("no case {case}"));
+    let mut rig = Rig::new(n, step);
+    run(&mut rig, 1_000_000, batch);
+    run(&mut rig, pkts, batch);
+    println!("{case}: {n} classes, {pkts} packets after 1000000, backlog {}", rig.s.backlog());
 }
 
 criterion_group! {
@@ -151,4 +189,12 @@ criterion_group! {
     config = Criterion::default().sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
     targets = bench, summary
 }
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("QOS_PACKETS") {
+        fixed_run(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -21,15 +21,19 @@ pub const MAX_BURST_BYTES: u64 = 1 << 30;
 /// The largest burst a packet bucket accepts, in packets.
 pub const MAX_BURST_PACKETS: u64 = 1 << 32;
 
-/// `tokens` after `dt_ns` at `rate` units per ns, capped at `cap`. Exact, never overflows.
+/// `tokens` after `dt_ns` at `rate` units per ns, capped at `cap` (`cap >= 0`). Exact, never
+/// overflows, in 64-bit arithmetic.
 #[inline]
 pub(crate) fn refilled(tokens: i64, cap: i64, rate: u64, dt_ns: u64) -> i64 {
-    let add = u128::from(rate) * u128::from(dt_ns); // < 2^128: cannot overflow
-    let room = (i128::from(cap) - i128::from(tokens)).max(0) as u128;
-    if add >= room {
-        cap.max(tokens)
-    } else {
-        tokens + add as i64 // add < room <= cap - tokens, so this fits
+    if tokens >= cap {
+        return tokens;
+    }
+    // cap - tokens is in 1..2^64 (cap >= 0 > i64::MIN - 1), exact in wrapping u64.
+    let room = (cap as u64).wrapping_sub(tokens as u64);
+    match rate.checked_mul(dt_ns) {
+        // add < room = cap - tokens: the sum is below cap, and exact in wrapping arithmetic.
+        Some(add) if add < room => (tokens as u64).wrapping_add(add) as i64,
+        _ => cap,
     }
 }
 
