@@ -14,6 +14,7 @@ use crate::error::{
 };
 use crate::ipam::{parse_cidr, Ipam, IpamResult, Route};
 use crate::netlink;
+use crate::timing::Steps;
 
 /// How long a reachability probe of vswitchd may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +64,8 @@ fn probe(conf: &NetConf) -> Result<()> {
 }
 
 fn ipam(conf: &NetConf, env: &Env) -> Result<Option<Ipam>> {
-    conf.ipam.as_ref().map(|i| Ipam::find(&i.plugin, env)).transpose()
+    let cache = conf.socket.parent();
+    conf.ipam.as_ref().map(|i| Ipam::find(&i.plugin, env).map(|p| p.with_cache(cache))).transpose()
 }
 
 /// The routes to install: IPAM's, a route without a gateway getting the gateway of its
@@ -102,18 +104,45 @@ struct Progress {
 
 /// `ADD`: IPAM, veth pair, addresses and routes, the switch port. Anything failing midway is
 /// undone; the result (merged into `prevResult` in a chain) is returned.
-pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
+pub fn add(env: &Env, conf: &NetConf, t: &mut Steps) -> Result<Value> {
     let netns = env.netns.clone().expect("Env::parse checks CNI_NETNS for ADD");
     let ns = netlink::open_netns(&netns)?;
+    t.mark("open_netns");
     probe(conf)?;
+    t.mark("probe");
+    let port_type = port_type(env, conf)?;
     let ipam = ipam(conf, env)?;
-    let ipam_result = match &ipam {
-        Some(i) => i.add(conf)?,
-        None => IpamResult::default(),
-    };
+    // IPAM runs (a process of its own) while the veth pair is made: neither needs the other.
+    let running = ipam.as_ref().map(|i| i.start_add(conf)).transpose()?;
+    t.mark("ipam_start");
     let host = netlink::host_ifname(&env.container_id, &env.ifname);
     let mut progress = Progress::default();
-    let outcome = wire(env, conf, &ns, &netns, &host, &ipam_result, &mut progress);
+    // A veth pod's pair exists before the switch sees it, its host end up; a TAP pod's
+    // interface is made by the switch.
+    let host_mac = match port_type {
+        PortType::Tap => Ok(Vec::new()),
+        PortType::Afxdp => netlink::create_veth(&host, &env.ifname, &ns, conf.mtu, conf.mac),
+    };
+    progress.veth = port_type == PortType::Afxdp && host_mac.is_ok();
+    t.mark("veth");
+    let ipam_result = match (&ipam, running) {
+        (Some(i), Some(r)) => i.finish_add(r),
+        _ => Ok(IpamResult::default()),
+    };
+    t.mark("ipam");
+    let outcome = match (ipam_result, host_mac) {
+        (Ok(r), Ok(mac)) => {
+            wire(env, conf, port_type, &ns, &netns, &host, &mac, &r, &mut progress, t)
+        }
+        (Ok(_), Err(e)) => Err(e),
+        // IPAM assigned nothing: only the veth (if made) to undo, as IPAM failing first did.
+        (Err(e), _) => {
+            if progress.veth {
+                let _ = netlink::delete_link(&host);
+            }
+            return Err(e);
+        }
+    };
     let err = match outcome {
         Ok(result) => return Ok(result),
         Err(e) => e,
@@ -149,28 +178,31 @@ pub fn add(env: &Env, conf: &NetConf) -> Result<Value> {
     Err(err.details(details))
 }
 
+/// The rest of ADD once IPAM answered and the veth pair (for a veth pod) exists.
+#[allow(clippy::too_many_arguments)]
 fn wire(
     env: &Env,
     conf: &NetConf,
+    port_type: PortType,
     ns: &File,
     netns: &str,
     host: &str,
+    host_mac: &[u8],
     ipam: &IpamResult,
     progress: &mut Progress,
+    t: &mut Steps,
 ) -> Result<Value> {
-    let port_type = port_type(env, conf)?;
     let tap = port_type == PortType::Tap;
     let routes = routes_for(ipam);
     let addrs: Vec<(IpAddr, u8)> = ipam.ips.iter().map(|ip| (ip.addr, ip.prefix)).collect();
-    // A veth pod is wired before the switch sees it; a TAP pod's interface is made by the
-    // switch, so it is configured after the attachment.
-    let (host, mut pod_mac, host_mac) = if tap {
-        ("", Vec::new(), Vec::new())
+    // A veth pod is configured before the switch sees it; a TAP pod's interface is made by
+    // the switch, so it is configured after the attachment.
+    let (host, mut pod_mac) = if tap {
+        ("", Vec::new())
     } else {
-        netlink::create_veth(host, &env.ifname, ns, conf.mtu, conf.mac)?;
-        progress.veth = true;
         let pod_mac = netlink::configure_pod(ns, netns, &env.ifname, &addrs, &routes, None)?;
-        (host, pod_mac, netlink::host_up(host)?)
+        t.mark("pod_config");
+        (host, pod_mac)
     };
     let attachment = PodAttachment {
         container_id: env.container_id.clone(),
@@ -202,11 +234,13 @@ fn wire(
         }
         Err(e) => return Err(daemon_error(e, "vswitchd did not attach the pod")),
     }
+    t.mark("attach");
     if tap {
         let tap_conf = netlink::TapSetup { mtu: conf.mtu, mac: conf.mac };
         pod_mac = netlink::configure_pod(ns, netns, &env.ifname, &addrs, &routes, Some(tap_conf))?;
+        t.mark("pod_config");
     }
-    Ok(result(env, conf, netns, host, &host_mac, &pod_mac, ipam, &routes))
+    Ok(result(env, conf, netns, host, host_mac, &pod_mac, ipam, &routes))
 }
 
 /// The pod's port type: `VSWITCH_PORT_TYPE` in `CNI_ARGS` over the pod annotation over the
@@ -278,7 +312,7 @@ fn result(
 /// `DEL`: best effort and idempotent. Detaches from the switch (a switch that is down is
 /// fine), deletes the host veth if present (the pod end goes with it), releases the
 /// addresses. Every step runs; the first hard failure is reported at the end.
-pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
+pub fn del(env: &Env, conf: &NetConf, t: &mut Steps) -> Result<()> {
     let mut first: Option<CniError> = None;
     let mut fail = |e: CniError| {
         eprintln!("vswitch-cni DEL: {e}");
@@ -292,10 +326,12 @@ pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
         Err(ClientError::Api(a)) if a.kind == ErrorKind::NotFound => {}
         Err(e) => fail(daemon_error(e, "vswitchd did not detach the pod")),
     }
+    t.mark("detach");
     let host = netlink::host_ifname(&env.container_id, &env.ifname);
     if let Err(e) = netlink::delete_link(&host) {
         fail(e);
     }
+    t.mark("delete_link");
     match ipam(conf, env) {
         Ok(Some(i)) => {
             if let Err(e) = i.del(conf) {
@@ -305,6 +341,7 @@ pub fn del(env: &Env, conf: &NetConf) -> Result<()> {
         Ok(None) => {}
         Err(e) => fail(e),
     }
+    t.mark("ipam");
     first.map_or(Ok(()), Err)
 }
 

@@ -112,6 +112,26 @@ pub struct Ipam {
     pub name: String,
     /// Its executable.
     pub path: PathBuf,
+    /// Where the versions it supports are remembered between invocations (see
+    /// [`Ipam::with_cache`]); `None`: asked every time.
+    cache: Option<PathBuf>,
+}
+
+/// The name of the file that remembers IPAM plugins' supported versions.
+pub const VERSION_CACHE: &str = "cni-ipam-versions.json";
+
+/// An IPAM plugin started with [`Ipam::start`] and not yet waited for.
+pub struct Running {
+    command: &'static str,
+    child: std::process::Child,
+}
+
+/// What identifies an executable's contents well enough to trust a remembered answer of it:
+/// path, device, inode, size and modification time.
+fn identity(p: &Path) -> Option<Value> {
+    use std::os::unix::fs::MetadataExt;
+    let m = p.metadata().ok()?;
+    Some(serde_json::json!([p.to_str()?, m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()]))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -132,7 +152,7 @@ impl Ipam {
             .iter()
             .map(|dir| dir.join(name))
             .find(|p| is_executable(p))
-            .map(|path| Ipam { name: name.to_string(), path })
+            .map(|path| Ipam { name: name.to_string(), path, cache: None })
             .ok_or_else(|| {
                 let dirs: Vec<String> = env.path.iter().map(|d| d.display().to_string()).collect();
                 CniError::new(
@@ -142,23 +162,46 @@ impl Ipam {
             })
     }
 
+    /// Remembers the versions the plugin supports in [`VERSION_CACHE`] under `dir` (which must
+    /// exist; vswitchd's socket directory), keyed by the executable's identity, so that ADD and
+    /// DEL run the plugin once instead of twice (`VERSION`, then the operation: each run of a
+    /// Go plugin costs 2-5 ms, more on a loaded node). A changed executable is asked again.
+    pub fn with_cache(mut self, dir: Option<&Path>) -> Ipam {
+        self.cache = dir.filter(|d| d.is_dir()).map(|d| d.join(VERSION_CACHE));
+        self
+    }
+
     /// Runs the plugin with `command`, `stdin` and the process environment; its stdout as
     /// JSON (`Value::Null` when empty), or its error.
-    fn exec(&self, command: &str, stdin: &[u8]) -> Result<Value> {
-        let io = |e: std::io::Error| {
-            CniError::new(IO_FAILURE, format!("cannot run IPAM plugin {}", self.path.display()))
-                .details(e.to_string())
-        };
+    fn exec(&self, command: &'static str, stdin: &[u8]) -> Result<Value> {
+        self.wait(self.start(command, stdin)?)
+    }
+
+    /// Starts the plugin with `command` and `stdin`, without waiting for it.
+    pub fn start(&self, command: &'static str, stdin: &[u8]) -> Result<Running> {
         let mut child = Command::new(&self.path)
             .env("CNI_COMMAND", command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(io)?;
-        // A plugin that exits without reading stdin closes the pipe: not our failure.
+            .map_err(|e| self.io_error(e))?;
+        // A plugin that exits without reading stdin closes the pipe: not our failure. The
+        // configuration fits in the pipe's buffer, so this does not wait for the plugin.
         let _ = child.stdin.take().expect("piped stdin").write_all(stdin);
-        let out = child.wait_with_output().map_err(io)?;
+        Ok(Running { command, child })
+    }
+
+    fn io_error(&self, e: std::io::Error) -> CniError {
+        CniError::new(IO_FAILURE, format!("cannot run IPAM plugin {}", self.path.display()))
+            .details(e.to_string())
+    }
+
+    /// Waits for a plugin started with [`Ipam::start`]: its stdout as JSON (`Value::Null`
+    /// when empty), or its error.
+    pub fn wait(&self, running: Running) -> Result<Value> {
+        let command = running.command;
+        let out = running.child.wait_with_output().map_err(|e| self.io_error(e))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let parsed: Option<Value> = if text.trim().is_empty() {
             Some(Value::Null)
@@ -192,14 +235,38 @@ impl Ipam {
         })
     }
 
-    /// The versions the plugin supports (`VERSION`).
+    /// The versions the plugin supports (`VERSION`), remembered when there is a cache.
     pub fn versions(&self, cni_version: &str) -> Result<Vec<String>> {
+        let id = identity(&self.path);
+        let key = id.as_ref().map(Value::to_string);
+        let mut cached: serde_json::Map<String, Value> = self
+            .cache
+            .as_ref()
+            .and_then(|c| std::fs::read(c).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                .unwrap_or_default()
+        };
+        if let Some(hit) = key.as_ref().and_then(|k| cached.get(k)) {
+            return Ok(list(hit));
+        }
         let stdin = serde_json::json!({"cniVersion": cni_version}).to_string();
         let v = self.exec("VERSION", stdin.as_bytes())?;
-        Ok(v.get("supportedVersions")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
-            .unwrap_or_default())
+        let supported = v.get("supportedVersions").cloned().unwrap_or(Value::Null);
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            // Best effort: a cache that cannot be written only costs the next run a VERSION.
+            cached.retain(|_, v| v.is_array());
+            cached.insert(key, supported.clone());
+            let tmp = cache.with_extension(format!("{}.tmp", std::process::id()));
+            let bytes = serde_json::to_vec(&cached).expect("JSON serializes");
+            if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, cache).is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+        }
+        Ok(list(&supported))
     }
 
     /// The configuration to give the plugin: `conf` with `cniVersion` lowered to the newest
@@ -232,10 +299,16 @@ impl Ipam {
         })
     }
 
-    /// `ADD`: the addresses for the attachment.
-    pub fn add(&self, conf: &NetConf) -> Result<IpamResult> {
+    /// Starts `ADD` (the addresses for the attachment), so that it runs while the caller does
+    /// other work.
+    pub fn start_add(&self, conf: &NetConf) -> Result<Running> {
         let stdin = self.stdin_or_incompatible(conf)?;
-        IpamResult::parse(&self.exec("ADD", &stdin)?)
+        self.start("ADD", &stdin)
+    }
+
+    /// The addresses an `ADD` started with [`Ipam::start_add`] assigned.
+    pub fn finish_add(&self, running: Running) -> Result<IpamResult> {
+        IpamResult::parse(&self.wait(running)?)
     }
 
     /// `DEL`: releases the attachment's addresses (idempotent in the plugin).
@@ -251,7 +324,7 @@ impl Ipam {
     }
 
     /// A spec 1.1 verb (`GC`, `STATUS`); skipped (`Ok(false)`) when the plugin predates 1.1.
-    pub fn v11(&self, conf: &NetConf, command: &str) -> Result<bool> {
+    pub fn v11(&self, conf: &NetConf, command: &'static str) -> Result<bool> {
         match self.stdin_for(conf, "1.1.0")? {
             Some(stdin) => self.exec(command, &stdin).map(|_| true),
             None => Ok(false),

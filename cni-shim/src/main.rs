@@ -14,21 +14,23 @@
 //!
 //! (`socket`, `vlan` 1..=4094 and `mtu` 68..=9216 default as shown; `runtimeConfig` may carry
 //! `mac`, `ips`, `cgroupPath` and `bandwidth`; `prevResult` in a chain.) The result or the
-//! error goes to stdout as JSON; an error also exits with status 1.
+//! error goes to stdout as JSON; an error also exits with status 1. With `VSWITCH_CNI_TIMING=1`
+//! in the environment, ADD and DEL write their steps' durations to stderr.
 //!
 //! # ADD
 //!
 //! 1. Check the environment and configuration, open `CNI_NETNS`.
 //! 2. Ask vswitchd for its status: a switch that does not answer is error 11, try again later.
-//! 3. IPAM ADD: run `$CNI_PATH/<ipam.type>` with the same environment and the configuration
-//!    (its `cniVersion` lowered to one the IPAM plugin speaks, found with its VERSION).
-//! 4. Create the veth pair through rtnetlink: the host end `vs<12 hex digits of
-//!    SHA-256(container id/ifname)>` in the plugin's (the switch's) namespace, the pod end
-//!    created directly in `CNI_NETNS` as `CNI_IFNAME`, both with the MTU, the pod end with
-//!    `runtimeConfig.mac` if given.
+//! 3. IPAM ADD: start `$CNI_PATH/<ipam.type>` with the same environment and the configuration
+//!    (its `cniVersion` lowered to one the IPAM plugin speaks, found with its VERSION, which
+//!    is remembered per executable in `cni-ipam-versions.json` next to vswitchd's socket).
+//! 4. While IPAM runs, create the veth pair through rtnetlink: the host end `vs<12 hex
+//!    digits of SHA-256(container id/ifname)>` in the plugin's (the switch's) namespace, up,
+//!    the pod end created directly in `CNI_NETNS` as `CNI_IFNAME`, both with the MTU, the pod
+//!    end with `runtimeConfig.mac` if given. Then wait for IPAM's answer.
 //! 5. Inside the pod (a thread that entered the namespace with setns): the addresses, the
 //!    interface and `lo` up, IPAM's routes (a route without a gateway uses its family's
-//!    gateway) and a default route via the IPAM gateway; then the host end up.
+//!    gateway) and a default route via the IPAM gateway.
 //! 6. AttachPod through the vswitch API: the daemon turns off the pod interface's tx checksum
 //!    offload, opens an AF_XDP port on the host end in the VLAN, and remembers the pod.
 //! 7. Print the result: the host and pod interfaces (the latter with its sandbox), the IPs
@@ -81,6 +83,7 @@ mod config;
 mod error;
 mod ipam;
 mod netlink;
+mod timing;
 
 use std::io::{Read, Write};
 
@@ -93,14 +96,19 @@ fn run(stdin: &[u8]) -> error::Result<Option<serde_json::Value>> {
         return Ok(Some(commands::version(stdin)));
     }
     let conf = NetConf::parse(stdin)?;
-    match env.command {
-        Command::Add => commands::add(&env, &conf).map(Some),
-        Command::Del => commands::del(&env, &conf).map(|()| None),
+    let mut steps = timing::Steps::new();
+    let out = match env.command {
+        Command::Add => commands::add(&env, &conf, &mut steps).map(Some),
+        Command::Del => commands::del(&env, &conf, &mut steps).map(|()| None),
         Command::Check => commands::check(&env, &conf).map(|()| None),
         Command::Gc => commands::gc(&env, &conf).map(|()| None),
         Command::Status => commands::status(&env, &conf).map(|()| None),
         Command::Version => unreachable!("handled above"),
+    };
+    if matches!(env.command, Command::Add | Command::Del) {
+        steps.report(if env.command == Command::Add { "ADD" } else { "DEL" });
     }
+    out
 }
 
 fn main() {

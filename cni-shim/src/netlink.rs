@@ -102,15 +102,17 @@ fn link_mac(link: &LinkMessage) -> Option<Vec<u8>> {
     })
 }
 
-/// Creates the veth pair `host` <-> `ifname` with the pod end directly in `netns`, sets MTU
-/// and (if given) the pod end's MAC. Fails, creating nothing, when `host` already exists.
+/// Creates the veth pair `host` <-> `ifname` with the pod end directly in `netns` and the host
+/// end up, sets MTU and (if given) the pod end's MAC; returns the host end's MAC. Fails,
+/// creating nothing, when `host` already exists. One netlink socket does it all: the pair is
+/// created with its final settings instead of being changed afterwards.
 pub fn create_veth(
     host: &str,
     ifname: &str,
     ns: &File,
     mtu: u16,
     mac: Option<[u8; 6]>,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     with_handle(async |h| {
         if link_by_name(h, host).await?.is_some() {
             return Err(CniError::new(
@@ -127,27 +129,15 @@ pub fn create_veth(
         }
         let msg = LinkVeth::new(host, ifname)
             .mtu(mtu.into())
+            .up()
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
-        h.link()
-            .add(msg)
-            .execute()
-            .await
-            .map_err(|e| io(format!("cannot create veth pair {host} <-> {ifname} (in the pod)"), e))
-    })
-}
-
-/// Sets `host` up and returns its MAC.
-pub fn host_up(host: &str) -> Result<Vec<u8>> {
-    with_handle(async |h| {
+        h.link().add(msg).execute().await.map_err(|e| {
+            io(format!("cannot create veth pair {host} <-> {ifname} (in the pod)"), e)
+        })?;
         let link = link_by_name(h, host)
             .await?
-            .ok_or_else(|| io(format!("host interface {host}"), "vanished"))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(link.header.index).up().build())
-            .execute()
-            .await
-            .map_err(|e| io(format!("cannot set {host} up"), e))?;
+            .ok_or_else(|| io(format!("host interface {host}"), "vanished after creation"))?;
         Ok(link_mac(&link).unwrap_or_default())
     })
 }

@@ -2,11 +2,15 @@
 //! reporting ADD and DEL latency (p50/p99), and checking that nothing leaks: no host veth, no
 //! host-local reservation, no attachment, no switch port.
 //!
-//! `VSWITCH_CNI_PODS` sets the number of pods (default 1000). Run with `--nocapture` to see
-//! the latencies.
+//! `VSWITCH_CNI_PODS` sets the number of pods (default 1000), `VSWITCH_CNI_PORT_TYPE` their
+//! port type (`afxdp`, the default, or `tap`), `VSWITCH_CNI_POOL_FRAMES` the switch's pool size
+//! (default: what the pods' fill rings need, rounded up to a power of two). Run with `--nocapture` to see the latencies,
+//! with a breakdown by step: the plugin's own (`VSWITCH_CNI_TIMING`) and the daemon's, from its
+//! log (the `pod attached` and `pod detached` lines).
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{attachment_env, link_exists, require_host_local, reserved_ips, run_in};
@@ -19,18 +23,86 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `text` without terminal colour sequences (the daemon's log has them).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // ESC [ parameters final-letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Step durations in milliseconds, by step name, in the order steps were first seen.
+#[derive(Default)]
+struct Breakdown {
+    order: Vec<String>,
+    steps: BTreeMap<String, Vec<f64>>,
+}
+
+impl Breakdown {
+    /// Adds the `name=ms` fields of `line` that follow `after`.
+    fn add_line(&mut self, line: &str, after: &str) {
+        let Some(rest) = line.split_once(after).map(|(_, r)| r) else { return };
+        for field in rest.split_whitespace() {
+            let Some((name, v)) = field.split_once('=') else { continue };
+            let Ok(ms) = v.parse::<f64>() else { continue };
+            if !self.steps.contains_key(name) {
+                self.order.push(name.to_string());
+            }
+            self.steps.entry(name.to_string()).or_default().push(ms);
+        }
+    }
+
+    fn print(&mut self, what: &str) {
+        if self.order.is_empty() {
+            return;
+        }
+        let mut out = format!("  {what}:");
+        for name in &self.order {
+            let v = self.steps.get_mut(name).expect("seen");
+            v.sort_by(f64::total_cmp);
+            let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+            out += &format!(" {name} {:.1}/{:.1}", at(0.5), at(0.99));
+        }
+        println!("{out}  (ms, p50/p99)");
+    }
+}
+
+/// The plugin's environment for `cmd` on pod `id`, with its step timings on.
+fn timed<'a>(cmd: &'a str, id: &'a str, ns: &'a str) -> Vec<(&'a str, &'a str)> {
+    let mut env = attachment_env(cmd, id, ns, "eth0");
+    env.push(("VSWITCH_CNI_TIMING", "1"));
+    env
+}
+
 #[test]
 fn many_pods_are_added_and_deleted_without_leaks() {
     require_host_local();
     let n: usize =
         std::env::var("VSWITCH_CNI_PODS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let port_type = std::env::var("VSWITCH_CNI_PORT_TYPE").unwrap_or_else(|_| "afxdp".into());
+    let tap = port_type == "tap";
     let mut topo = Topo::new("cs");
     let node = topo.netns("node");
     // Pods' ports keep 64 frames each on their fill rings: 1000 pods need 64 000 frames.
-    let extra = format!(
-        "\n[switch]\npod_ring_size = 64\n\n[pool]\nframes = {}\n",
-        (n * 64 + 4096).next_power_of_two()
-    );
+    // `VSWITCH_CNI_POOL_FRAMES` overrides the pool size: every AF_XDP socket's bind allocates
+    // and zeroes a kernel descriptor (128 bytes) per pool frame, so a pod's attachment costs
+    // time and kernel memory in proportion to the pool (16 MiB a pod with 131 072 frames).
+    let frames = std::env::var("VSWITCH_CNI_POOL_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((n * 64 + 4096).next_power_of_two());
+    let extra = format!("\n[switch]\npod_ring_size = 64\n\n[pool]\nframes = {frames}\n");
     let sw = Switch::start_with(&mut topo, "node", &[], &extra);
     let data = tempfile::tempdir().unwrap();
     let conf = json!({
@@ -40,6 +112,7 @@ fn many_pods_are_added_and_deleted_without_leaks() {
         "socket": sw.socket,
         "vlan": 10,
         "mtu": 1500,
+        "portType": port_type,
         "ipam": {
             "type": "host-local",
             "ranges": [[{"subnet": "10.244.0.0/16", "gateway": "10.244.0.1"}]],
@@ -60,13 +133,17 @@ fn many_pods_are_added_and_deleted_without_leaks() {
         .collect();
 
     let mut add = Vec::with_capacity(n);
+    let mut add_steps = Breakdown::default();
     let mut hosts = Vec::with_capacity(n);
     let mut ips = Vec::with_capacity(n);
     for (id, ns) in &pods {
         let t = Instant::now();
-        let out = run_in(Some(&node), &attachment_env("ADD", id, ns, "eth0"), &conf).ok();
+        let out = run_in(Some(&node), &timed("ADD", id, ns), &conf).ok();
         add.push(t.elapsed());
-        hosts.push(out.json["interfaces"][0]["name"].as_str().unwrap().to_string());
+        add_steps.add_line(&out.stderr, "timing ADD ");
+        if !tap {
+            hosts.push(out.json["interfaces"][0]["name"].as_str().unwrap().to_string());
+        }
         let ip = out.json["ips"][0]["address"].as_str().unwrap().to_string();
         ips.push(ip.split('/').next().unwrap().to_string());
     }
@@ -77,15 +154,17 @@ fn many_pods_are_added_and_deleted_without_leaks() {
     assert!(got >= 2, "p0 -> p{} through the switch: {got}/3", n - 1);
 
     let mut del = Vec::with_capacity(n);
+    let mut del_steps = Breakdown::default();
     for (id, ns) in &pods {
         let t = Instant::now();
-        run_in(Some(&node), &attachment_env("DEL", id, ns, "eth0"), &conf).ok();
+        let out = run_in(Some(&node), &timed("DEL", id, ns), &conf).ok();
         del.push(t.elapsed());
+        del_steps.add_line(&out.stderr, "timing DEL ");
     }
     add.sort();
     del.sort();
     println!(
-        "{n} pods: ADD p50 {:?} p99 {:?} max {:?}; DEL p50 {:?} p99 {:?} max {:?}",
+        "{n} {port_type} pods: ADD p50 {:?} p99 {:?} max {:?}; DEL p50 {:?} p99 {:?} max {:?}",
         percentile(&add, 0.5),
         percentile(&add, 0.99),
         add[n - 1],
@@ -93,6 +172,18 @@ fn many_pods_are_added_and_deleted_without_leaks() {
         percentile(&del, 0.99),
         del[n - 1]
     );
+    add_steps.print("plugin ADD");
+    del_steps.print("plugin DEL");
+    let (mut attach_steps, mut detach_steps) = (Breakdown::default(), Breakdown::default());
+    for line in strip_ansi(&sw.log()).lines() {
+        if line.contains("pod attached") {
+            attach_steps.add_line(line, "pod attached");
+        } else if line.contains("pod detached") {
+            detach_steps.add_line(line, "pod detached");
+        }
+    }
+    attach_steps.print("vswitchd AttachPod");
+    detach_steps.print("vswitchd DetachPod");
     // Nothing left behind.
     assert!(sw.ports().is_empty(), "switch ports left");
     match sw.call(Request::ListPods) {

@@ -83,16 +83,30 @@ pub fn plugin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vswitch-cni"))
 }
 
-/// Runs the plugin with `vars` (besides `PATH`, the environment is empty) and `stdin`.
+/// Runs the plugin with `vars` (besides `PATH`, the environment is empty) and `stdin`, in the
+/// network namespace `netns` (a name under `/var/run/netns`) when given.
+///
+/// The namespace is entered as a runtime runs a plugin in the node's namespace: a thread of
+/// its own enters just the network namespace (`setns`) and starts the plugin, which inherits
+/// it. (`ip netns exec` would also unshare the mount namespace and remount `/sys`, copying
+/// every mount: with a thousand pod namespaces mounted that alone took 4-8 ms per call.)
 pub fn run_in(netns: Option<&str>, vars: &[(&str, &str)], stdin: &str) -> Outcome {
-    let mut cmd = match netns {
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(plugin());
-            c
-        }
-        None => Command::new(plugin()),
-    };
+    let Some(ns) = netns else { return run_here(vars, stdin) };
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("entering {path}: {e}"));
+            run_here(vars, stdin)
+        })
+        .join()
+        .expect("plugin runner thread")
+    })
+}
+
+fn run_here(vars: &[(&str, &str)], stdin: &str) -> Outcome {
+    let mut cmd = Command::new(plugin());
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .envs(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))

@@ -36,7 +36,7 @@ use crate::packet::Pool;
 use crate::pipeline::nodes::qos::QosPortReport;
 use crate::pipeline::Snapshot;
 use crate::pmd::{learn_ring, monotonic_ns, Learner, Worker, WorkerConfig};
-use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, Umem, UmemConfig, XdpModePreference};
+use crate::port::afxdp::{self, AfXdpConfig, AfXdpPort, UmemConfig, XdpModePreference};
 use crate::port::{netdev, Port};
 use crate::tables::fdb::{Fdb, FdbConfig, FdbWriter};
 use crate::tables::neigh::{NeighEvent, NeighTable, Neighbors};
@@ -155,12 +155,12 @@ fn frames_needed(p: &PortSection) -> usize {
 
 /// Opens the port described by `p` on a worker whose pool memory is `area`.
 ///
-/// Each AF_XDP port registers its own UMEM over the worker's whole pool memory instead of
-/// sharing one registration (XDP_SHARED_UMEM): the kernel refuses a shared bind once the
-/// registering socket is unbound (its device deleted, as when a pod goes away), which would
-/// stop every later pod on that worker from attaching. All registrations cover the same
-/// pages, so frame addresses mean the same to every port and forwarding still moves a
-/// descriptor.
+/// An AF_XDP port shares (XDP_SHARED_UMEM) the UMEM of a port of the same worker that is still
+/// bound, and registers the worker's whole pool memory anew only when there is none
+/// ([`AfXdpPort::open_sharing`]): the kernel refuses a shared bind once the socket shared from
+/// is unbound (its device deleted, as when a pod goes away), so the donor is always a live
+/// port. All registrations cover the same pages, so frame addresses mean the same to every
+/// port and forwarding still moves a descriptor.
 fn open_port<const N: usize>(
     p: &PortSection,
     area: &FrameReader,
@@ -193,17 +193,13 @@ fn open_port<const N: usize>(
                 ring_size: p.ring_size,
                 fill_target: p.ring_size,
             };
-            let mut umem = Umem::new(
-                area,
-                UmemConfig {
-                    frame_size: area.frame_size() as u32,
-                    headroom,
-                    fill_size: p.ring_size,
-                    comp_size: p.ring_size,
-                },
-            )
-            .map_err(|e| format!("port {:?}: registering the UMEM: {e}", p.name))?;
-            let port = AfXdpPort::open(&p.name, &mut umem, cfg)
+            let ucfg = UmemConfig {
+                frame_size: area.frame_size() as u32,
+                headroom,
+                fill_size: p.ring_size,
+                comp_size: p.ring_size,
+            };
+            let port = AfXdpPort::open_sharing(&p.name, area, ucfg, cfg)
                 .map_err(|e| format!("port {:?}: {e}", p.name))?;
             Ok(Box::new(port))
         }

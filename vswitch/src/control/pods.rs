@@ -50,13 +50,19 @@ pub fn load(dir: &str) -> Result<Vec<PodAttachment>, String> {
     }
 }
 
-/// Writes the attachments atomically.
+/// Writes the attachments atomically: a JSON array, one attachment per line. (Pretty-printed,
+/// the file of 1 000 pods took 3-4 ms to write on every attachment and detachment.)
 pub fn save(dir: &str, pods: &Pods) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {dir}: {e}"))?;
     let path = state_file(dir);
     let tmp = path.with_extension("json.tmp");
-    let list: Vec<&PodAttachment> = pods.values().collect();
-    let bytes = serde_json::to_vec_pretty(&list).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(pods.len() * 512 + 4);
+    bytes.push(b'[');
+    for (i, a) in pods.values().enumerate() {
+        bytes.extend_from_slice(if i == 0 { b"\n" } else { b",\n" });
+        serde_json::to_writer(&mut bytes, a).map_err(|e| e.to_string())?;
+    }
+    bytes.extend_from_slice(b"\n]\n");
     std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("renaming to {}: {e}", path.display()))
 }
@@ -208,6 +214,7 @@ impl<const N: usize> Daemon<N> {
     /// Attaches a pod: validates, adds its port live, persists. Attaching the same pod
     /// interface again with the same host interface answers with the existing port.
     pub fn attach_pod(&mut self, a: PodAttachment) -> Response {
+        let t0 = std::time::Instant::now();
         let key = (a.container_id.clone(), a.ifname.clone());
         if a.container_id.is_empty() || a.ifname.is_empty() {
             return Err(ApiError::invalid("container_id and ifname must not be empty"));
@@ -268,18 +275,33 @@ impl<const N: usize> Daemon<N> {
             let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
             return Err(ApiError::invalid(msg));
         }
+        let validated = t0.elapsed();
         self.apply(cfg).map_err(ApiError::invalid)?;
-        info!(pod = ?a.pod_name, namespace = ?a.pod_namespace, container = %a.container_id, port = %name, "pod attached");
+        let opened = t0.elapsed();
         for n in notes {
             warn!(port = %name, "{n}");
         }
+        let (pod, namespace, container) =
+            (a.pod_name.clone(), a.pod_namespace.clone(), a.container_id.clone());
         self.pods_mut().insert(key, a);
         self.persist_pods();
+        let persisted = t0.elapsed();
         let id = self.port_id(&name)?;
         // Answer once the worker switches the port, so a pod is connected when ADD returns.
         if !self.wait_attached(id, std::time::Duration::from_secs(1)) {
             warn!(port = %name, "worker has not attached the port within 1 s");
         }
+        let done = t0.elapsed();
+        // Where the time went (ms), for `cni-shim/tests/scale.rs` and anyone chasing latency.
+        info!(
+            ?pod, ?namespace, %container, port = %name,
+            validate_ms = ms(validated),
+            open_ms = ms(opened - validated),
+            persist_ms = ms(persisted - opened),
+            worker_ms = ms(done - persisted),
+            total_ms = ms(done),
+            "pod attached"
+        );
         Ok(Reply::Port(self.port_info(id)))
     }
 
@@ -291,15 +313,24 @@ impl<const N: usize> Daemon<N> {
                 message: format!("{container_id} {ifname} was not attached"),
             });
         }
+        let t0 = std::time::Instant::now();
         let name = port_name(container_id, ifname);
         let mut cfg: Config = self.config().clone();
         cfg.ports.retain(|p| p.name != name);
         let own = [format!("{name}{INGRESS_SUFFIX}"), format!("{name}{EGRESS_SUFFIX}")];
         cfg.qos_classes.retain(|c| !own.contains(&c.name));
         self.apply(cfg).map_err(ApiError::invalid)?;
+        let applied = t0.elapsed();
         self.pods_mut().remove(&key);
         self.persist_pods();
-        info!(container = %container_id, ifname, port = %name, "pod detached");
+        let done = t0.elapsed();
+        info!(
+            container = %container_id, ifname, port = %name,
+            remove_ms = ms(applied),
+            persist_ms = ms(done - applied),
+            total_ms = ms(done),
+            "pod detached"
+        );
         Ok(Reply::Done { message: format!("detached {container_id} {ifname} (port {name})") })
     }
 
@@ -326,6 +357,11 @@ impl<const N: usize> Daemon<N> {
         }
         self.persist_pods();
     }
+}
+
+/// A duration in milliseconds, as a log field.
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 /// Whether the pod's interface is a TAP the switch creates (`port_type = "tap"`).

@@ -28,6 +28,7 @@ pub(super) const BPF_MAP_DELETE_ELEM: c_int = 3;
 pub(super) const BPF_PROG_LOAD: c_int = 5;
 pub(super) const BPF_LINK_CREATE: c_int = 28;
 
+pub(super) const BPF_MAP_TYPE_HASH: u32 = 1;
 pub(super) const BPF_MAP_TYPE_XSKMAP: u32 = 17;
 pub(super) const BPF_PROG_TYPE_XDP: u32 = 6;
 pub(super) const BPF_XDP: u32 = 37;
@@ -35,6 +36,7 @@ pub(super) const BPF_PSEUDO_MAP_FD: u8 = 1;
 pub(super) const BPF_ANY: u64 = 0;
 
 // ---- helper ids (uapi/linux/bpf.h, `___BPF_FUNC_MAPPER` order) ----
+pub(super) const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 pub(super) const BPF_FUNC_REDIRECT: i32 = 23;
 pub(super) const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 
@@ -46,6 +48,7 @@ pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 // ---- BPF instruction encoding (uapi/linux/bpf_common.h, bpf.h) ----
 const BPF_LD: u8 = 0x00;
 const BPF_LDX: u8 = 0x01;
+const BPF_STX: u8 = 0x03;
 const BPF_JMP: u8 = 0x05;
 const BPF_ALU64: u8 = 0x07;
 const BPF_W: u8 = 0x00;
@@ -53,7 +56,11 @@ const BPF_DW: u8 = 0x18;
 const BPF_IMM: u8 = 0x00;
 const BPF_MEM: u8 = 0x60;
 const BPF_K: u8 = 0x00;
+const BPF_X: u8 = 0x08;
+const BPF_ADD: u8 = 0x00;
 const BPF_MOV: u8 = 0xb0;
+const BPF_JEQ: u8 = 0x10;
+const BPF_JGE: u8 = 0x30;
 const BPF_CALL: u8 = 0x80;
 const BPF_EXIT: u8 = 0x90;
 
@@ -76,9 +83,33 @@ impl BpfInsn {
     pub const fn ldx_w(dst: u8, src: u8, off: i16) -> BpfInsn {
         BpfInsn::new(BPF_LDX | BPF_MEM | BPF_W, dst, src, off, 0)
     }
+    /// `*(u32 *)(dst + off) = src`
+    pub const fn stx_w(dst: u8, src: u8, off: i16) -> BpfInsn {
+        BpfInsn::new(BPF_STX | BPF_MEM | BPF_W, dst, src, off, 0)
+    }
     /// `dst = imm` (64-bit move of a sign-extended 32-bit immediate)
     pub const fn mov64_imm(dst: u8, imm: i32) -> BpfInsn {
         BpfInsn::new(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm)
+    }
+    /// `dst = src` (64-bit)
+    pub const fn mov64_reg(dst: u8, src: u8) -> BpfInsn {
+        BpfInsn::new(BPF_ALU64 | BPF_MOV | BPF_X, dst, src, 0, 0)
+    }
+    /// `dst += imm` (64-bit)
+    pub const fn add64_imm(dst: u8, imm: i32) -> BpfInsn {
+        BpfInsn::new(BPF_ALU64 | BPF_ADD | BPF_K, dst, 0, 0, imm)
+    }
+    /// `dst += src` (64-bit)
+    pub const fn add64_reg(dst: u8, src: u8) -> BpfInsn {
+        BpfInsn::new(BPF_ALU64 | BPF_ADD | BPF_X, dst, src, 0, 0)
+    }
+    /// `if dst == imm goto +off`
+    pub const fn jeq_imm(dst: u8, imm: i32, off: i16) -> BpfInsn {
+        BpfInsn::new(BPF_JMP | BPF_JEQ | BPF_K, dst, 0, off, imm)
+    }
+    /// `if dst >= src goto +off` (unsigned)
+    pub const fn jge_reg(dst: u8, src: u8, off: i16) -> BpfInsn {
+        BpfInsn::new(BPF_JMP | BPF_JGE | BPF_X, dst, src, off, 0)
     }
     /// `dst = map fd` as the two-slot `BPF_LD_IMM64` with `src_reg = BPF_PSEUDO_MAP_FD`; the
     /// verifier replaces the fd with the map pointer.
@@ -198,6 +229,62 @@ pub(super) fn xskmap_create(name: &str, max_entries: u32) -> io::Result<OwnedFd>
     };
     // SAFETY: `attr` is the BPF_MAP_CREATE layout and holds no pointers.
     unsafe { bpf(BPF_MAP_CREATE, &mut attr) }.map(own_fd)
+}
+
+/// `BPF_MAP_CREATE` of a preallocated hash map from `u32` keys to `u64` values.
+pub(super) fn hash_u32_u64_create(name: &str, max_entries: u32) -> io::Result<OwnedFd> {
+    let mut attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_HASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries,
+        map_name: name16(name),
+        ..Default::default()
+    };
+    // SAFETY: `attr` is the BPF_MAP_CREATE layout and holds no pointers.
+    unsafe { bpf(BPF_MAP_CREATE, &mut attr) }.map(own_fd)
+}
+
+/// `BPF_MAP_UPDATE_ELEM` with a `u32` key and a `u64` value.
+pub(super) fn map_update_u32_u64(map: BorrowedFd<'_>, key: u32, value: u64) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: map.as_raw_fd() as u32,
+        key: &key as *const u32 as u64,
+        value: &value as *const u64 as u64,
+        flags: BPF_ANY,
+        ..Default::default()
+    };
+    // SAFETY: `key` (4 bytes) and `value` (8 bytes) are live locals of the sizes the map was
+    // created with and outlive the call; the kernel only reads them.
+    unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
+}
+
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14): a
+/// 64-bit id the kernel never reuses, unlike the namespace's inode number.
+pub(super) fn netns_cookie() -> io::Result<u64> {
+    // SAFETY: socket(2) takes no pointers.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = own_fd(fd);
+    const SO_NETNS_COOKIE: c_int = 71;
+    let mut cookie = 0u64;
+    let mut len = size_of::<u64>() as socklen_t;
+    // SAFETY: `cookie` has room for `len` (8) bytes and `len` is a valid in/out length.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
 }
 
 /// `BPF_MAP_UPDATE_ELEM` with a `u32` key and `u32` value.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::packet::umem::Region;
+use crate::port::Port;
 
 const ETHERTYPE: u16 = 0x88b5;
 
@@ -277,6 +278,99 @@ fn program_assembles_loads_and_attaches_natively_then_detaches() {
         assert!(ns.link_show("xa0").contains("xdpgeneric"));
         drop(att);
         assert!(!ns.link_show("xa0").contains("xdp"));
+    });
+}
+
+/// The `prog/xdp id N` that `ip link show` reports for `dev`.
+fn prog_id(ns: &Netns, dev: &str) -> Option<String> {
+    let shown = ns.link_show(dev);
+    let at = shown.find("prog/xdp id ")? + "prog/xdp id ".len();
+    Some(shown[at..].split_whitespace().next()?.to_string())
+}
+
+/// One program serves every interface of a namespace (the kernel's XDP dispatcher pays an RCU
+/// grace period for each distinct program), and each interface's queues reach its own socket.
+#[test]
+fn interfaces_of_a_namespace_share_one_program_and_keep_their_own_sockets() {
+    require_root!();
+    let ns = Netns::new("s");
+    ns.veth("xa0", "xa1");
+    ns.veth("xb0", "xb1");
+    ns.run(|| {
+        let region = Region::new(128, 2048).unwrap();
+        let mut umem = umem_for(&region);
+        let mut a = XskSocket::new(&mut umem, "xa0", 0, &small_rings()).unwrap();
+        let mut b = XskSocket::new(&mut umem, "xb0", 0, &small_rings()).unwrap();
+        let att_a = XdpAttachment::attach("xa0", XdpModePreference::Auto).unwrap();
+        let att_b = XdpAttachment::attach("xb0", XdpModePreference::Auto).unwrap();
+        assert!(att_a.is_shared() && att_b.is_shared());
+        let id = prog_id(&ns, "xa0").expect("xa0 has a program");
+        assert_eq!(prog_id(&ns, "xb0").as_deref(), Some(id.as_str()), "one program for both");
+        att_a.insert(0, a.fd()).unwrap();
+        att_b.insert(0, b.fd()).unwrap();
+        assert!(att_a.insert(1, a.fd()).is_err(), "xa0 has one queue, so one slot");
+        assert_eq!(a.fill((0..32).map(|i| umem.frame_addr(i))), 32);
+        assert_eq!(b.fill((32..64).map(|i| umem.frame_addr(i))), 32);
+        PacketSock::bind("xb1").send(&frame(7, 100));
+        PacketSock::bind("xa1").send(&frame(3, 80));
+        let got_a = rx_wait(&mut a, 1, Duration::from_secs(3));
+        let got_b = rx_wait(&mut b, 1, Duration::from_secs(3));
+        assert_eq!(got_a.iter().map(|d| d.1).collect::<Vec<_>>(), vec![80]);
+        assert_eq!(got_b.iter().map(|d| d.1).collect::<Vec<_>>(), vec![100]);
+        // One interface going away leaves the other steered.
+        drop(att_a);
+        assert!(prog_id(&ns, "xa0").is_none(), "detached from xa0");
+        assert_eq!(prog_id(&ns, "xb0").as_deref(), Some(id.as_str()));
+        PacketSock::bind("xb1").send(&frame(8, 90));
+        let got_b = rx_wait(&mut b, 1, Duration::from_secs(3));
+        assert_eq!(got_b.iter().map(|d| d.1).collect::<Vec<_>>(), vec![90]);
+        // Attached again, it gets its slots back and shares the same program.
+        let att_a = XdpAttachment::attach("xa0", XdpModePreference::Auto).unwrap();
+        assert_eq!(prog_id(&ns, "xa0").as_deref(), Some(id.as_str()));
+        att_a.insert(0, a.fd()).unwrap();
+        PacketSock::bind("xa1").send(&frame(4, 70));
+        let got_a = rx_wait(&mut a, 1, Duration::from_secs(3));
+        assert_eq!(got_a.iter().map(|d| d.1).collect::<Vec<_>>(), vec![70]);
+        drop((att_a, att_b));
+        drop(region);
+    });
+}
+
+/// Ports opened over the same area share one UMEM registration as long as a port of it is
+/// still bound; when the donor's device is gone, the next port registers anew and works.
+#[test]
+fn ports_share_the_umem_of_a_bound_port_and_register_anew_without_one() {
+    require_root!();
+    let ns = Netns::new("u");
+    for (a, b) in [("xa0", "xa1"), ("xb0", "xb1"), ("xc0", "xc1")] {
+        ns.veth(a, b);
+    }
+    ns.run(|| {
+        let region = Region::new(256, 2048).unwrap();
+        let ucfg = UmemConfig { frame_size: 2048, headroom: 0, fill_size: 64, comp_size: 64 };
+        let cfg = |ifname: &str| AfXdpConfig {
+            ring_size: 64,
+            fill_target: 32,
+            ..AfXdpConfig::new(ifname)
+        };
+        assert!(Umem::donors(&region, ucfg).is_empty(), "nothing offered yet");
+        let a = AfXdpPort::open_sharing("a", &region, ucfg, cfg("xa0")).unwrap();
+        assert_eq!(Umem::donors(&region, ucfg).len(), 1, "a offers its UMEM");
+        let other = UmemConfig { headroom: 128, ..ucfg };
+        assert!(Umem::donors(&region, other).is_empty(), "another geometry is another UMEM");
+        let b = AfXdpPort::open_sharing("b", &region, ucfg, cfg("xb0")).unwrap();
+        assert_eq!(Umem::donors(&region, ucfg).len(), 2);
+        // a's device goes away: a's socket is unbound and can no longer share; b can.
+        ip(&["-n", &ns.name, "link", "del", "xa0"]);
+        let c = AfXdpPort::open_sharing("c", &region, ucfg, cfg("xc0")).unwrap();
+        assert_eq!(<AfXdpPort as Port<32>>::kind(&c), "afxdp native copy");
+        drop((a, b));
+        // c alone: its UMEM is still offered, and a new port over it works.
+        ns.veth("xa0", "xa1");
+        let d = AfXdpPort::open_sharing("d", &region, ucfg, cfg("xa0")).unwrap();
+        drop((c, d));
+        assert!(Umem::donors(&region, ucfg).is_empty(), "closed ports offer nothing");
+        drop(region);
     });
 }
 
