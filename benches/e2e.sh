@@ -11,6 +11,7 @@
 #   adaptive   the two node-side veths as AF_XDP ports of vswitchd (one worker, idle "adaptive")
 #   busypoll   the same with idle "busy-poll"
 #   tap        vswitchd (adaptive) creating each pod's eth0 as a TAP port with TSO and checksum offload
+#   tap-readv  the same with tap_io = "readv": one readv/writev per packet instead of io_uring batches
 # Client and load generator run on CPU 0 in vsb-p1, servers on CPU 1 in vsb-p2; the vswitchd
 # worker is pinned to WORKER_CORE.
 #
@@ -150,8 +151,8 @@ start_vswitchd() {  # config dir: start vswitchd in the node and wait until ever
   fi
 }
 
-setup_vswitchd_tap() {  # vswitchd creates each pod's eth0 as a TAP device with offloads
-  local dir=$RES/$VAR cfg p
+setup_vswitchd_tap() {  # [tap_io]: vswitchd creates each pod's eth0 as a TAP device with offloads
+  local dir=$RES/$VAR cfg p io=${1:-}
   ip netns add "$NODE"; ip -n "$NODE" link set lo up
   for p in "$POD1" "$POD2"; do
     ip netns add "$p"; ip -n "$p" link set lo up
@@ -166,6 +167,7 @@ setup_vswitchd_tap() {  # vswitchd creates each pod's eth0 as a TAP device with 
     for p in p1 p2; do
       printf '\n[[port]]\nname = "%s"\ntype = "tap"\n' "$p"
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
+      [ -n "$io" ] && printf 'tap_io = "%s"\n' "$io"
     done
   } > "$cfg"
   start_vswitchd "$cfg" "$dir" || return 1
@@ -374,6 +376,7 @@ run_variant() {
     adaptive) setup_vswitchd adaptive || ok=0 ;;
     busypoll) setup_vswitchd busy-poll || ok=0 ;;
     tap) setup_vswitchd_tap || ok=0 ;;
+    tap-readv) setup_vswitchd_tap readv || ok=0 ;;
     *) log "unknown variant $VAR"; return 1 ;;
   esac
   REP=1
@@ -416,7 +419,7 @@ python3 - "$RES" "$VARIANTS" <<'PY' | tee "$RES/table.txt"
 import glob, json, os, statistics, sys
 
 res, variants = sys.argv[1], sys.argv[2].split()
-NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll", "tap": "vswitchd-tap"}
+NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll", "tap": "vswitchd-tap", "tap-readv": "vswitchd-tap-readv"}
 
 vals = {}
 for line in open(os.path.join(res, "results.tsv")):

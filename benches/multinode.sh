@@ -22,12 +22,15 @@
 #   vsw-vxlan         the same with mode "vxlan". Pod MTU 1450.
 #   vsw-direct-afxdp  like vsw-direct, but each pod is a veth pair whose node end is an AF_XDP
 #                     port, and the uplink is AF_XDP too. Pod MTU 1500.
+#   vsw-tap-direct    like vsw-direct, but the uplink is a TAP port vswitchd creates in the node
+#                     and wires to vsm-uN with tc redirects (`attach`): segments cross whole.
+#   vsw-tap-vxlan     the same with mode "vxlan": VXLAN around whole segments (UDP tunnel GSO).
 # Each vswitchd has one worker, idle "adaptive", unpinned: the machine has 2 CPUs for two
 # switches, the client and the server. Clients run on CPU 0 in vsm-p1, servers on CPU 1 in
 # vsm-p2.
 #
 # Knobs (environment):
-#   VARIANTS      variants to run, in order (default all five, in the order above)
+#   VARIANTS      variants to run, in order (default all seven, in the order above)
 #   REPS          repetitions of every measurement; the table shows medians (default 1)
 #   T_TCP T_UDP T_LAT T_CRR   seconds of each load (8 8 5 5)
 #   PING_INTERVAL seconds between pings of the RTT test (default 0.001)
@@ -46,7 +49,7 @@ REPO=$PWD
 
 [ "$(id -u)" -eq 0 ] || { echo "multinode.sh builds network namespaces and runs AF_XDP: run it as root" >&2; exit 1; }
 
-ALL_VARIANTS="flannel-vxlan host-gw vsw-direct vsw-vxlan vsw-direct-afxdp"
+ALL_VARIANTS="flannel-vxlan host-gw vsw-direct vsw-vxlan vsw-direct-afxdp vsw-tap-direct vsw-tap-vxlan"
 VARIANTS=${VARIANTS:-$ALL_VARIANTS}
 REPS=${REPS:-1}
 T_TCP=${T_TCP:-8}; T_UDP=${T_UDP:-8}; T_LAT=${T_LAT:-5}; T_CRR=${T_CRR:-5}
@@ -218,8 +221,8 @@ start_vswitchd() {  # i config dir: start vswitchd in node I and wait until its 
   fi
 }
 
-setup_vsw() {  # mode (auto|vxlan) pod-mtu pod-ports (tap|afxdp)
-  local mode=$1 mtu=$2 pods=$3 i r dir cfg k
+setup_vsw() {  # mode (auto|vxlan) pod-mtu pod-ports (tap|afxdp) [uplink: afpacket|tap]
+  local mode=$1 mtu=$2 pods=$3 uplink=${4:-afpacket} i r dir cfg k
   mk_nodes vsw
   for i in 1 2; do
     mk_pod_ns "$i"
@@ -235,8 +238,12 @@ setup_vsw() {  # mode (auto|vxlan) pod-mtu pod-ports (tap|afxdp)
     {
       printf '[api]\nsocket = "%s"\nmetrics = ""\n\n[state]\ndir = "%s"\n\n' "${SOCK[$i]}" "$dir/state"
       printf '[[worker]]\nidle = "adaptive"\n'
-      printf '\n[[port]]\nname = "uplink"\ninterface = "%s"\n' "${UL[$i]}"
-      if [ "$pods" = afxdp ]; then printf 'type = "afxdp"\n'; else printf 'type = "afpacket"\n'; fi
+      if [ "$uplink" = tap ]; then
+        printf '\n[[port]]\nname = "uplink"\ntype = "tap"\ninterface = "vsm-t%s"\nattach = "%s"\n' "$i" "${UL[$i]}"
+      else
+        printf '\n[[port]]\nname = "uplink"\ninterface = "%s"\n' "${UL[$i]}"
+        if [ "$pods" = afxdp ]; then printf 'type = "afxdp"\n'; else printf 'type = "afpacket"\n'; fi
+      fi
       printf '\n[[port]]\nname = "p%s"\n' "$i"
       if [ "$pods" = afxdp ]; then printf 'interface = "%s"\n' "${POD[$i]}"; else printf 'type = "tap"\n'; fi
       printf 'pod_netns = "/var/run/netns/%s"\npod_interface = "eth0"\n' "${POD[$i]}"
@@ -505,6 +512,8 @@ run_variant() {
     vsw-direct) setup_vsw auto 1500 tap || ok=0 ;;
     vsw-vxlan) setup_vsw vxlan 1450 tap || ok=0 ;;
     vsw-direct-afxdp) setup_vsw auto 1500 afxdp || ok=0 ;;
+    vsw-tap-direct) setup_vsw auto 1500 tap tap || ok=0 ;;
+    vsw-tap-vxlan) setup_vsw vxlan 1450 tap tap || ok=0 ;;
   esac
   if [ $ok = 1 ] && ! wait_ping; then log "  no connectivity ${PIP[1]} -> $P2"; ok=0; fi
   if [ $ok = 0 ]; then rec failed 1; dump_failure; teardown; return 1; fi
@@ -697,7 +706,9 @@ def ratio(c, base, key):
 if "flannel-vxlan" in variants:
     for c, want, what in (("vsw-direct", 1.25, "direct mode at least 1.25x the throughput of Flannel's vxlan backend"),
                           ("vsw-direct-afxdp", 1.25, "direct mode at least 1.25x the throughput of Flannel's vxlan backend"),
-                          ("vsw-vxlan", 1.0, "our VXLAN at least equal to Flannel's vxlan backend")):
+                          ("vsw-tap-direct", 1.25, "direct mode at least 1.25x the throughput of Flannel's vxlan backend"),
+                          ("vsw-vxlan", 1.0, "our VXLAN at least equal to Flannel's vxlan backend"),
+                          ("vsw-tap-vxlan", 1.0, "our VXLAN at least equal to Flannel's vxlan backend")):
         if c not in variants:
             continue
         t, u = ratio(c, "flannel-vxlan", "tcp_gbps"), ratio(c, "flannel-vxlan", "udp_rx_pps")

@@ -387,6 +387,20 @@ fn three_nodes_mixed_direct_and_vxlan() {
 /// bridge `cni0` (10.244.`k`.1/24) with `pods` attached, and the VTEP `flannel.1` (VNI 1, UDP
 /// 8472, MTU 1450, 10.244.`k`.0/32). Returns flannel.1's MAC.
 fn flannel_node(topo: &Topo, node: &str, underlay: &str, k: u8, pods: &[&str]) -> String {
+    flannel_node_with(topo, node, underlay, k, pods, false)
+}
+
+/// [`flannel_node`]; `offload` leaves the underlay veth's checksum and segmentation offloads on,
+/// so its VXLAN packets reach the peer as the kernel built them (GSO, partial checksums), as a
+/// TAP uplink takes them.
+fn flannel_node_with(
+    topo: &Topo,
+    node: &str,
+    underlay: &str,
+    k: u8,
+    pods: &[&str],
+    offload: bool,
+) -> String {
     let ns = topo.name(node);
     let dev = topo.name(underlay);
     let local = format!("198.18.0.{k}");
@@ -394,8 +408,10 @@ fn flannel_node(topo: &Topo, node: &str, underlay: &str, k: u8, pods: &[&str]) -
     topo.ip(&["-n", &ns, "addr", "add", &format!("{local}/24"), "dev", &dev]);
     // The veth stands for a wire, which carries finished checksums (a NIC completes them); a
     // veth would hand the peer's AF_XDP socket CHECKSUM_PARTIAL frames with half-done ones.
-    let out = topo.exec(node, "ethtool", &["-K", &dev, "tx", "off"]);
-    assert!(out.status.success(), "ethtool -K {dev} tx off: {out:?}");
+    if !offload {
+        let out = topo.exec(node, "ethtool", &["-K", &dev, "tx", "off"]);
+        assert!(out.status.success(), "ethtool -K {dev} tx off: {out:?}");
+    }
     topo.ip(&["-n", &ns, "link", "add", "cni0", "type", "bridge"]);
     topo.ip(&["-n", &ns, "link", "set", "cni0", "mtu", "1450"]);
     topo.ip(&["-n", &ns, "addr", "add", &format!("10.244.{k}.1/24"), "dev", "cni0"]);
@@ -490,6 +506,57 @@ fn kernel_flannel_vxlan_interop() {
     eprintln!("with kernel Flannel: TCP {:.2} / {:.2} Gbit/s", out / 1e9, back / 1e9);
 }
 
+/// The same interop with offloads on both sides: a TAP pod and a TAP uplink on the switch's
+/// node, the Flannel node's veth with its offloads on. VXLAN crosses in both directions as
+/// 64 KB UDP tunnel GSO packets, and every kernel verifies the checksums it gets.
+#[test]
+fn kernel_flannel_vxlan_interop_with_a_tap_uplink() {
+    let mut topo = Topo::new("mv");
+    topo.node("n1");
+    topo.node("n2");
+    topo.node("a1");
+    topo.veth("n1", "u1", "n2", "u2");
+    pod(&mut topo, "b1", "n2", "10.244.2.11", 1450);
+    const ROUTER_MAC: &str = "0a:58:0a:f4:01:01";
+    let vtep2 = flannel_node_with(&topo, "n2", "u2", 2, &["b1"], true);
+    flannel_remote(&topo, "n2", 1, ROUTER_MAC);
+    let n1 = NodeSpec { router_mac: Some(ROUTER_MAC.into()), ..node_spec(1, "198.18.0.1/24") };
+    let n2 = PeerSpec { vtep_mac: Some(vtep2), ..peer_spec(2, "198.18.0.2", "vxlan") };
+    let extra = uplink_toml(&topo, 1, Uplink::Tap) + &n1.toml(&[n2]);
+    let ports = [PortSpec::tap_pod(&topo, "a1", 1)];
+    let sw = Switch::start_with(&mut topo, "n1", &ports, &extra);
+    sw.wait_attached();
+    let ns = topo.name("a1");
+    topo.ip(&["-n", &ns, "addr", "add", "10.244.1.11/24", "dev", "eth0"]);
+    topo.ip(&["-n", &ns, "link", "set", "eth0", "mtu", "1450", "up"]);
+    topo.ip(&["-n", &ns, "route", "add", "default", "via", "10.244.1.1"]);
+    let sws = [&sw];
+    assert!(sw.port("uplink").kind.contains("uplink of"), "{:?}", sw.port("uplink"));
+    reach(&topo, "n2", "198.18.0.1", &sws);
+    let counted = ["n2", "a1", "b1"].map(|ns| csum_errors(&topo, ns));
+    reach(&topo, "a1", "10.244.2.11", &sws);
+    reach(&topo, "b1", "10.244.1.11", &sws);
+    let rx_before = sw.port("uplink").stats;
+    let out = iperf3(&mut topo, "a1", "b1", "10.244.2.11", false);
+    assert!(out > TCP_FLOOR, "TCP switch -> Flannel node: {out} bit/s{}", dump(&sws));
+    let back = iperf3(&mut topo, "b1", "a1", "10.244.1.11", false);
+    assert!(back > TCP_FLOOR, "TCP Flannel node -> switch: {back} bit/s{}", dump(&sws));
+    for (ns, before) in ["n2", "a1", "b1"].iter().zip(counted) {
+        assert_eq!(csum_errors(&topo, ns), before, "checksum errors counted in {ns}");
+    }
+    let up = sw.port("uplink").stats;
+    let tx_avg = (up.tx_bytes - rx_before.tx_bytes) / (up.tx_packets - rx_before.tx_packets).max(1);
+    assert!(tx_avg > 3000, "VXLAN to Flannel averaged {tx_avg} B per packet: segments were cut");
+    assert_eq!(up.dropped, 0, "{}", dump(&sws));
+    let rx_avg = (up.rx_bytes - rx_before.rx_bytes) / (up.rx_packets - rx_before.rx_packets).max(1);
+    eprintln!(
+        "TAP uplink with kernel Flannel: TCP {:.2} / {:.2} Gbit/s, {tx_avg} / {rx_avg} B per uplink packet{}",
+        out / 1e9,
+        back / 1e9,
+        dump(&sws)
+    );
+}
+
 #[test]
 fn peer_added_and_removed_live() {
     let mut topo = Topo::new("me");
@@ -554,11 +621,33 @@ fn peer_added_and_removed_live() {
     reach(&topo, "a1", "10.244.2.11", &sws);
 }
 
+/// How an offload-aware node's uplink reaches the underlay veth.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Uplink {
+    /// An AF_PACKET port with `PACKET_VNET_HDR`: plain GSO crosses whole, VXLAN is cut.
+    Afpacket,
+    /// A TAP the switch wires to the veth with tc: GSO and UDP tunnel GSO cross whole.
+    Tap,
+}
+
+/// The `[[port]]` table of node `k`'s uplink on `<prefix>u<k>`.
+fn uplink_toml(topo: &Topo, k: u8, kind: Uplink) -> String {
+    let nic = topo.name(&format!("u{k}"));
+    match kind {
+        Uplink::Afpacket => format!(
+            "\n[[port]]\nname = \"uplink\"\ninterface = \"{nic}\"\ntype = \"afpacket\"\n"
+        ),
+        Uplink::Tap => format!(
+            "\n[[port]]\nname = \"uplink\"\ntype = \"tap\"\ninterface = \"{}\"\nattach = \"{nic}\"\n",
+            topo.name(&format!("t{k}"))
+        ),
+    }
+}
+
 /// n1 and n2 as in [`two_nodes`], but with offload-aware ports end to end: each pod's eth0 is a
-/// TAP the switch creates (the pod hands over 64 KB TCP segments), and each uplink is an
-/// AF_PACKET port with `PACKET_VNET_HDR`. Pods a1 (10.244.1.11) and b1 (10.244.2.11), eth0 MTU
-/// `mtu`, peers in `mode`.
-fn two_offload_nodes(tag: &str, mode: &str, mtu: u32) -> (Topo, Switch, Switch) {
+/// TAP the switch creates (the pod hands over 64 KB TCP segments), and each uplink is `kind`.
+/// Pods a1 (10.244.1.11) and b1 (10.244.2.11), eth0 MTU `mtu`, peers in `mode`.
+fn two_offload_nodes(tag: &str, mode: &str, mtu: u32, kind: Uplink) -> (Topo, Switch, Switch) {
     let mut topo = Topo::new(tag);
     topo.node("n1");
     topo.node("n2");
@@ -566,10 +655,7 @@ fn two_offload_nodes(tag: &str, mode: &str, mtu: u32) -> (Topo, Switch, Switch) 
     let mut sws = Vec::new();
     for (k, node, pod, other) in [(1u8, "n1", "a1", 2u8), (2, "n2", "b1", 1)] {
         topo.node(pod);
-        let uplink = format!(
-            "\n[[port]]\nname = \"uplink\"\ninterface = \"{}\"\ntype = \"afpacket\"\n",
-            topo.name(&format!("u{k}"))
-        );
+        let uplink = uplink_toml(&topo, k, kind);
         let spec = node_spec(k, &format!("198.18.0.{k}/24"));
         let peers = [peer_spec(other, &format!("198.18.0.{other}"), mode)];
         let ports = [PortSpec::tap_pod(&topo, pod, 1)];
@@ -589,9 +675,10 @@ fn two_offload_nodes(tag: &str, mode: &str, mtu: u32) -> (Topo, Switch, Switch) 
 
 /// TCP between TAP pods on two nodes: runs clean (no checksum errors in either pod), and in
 /// direct mode the uplink carries the pods' segments whole (far larger than the MTU on
-/// average), while in VXLAN mode they are cut to fit the tunnel (MSS respected after encap).
-fn offload_tcp(tag: &str, mode: &str, mtu: u32) {
-    let (mut topo, sw1, sw2) = two_offload_nodes(tag, mode, mtu);
+/// average). In VXLAN mode an AF_PACKET uplink has them cut to fit the tunnel (MSS respected
+/// after encap); a TAP uplink carries them whole as UDP tunnel GSO, which the kernel cuts.
+fn offload_tcp(tag: &str, mode: &str, mtu: u32, kind: Uplink) {
+    let (mut topo, sw1, sw2) = two_offload_nodes(tag, mode, mtu, kind);
     let sws = [&sw1, &sw2];
     reach(&topo, "a1", "10.244.2.11", &sws);
     let before = [csum_errors(&topo, "a1"), csum_errors(&topo, "b1")];
@@ -604,22 +691,39 @@ fn offload_tcp(tag: &str, mode: &str, mtu: u32) {
     assert_eq!(before, [csum_errors(&topo, "a1"), csum_errors(&topo, "b1")], "checksum errors");
     let up = sw1.port("uplink").stats;
     let avg = (up.tx_bytes - bytes_before) / (up.tx_packets - up_before).max(1);
-    if mode == "vxlan" {
+    if mode == "vxlan" && kind == Uplink::Afpacket {
         assert!(avg <= 1514, "VXLAN frames on the uplink average {avg} bytes: over the MTU");
     } else {
-        assert!(avg > 3000, "direct: uplink frames average {avg} bytes: segments were cut");
+        assert!(avg > 3000, "{mode}: uplink frames average {avg} bytes: segments were cut");
     }
     assert_eq!(sw1.port("uplink").stats.dropped, 0, "{}", dump(&sws));
+    let up2 = sw2.port("uplink").stats;
+    let rx_avg = up2.rx_bytes / up2.rx_packets.max(1);
+    eprintln!(
+        "{mode} over {kind:?}: TCP {:.2} / {:.2} Gbit/s, {avg} B per packet out of n1's uplink, {rx_avg} B per packet into n2's",
+        tcp / 1e9,
+        back / 1e9
+    );
 }
 
 #[test]
 fn tap_pods_across_nodes_direct_keep_segments_whole() {
-    offload_tcp("mf", "auto", 1500);
+    offload_tcp("mf", "auto", 1500, Uplink::Afpacket);
 }
 
 #[test]
 fn tap_pods_across_nodes_in_vxlan() {
-    offload_tcp("mg", "vxlan", 1450);
+    offload_tcp("mg", "vxlan", 1450, Uplink::Afpacket);
+}
+
+#[test]
+fn tap_uplink_keeps_segments_whole_direct() {
+    offload_tcp("mt", "auto", 1500, Uplink::Tap);
+}
+
+#[test]
+fn tap_uplink_keeps_vxlan_segments_whole() {
+    offload_tcp("mu", "vxlan", 1450, Uplink::Tap);
 }
 
 /// A pod attached through the API (as the CNI plugin does) with an egress limit and a

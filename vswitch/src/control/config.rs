@@ -335,6 +335,14 @@ pub enum PortKind {
     Tap,
 }
 
+/// How a tap port moves packets (`port::tap::TapIo`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TapIoMode {
+    IoUring,
+    Readv,
+}
+
 /// Which XDP attach mode an AF_XDP port uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -420,6 +428,17 @@ pub struct PortSection {
     /// Put this port's ingress behind the `[ddos_guard]` (the `[node]` uplink always is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ddos_guard: bool,
+    /// A tap port that stands for this interface (the `[node]` uplink on the underlay NIC):
+    /// the switch creates the TAP device `interface` (default: the port's name) in its own
+    /// namespace and wires it to the NIC with tc redirects both ways, so 64 KB segments and
+    /// VXLAN around them (UDP tunnel GSO, Linux 6.17) cross whole. See `port::tap::uplink`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<String>,
+    /// A tap port: how packets cross its descriptors, `"io-uring"` (a batch of reads or writes
+    /// per system call; the default, falling back to readv where io_uring is refused) or
+    /// `"readv"` (one system call per packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap_io: Option<TapIoMode>,
 }
 
 fn default_kind() -> PortKind {
@@ -646,7 +665,41 @@ impl Config {
                 err(at("name"), format!("{:?} is used by another port", port.name));
             }
             let ifname = port.interface();
-            if port.kind == PortKind::Tap {
+            let valid_ifname =
+                |n: &str| !n.is_empty() && n.len() <= 15 && !n.contains(['/', ' ', '\0']);
+            if let Some(nic) = &port.attach {
+                if port.kind != PortKind::Tap {
+                    err(at("attach"), "only a tap port attaches to an interface".into());
+                } else if port.pod_netns.is_some() || port.pod_interface.is_some() {
+                    err(
+                        at("attach"),
+                        "an attached tap port is the switch's own: no pod_netns or pod_interface"
+                            .into(),
+                    );
+                } else if port.persist || port.queues != 1 {
+                    err(
+                        at("attach"),
+                        "an attached tap port has one queue and does not persist".into(),
+                    );
+                }
+                if !valid_ifname(nic) {
+                    err(at("attach"), format!("{nic:?} is not a valid Linux interface name (1-15 characters, no '/' or spaces)"));
+                } else if nic == ifname {
+                    err(
+                        at("attach"),
+                        format!("{nic:?} is the tap device's own name (set interface to another)"),
+                    );
+                } else if !ifaces.insert(nic.clone()) {
+                    err(at("attach"), format!("{nic:?} is used by another port"));
+                }
+            }
+            if port.kind == PortKind::Tap && port.attach.is_some() {
+                if !valid_ifname(ifname) {
+                    err(at("interface"), format!("{ifname:?} is not a valid Linux interface name (1-15 characters, no '/' or spaces)"));
+                } else if !ifaces.insert(ifname.to_string()) {
+                    err(at("interface"), format!("{ifname:?} is used by another port"));
+                }
+            } else if port.kind == PortKind::Tap {
                 if port.pod_netns.is_none() || port.pod_interface.is_none() {
                     err(
                         at("type"),
@@ -761,6 +814,9 @@ impl Config {
             if port.kind != PortKind::Afpacket && port.vnet_hdr.is_some() {
                 err(at("vnet_hdr"), "only an afpacket port has vnet_hdr (tap ports always carry offloads; afxdp cannot)".into());
             }
+            if port.kind != PortKind::Tap && port.tap_io.is_some() {
+                err(at("tap_io"), "only a tap port has tap_io".into());
+            }
         }
         self.validate_node(&mut err);
         super::qos::validate(self, &mut err);
@@ -802,9 +858,9 @@ impl Config {
         }
         match self.ports.iter().find(|p| p.name == n.uplink) {
             None => err("node.uplink".into(), format!("{:?} is not the name of a [[port]]", n.uplink)),
-            Some(p) if p.kind == PortKind::Tap || p.mode != VlanModeName::Access || p.pod_netns.is_some() => err(
+            Some(p) if (p.kind == PortKind::Tap && p.attach.is_none()) || p.mode != VlanModeName::Access || p.pod_netns.is_some() => err(
                 "node.uplink".into(),
-                format!("port {:?} must be an access-mode afxdp or afpacket port on the underlay interface", n.uplink),
+                format!("port {:?} must be an access-mode afxdp or afpacket port on the underlay interface, or a tap port attached to it", n.uplink),
             ),
             Some(_) => {}
         }
@@ -1168,6 +1224,60 @@ mod tests {
         assert_eq!(t.peers[1].vtep_mac, MacAddr([2, 0, 0, 0, 0, 3]));
         // The uplink carries no pod-network floods.
         assert_eq!(s.flood_members(1), &[1]);
+    }
+
+    #[test]
+    fn a_tap_uplink_attaches_to_one_nic_and_nothing_else_does() {
+        let node = "[node]\npod_cidr = \"10.244.1.0/24\"\nuplink = \"uplink\"\nunderlay_ip = \"198.18.0.1/24\"\n";
+        let good = format!(
+            "[[port]]\nname = \"uplink\"\ntype = \"tap\"\ninterface = \"vsw-up0\"\nattach = \"eth1\"\n{node}"
+        );
+        let c = Config::parse(&good, "t.toml").unwrap();
+        assert_eq!(c.ports[0].attach.as_deref(), Some("eth1"));
+        assert!(c.snapshot(1).l3().is_some());
+        let bad = r#"
+            [[port]]
+            name = "a"
+            interface = "eth2"
+            attach = "eth1"
+            [[port]]
+            name = "b"
+            type = "tap"
+            pod_netns = "/var/run/netns/x"
+            pod_interface = "eth0"
+            attach = "eth3"
+            [[port]]
+            name = "c"
+            type = "tap"
+            interface = "eth4"
+            attach = "eth4"
+            [[port]]
+            name = "d"
+            type = "tap"
+            attach = "eth2"
+            [[port]]
+            name = "e"
+            type = "tap"
+            attach = "this-name-is-far-too-long"
+        "#;
+        let e = Config::parse(bad, "t.toml").unwrap_err();
+        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
+        let want = [
+            "port[0] (\"a\").attach: only a tap port attaches to an interface",
+            "port[1] (\"b\").attach: an attached tap port is the switch's own",
+            "port[2] (\"c\").attach: \"eth4\" is the tap device's own name",
+            "port[3] (\"d\").attach: \"eth2\" is used by another port",
+            "port[4] (\"e\").attach: \"this-name-is-far-too-long\" is not a valid Linux interface name",
+        ];
+        for w in want {
+            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
+        }
+        // The uplink must be a tap port attached to the NIC, not a pod's.
+        let pod_uplink = format!(
+            "[[port]]\nname = \"uplink\"\ntype = \"tap\"\npod_netns = \"/x\"\npod_interface = \"eth0\"\n{node}"
+        );
+        let e = Config::parse(&pod_uplink, "t.toml").unwrap_err();
+        assert!(e.to_string().contains("or a tap port attached to it"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,14 @@ pub fn preflight(cfg: &Config) -> Result<(), DaemonError> {
         }
     }
     for (i, p) in cfg.ports.iter().enumerate() {
+        // An attached tap port's device is created here, in front of an existing NIC.
+        if let Some(nic) = &p.attach {
+            if let Err(e) = netdev::ifindex(nic) {
+                problems
+                    .push(format!("port[{i}] ({:?}).attach: {nic:?} does not exist: {e}", p.name));
+            }
+            continue;
+        }
         // A tap port's device does not exist yet: the switch creates it in the pod.
         if p.kind == PortKind::Tap {
             if let Some(ns) = p.pod_netns.as_deref().filter(|ns| !Path::new(ns).exists()) {
@@ -203,6 +211,24 @@ fn open_port<const N: usize>(
                 .map_err(|e| format!("port {:?}: {e}", p.name))?;
             Ok(Box::new(port))
         }
+        PortKind::Tap if p.attach.is_some() => {
+            // The node's uplink: a TAP here, in front of the underlay NIC.
+            let nic = p.attach.as_deref().unwrap_or_default();
+            let io = match p.tap_io {
+                Some(crate::control::config::TapIoMode::Readv) => crate::port::tap::TapIo::Readv,
+                Some(crate::control::config::TapIoMode::IoUring) | None => {
+                    crate::port::tap::TapIo::IoUring
+                }
+            };
+            let cfg = crate::port::tap::TapConfig { tunnel: true, io, ..Default::default() };
+            let tap = crate::port::tap::TapPort::create(None, p.interface(), cfg)
+                .map_err(|e| format!("port {:?}: {e}", p.name))?;
+            crate::port::tap::uplink::UplinkTap::wire(tap, nic)
+                .map(|port| Box::new(port) as Box<dyn Port<N>>)
+                .map_err(|e| {
+                    format!("port {:?}: wiring {:?} to {nic:?}: {e}", p.name, p.interface())
+                })
+        }
         PortKind::Tap => {
             let (Some(ns), Some(ifname)) = (&p.pod_netns, &p.pod_interface) else {
                 return Err(format!(
@@ -213,7 +239,18 @@ fn open_port<const N: usize>(
             crate::port::tap::TapPort::create(
                 Some(ns),
                 ifname,
-                crate::port::tap::TapConfig { persist: p.persist, ..Default::default() },
+                crate::port::tap::TapConfig {
+                    persist: p.persist,
+                    io: match p.tap_io {
+                        Some(crate::control::config::TapIoMode::Readv) => {
+                            crate::port::tap::TapIo::Readv
+                        }
+                        Some(crate::control::config::TapIoMode::IoUring) | None => {
+                            crate::port::tap::TapIo::IoUring
+                        }
+                    },
+                    ..Default::default()
+                },
             )
             .map(|port| Box::new(port) as Box<dyn Port<N>>)
             .map_err(|e| format!("port {:?}: {e}", p.name))
@@ -702,6 +739,7 @@ impl<const N: usize> Daemon<N> {
                 || a.xdp_mode != b.xdp_mode
                 || a.pod_netns != b.pod_netns
                 || a.pod_interface != b.pod_interface
+                || a.attach != b.attach
         };
         // Open new ports first, so a failure changes nothing.
         let mut to_remove: Vec<PortId> = Vec::new();

@@ -86,8 +86,10 @@ impl<const N: usize> Daemon<N> {
     ///   own egress at that rate (burst from `ingressBurst`).
     /// * `egressRate` (traffic out of the pod): a leaf `<port>-out` under the tree that shapes
     ///   the node's uplink (`qos_root` of the `[node]` uplink port), with a token guarantee and
-    ///   the rate as its ceiling, so the pod borrows up to its limit and never beyond. A node
-    ///   whose uplink is not shaped cannot enforce it: the limit is recorded and a note
+    ///   the rate as its ceiling, so the pod borrows up to its limit and never beyond. Its
+    ///   traffic to other pods of the node, which that scheduler never sees, is shaped to the
+    ///   same ceiling by the worker receiving from the pod (`pipeline::nodes::qos::limit_local`).
+    ///   A node whose uplink is not shaped cannot enforce it: the limit is recorded and a note
     ///   returned (the pod still starts, as with the reference bandwidth plugin's absent
     ///   qdisc).
     fn pod_qos(
@@ -208,6 +210,8 @@ impl<const N: usize> Daemon<N> {
             qos_class: None,
             qos_root: None,
             ddos_guard: false,
+            attach: None,
+            tap_io: None,
         }
     }
 

@@ -62,6 +62,13 @@ pub struct Offload {
     pub gso_type: GsoType,
     /// Payload bytes per segment when the packet is segmented.
     pub gso_size: u16,
+    /// UDP tunnel GSO (virtio's `GSO_UDP_TUNNEL_IPV4`, kernel 6.17): the packet is VXLAN in
+    /// IPv4/UDP and the fields above describe its *inner* packet (`csum_start` still counts
+    /// from the first byte of the frame); this is the offset of the inner IP header. 0: not a
+    /// tunnel packet. Only the `[node]` uplink (a TAP wired to the underlay interface) hands
+    /// such packets in, and only it takes them: the L3 stage turns them into plain GSO packets
+    /// when it decapsulates, and VXLAN encapsulation makes them out of plain ones.
+    pub tunnel_inner: u16,
 }
 
 /// Bits of [`Meta::flags`].

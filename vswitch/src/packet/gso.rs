@@ -474,6 +474,7 @@ pub fn offload_from_vnet(hdr: &VnetHdr, frame: &[u8], meta: &Meta) -> Result<Off
         csum_offset: hdr.csum_offset,
         gso_type: GsoType::None,
         gso_size: 0,
+        tunnel_inner: 0,
     };
     if gso == GsoType::None {
         return Ok(off);
@@ -1433,6 +1434,7 @@ mod tests {
                 csum_offset: offset % 64,
                 gso_type: [GsoType::None, GsoType::TcpV4, GsoType::TcpV6, GsoType::UdpL4][usize::from(ty % 4)],
                 gso_size: size,
+                tunnel_inner: 0,
             };
             let _ = complete_checksum(&mut copy, &raw);
             let _ = vnet_from_offload(&Meta { offload: raw, ..meta }, &frame);

@@ -39,6 +39,10 @@ pub struct Offloads {
     pub csum: bool,
     /// Takes TCP packets larger than the MTU with a segment size (GSO), IPv4 and IPv6.
     pub tso: bool,
+    /// Takes UDP tunnel GSO packets (VXLAN with a GSO inner packet, see
+    /// [`Offload::tunnel_inner`](crate::packet::Offload::tunnel_inner)) and segments them in
+    /// the kernel, outer and inner headers both.
+    pub udp_tunnel: bool,
 }
 
 /// Receive-side drops below the pipeline, as running totals since the port opened.

@@ -88,6 +88,7 @@ drop_reasons! {
     VxlanBadFlags = "vxlan_bad_flags": "VXLAN header without the I (valid VNI) flag",
     VxlanBadVni = "vxlan_bad_vni": "VXLAN packet for a VNI this node does not serve",
     VxlanInnerMalformed = "vxlan_inner_malformed": "the frame inside a VXLAN packet does not parse",
+    TunnelGsoUnexpected = "tunnel_gso_unexpected": "a UDP tunnel GSO packet that is not VXLAN for this node, or whose inner header is not where the port said, or bound for a port that cannot segment it",
     TtlExpired = "ttl_expired": "TTL ran out and no ICMP time exceeded was sent (rate limit, or about an ICMP error)",
     NoRoute = "no_route": "no route to the destination and no ICMP unreachable was sent (rate limit, or about an ICMP error)",
     FragNeeded = "frag_needed": "larger than the path MTU and DF set, and no ICMP fragmentation-needed was sent",

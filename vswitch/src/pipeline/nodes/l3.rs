@@ -31,7 +31,7 @@ use std::net::Ipv4Addr;
 use rtrb::Producer;
 
 use super::reply::{self, fresh_meta};
-use crate::packet::{flags, Batch, GsoType, Meta, Pkt, Pool, Verdict};
+use crate::packet::{flags, Batch, GsoType, Meta, Offload, Pkt, Pool, Verdict};
 use crate::pipeline::Snapshot;
 use crate::tables::l3::{L3Table, NextHop};
 use crate::tables::neigh::{NeighEvent, Neighbor, Neighbors};
@@ -220,15 +220,19 @@ impl L3 {
         }
         let l3 = m.l3_off as usize;
         let ip = wire::Ipv4Packet::new_unchecked(&d[l3..]);
+        let l4 = m.l4_off as usize;
+        let vxlan = ip.dst_addr() == t.underlay.addr
+            && m.ip_proto == ip_proto::UDP
+            && l4 != 0
+            && u16::from_be_bytes([d[l4 + 2], d[l4 + 3]]) == t.vxlan_port;
+        if m.offload.tunnel_inner != 0 && !vxlan {
+            return m.drop(DropReason::TunnelGsoUnexpected);
+        }
         if ip.dst_addr() != t.underlay.addr {
             m.flags |= flags::ROUTED; // Direct routing: a peer sends our pods' packets to us.
             return;
         }
-        let l4 = m.l4_off as usize;
-        if m.ip_proto == ip_proto::UDP
-            && l4 != 0
-            && u16::from_be_bytes([d[l4 + 2], d[l4 + 3]]) == t.vxlan_port
-        {
+        if vxlan {
             let end = l3 + ip.total_len() as usize;
             return self.decap(pool, p, m, t, end, c);
         }
@@ -261,11 +265,23 @@ impl L3 {
         if h.vni() != t.vni {
             return m.drop(DropReason::VxlanBadVni);
         }
+        let mut im = Meta::rx(m.in_port);
+        let o = m.offload;
+        if o.tunnel_inner != 0 {
+            // UDP tunnel GSO: the offload state is the inner packet's, counted from the outer
+            // frame's start. It must begin inside the inner frame; parse checks the rest
+            // against the inner packet as for any port's offload state.
+            let start = usize::from(o.csum_start);
+            if usize::from(o.tunnel_inner) != inner + wire::ethernet::HEADER_LEN || start < inner {
+                return m.drop(DropReason::TunnelGsoUnexpected);
+            }
+            im.offload = Offload { csum_start: (start - inner) as u16, tunnel_inner: 0, ..o };
+        }
         pool.truncate(p, end);
         pool.pull_front(p, inner);
-        let mut im = Meta::rx(m.in_port);
-        if super::parse::parse(pool.data(p), &mut im).is_err() {
-            return m.drop(DropReason::VxlanInnerMalformed);
+        if let Err(r) = super::parse::parse(pool.data(p), &mut im) {
+            // With tunnel offload state the reason may be the state's (it names it).
+            return m.drop(if o.tunnel_inner != 0 { r } else { DropReason::VxlanInnerMalformed });
         }
         if im.ethertype != ethertype::IPV4 {
             return m.drop(DropReason::NotIpv4);

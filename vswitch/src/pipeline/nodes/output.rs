@@ -18,13 +18,14 @@
 
 use super::qos::EgressQos;
 use super::reply;
-use crate::packet::{flags, gso, Batch, GsoType, Meta, Pkt, Pool, Verdict};
+use crate::packet::{flags, gso, Batch, GsoType, Meta, Offload, Pkt, Pool, Verdict};
 use crate::pipeline::snapshot::Snapshot;
 use crate::pmd::handoff::{Handoff, Outbox};
 use crate::port::Port;
 use crate::tables::neigh::Neighbors;
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::PortId;
+use crate::wire;
 
 const TPID_8021Q: u16 = 0x8100;
 
@@ -182,18 +183,36 @@ impl Output {
         };
         let (uplink, uplink_vlan) = (t.uplink, t.uplink_vlan);
         let one = |out: &mut Output, cx: &mut OutputCtx<'_, N>, mut q: Pkt, mut qm: Meta| {
+            let inner = qm.offload;
+            let inner_l3 = qm.l3_off;
             if reply::vxlan_encap(cx.pool, &mut q, &mut qm, &tun, out.ident).is_err() {
                 cx.counters.drop(uplink, DropReason::NoHeadroom);
                 return cx.pool.free(q);
+            }
+            if inner.gso_type != GsoType::None {
+                // Whole, as UDP tunnel GSO: the kernel segments it, outer headers and all.
+                let outer = wire::vxlan::OVERHEAD_V4 as u16;
+                qm.offload = Offload {
+                    csum_start: inner.csum_start + outer,
+                    tunnel_inner: inner_l3 + outer,
+                    ..inner
+                };
             }
             out.ident = out.ident.wrapping_add(1);
             qm.vlan = uplink_vlan;
             cx.counters.vxlan_encap.add(1);
             out.emit(cx, q, qm, uplink);
         };
+        let tunnel_gso =
+            matches!(cx.ports.get(uplink as usize), Some(Some(e)) if e.port.offloads().udp_tunnel);
+        let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, usize::from(t.tunnel_mtu()));
+        if m.offload.gso_type != GsoType::None && tunnel_gso && mss > 0 {
+            // Segments must still fit the tunnel's MTU once the kernel cuts them.
+            let mut m = m;
+            m.offload.gso_size = m.offload.gso_size.min(mss.min(usize::from(u16::MAX)) as u16);
+            return one(self, cx, p, m);
+        }
         if m.offload.gso_type != GsoType::None {
-            let inner_mtu = usize::from(t.tunnel_mtu());
-            let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, inner_mtu);
             let seg_meta = gso::segment_meta(&m);
             let mut segs = std::mem::take(&mut self.segs);
             let r = gso::segment(cx.pool, &p, &m, mss, &mut |s| segs.push(s));
@@ -289,6 +308,11 @@ impl Output {
         // the packet whole.
         if m.offload.gso_type != GsoType::None || m.offload.csum_partial {
             let caps = e.port.offloads();
+            if m.offload.tunnel_inner != 0 && !caps.udp_tunnel {
+                // Only the uplink sends these, and only VXLAN encapsulation makes them.
+                cx.counters.drop(port, DropReason::TunnelGsoUnexpected);
+                return cx.pool.free(p);
+            }
             if m.offload.gso_type != GsoType::None && !caps.tso {
                 let mtu = cx.snap.port(port).map_or(1500, |entry| entry.mtu as usize);
                 let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, mtu);

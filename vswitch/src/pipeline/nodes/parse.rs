@@ -105,7 +105,11 @@ pub fn parse(d: &[u8], m: &mut Meta) -> Result<(), DropReason> {
         _ => {}
     }
     m.hash = (h ^ h >> 32) as u32;
-    if m.offload.gso_type != GsoType::None || m.offload.csum_partial || m.offload.csum_valid {
+    // A UDP tunnel GSO packet's offload state describes its inner packet: the L3 stage checks
+    // it against that packet when it decapsulates (and drops the packet if it does not).
+    if m.offload.tunnel_inner == 0
+        && (m.offload.gso_type != GsoType::None || m.offload.csum_partial || m.offload.csum_valid)
+    {
         validate_offload(d, m)?;
     }
     Ok(())

@@ -518,19 +518,19 @@ enum CopyFail {
     NoBig,
 }
 
-/// Copies a received frame into a fresh pool buffer, re-inserting a stripped VLAN tag.
-#[inline]
 /// The offload state of a received frame from the 10-byte legacy virtio-net header
-/// `PACKET_VNET_HDR` writes: the first 10 bytes of the TAP port's `virtio_net_hdr_v1`, whose
-/// parser it shares (`num_buffers` is 0).
+/// `PACKET_VNET_HDR` writes: the first 10 bytes of the TAP port's header, whose parser it
+/// shares (the rest zero: no tunnel).
 fn parse_vnet(
     h: &[u8; sys::VNET_HDR_LEN],
 ) -> Result<crate::packet::Offload, crate::port::tap::BadVnetHdr> {
     let mut v1 = [0u8; crate::port::tap::VNET_HDR_LEN];
     v1[..sys::VNET_HDR_LEN].copy_from_slice(h);
-    crate::port::tap::parse_vnet_hdr(&v1)
+    crate::port::tap::parse_vnet_hdr(&v1, false)
 }
 
+/// Copies a received frame into a fresh pool buffer, re-inserting a stripped VLAN tag.
+#[inline]
 fn copy_in(pool: &mut Pool, f: &RxFrame<'_>) -> Result<Pkt, CopyFail> {
     let tagged = f.status & sys::TP_STATUS_VLAN_VALID != 0 && f.data.len() >= 12;
     let len = f.data.len() + if tagged { 4 } else { 0 };
@@ -573,7 +573,7 @@ impl<const N: usize> Port<N> for AfPacketPort {
     }
 
     fn offloads(&self) -> crate::port::Offloads {
-        crate::port::Offloads { csum: self.vnet, tso: self.vnet }
+        crate::port::Offloads { csum: self.vnet, tso: self.vnet, udp_tunnel: false }
     }
 
     fn rx(&mut self, id: PortId, pool: &mut Pool, batch: &mut Batch<N>) -> usize {

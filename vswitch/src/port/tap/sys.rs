@@ -142,3 +142,22 @@ pub(super) fn poll_readable(fds: &[std::os::fd::RawFd], timeout_ms: c_int) -> io
     let r = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, timeout_ms) };
     cvt(r).map(|n| n as usize)
 }
+
+/// `UDP_SEGMENT`: the socket hands the kernel datagrams of up to 64 KB, to be cut into
+/// `size`-byte datagrams (by the device if it takes UDP segmentation offload).
+#[cfg(test)]
+pub(super) fn set_udp_segment(fd: BorrowedFd<'_>, size: u16) -> io::Result<()> {
+    let v = c_int::from(size);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from `&v`, which lives on this stack
+    // frame for the whole call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&v as *const c_int).cast(),
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        )
+    })
+    .map(|_| ())
+}
