@@ -203,16 +203,16 @@ impl Output {
             cx.counters.vxlan_encap.add(1);
             out.emit(cx, q, qm, uplink);
         };
-        let tunnel_gso =
-            matches!(cx.ports.get(uplink as usize), Some(Some(e)) if e.port.offloads().udp_tunnel);
-        let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, usize::from(t.tunnel_mtu()));
-        if m.offload.gso_type != GsoType::None && tunnel_gso && mss > 0 {
-            // Segments must still fit the tunnel's MTU once the kernel cuts them.
-            let mut m = m;
-            m.offload.gso_size = m.offload.gso_size.min(mss.min(usize::from(u16::MAX)) as u16);
-            return one(self, cx, p, m);
-        }
         if m.offload.gso_type != GsoType::None {
+            let mss = gso::mss_for_mtu(cx.pool.data(&p), &m, usize::from(t.tunnel_mtu()));
+            let tunnel_gso = matches!(cx.ports.get(uplink as usize),
+                Some(Some(e)) if e.port.offloads().udp_tunnel);
+            if tunnel_gso && mss > 0 {
+                // Segments must still fit the tunnel's MTU once the kernel cuts them.
+                let mut m = m;
+                m.offload.gso_size = m.offload.gso_size.min(mss.min(usize::from(u16::MAX)) as u16);
+                return one(self, cx, p, m);
+            }
             let seg_meta = gso::segment_meta(&m);
             let mut segs = std::mem::take(&mut self.segs);
             let r = gso::segment(cx.pool, &p, &m, mss, &mut |s| segs.push(s));
