@@ -294,6 +294,17 @@ impl Switch {
             .expect("run vswitchctl")
     }
 
+    /// Runs `vswitchctl ARGS`, expecting exit code 1 (the daemon refused) and nothing on
+    /// stdout; returns the message it printed on stderr.
+    #[track_caller]
+    pub fn ctl_refused(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "vswitchctl {args:?}: {err}");
+        assert!(o.stdout.is_empty(), "vswitchctl {args:?} printed {:?}", o.stdout);
+        err
+    }
+
     /// Runs `vswitchctl --json ARGS` and parses its output.
     pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ctl(&[&["--json"], args].concat());

@@ -24,14 +24,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs `vswitchctl ARGS`, expecting exit code 1 (the daemon refused); returns its message.
-#[track_caller]
-fn refused(sw: &Switch, args: &[&str]) -> String {
-    let o = sw.ctl(args);
-    assert_eq!(o.status.code(), Some(1), "vswitchctl {args:?}: {}", stderr(&o));
-    stderr(&o)
-}
-
 /// ICMP echo requests and replies in a pcap file (Ethernet, IPv4), and the other records.
 fn icmp_in_pcap(f: &[u8]) -> (usize, usize, usize) {
     assert!(f.len() >= 24 && f[0..4] == [0xd4, 0xc3, 0xb2, 0xa1], "not a pcap file");
@@ -151,22 +143,22 @@ fn capture_flow_rules_and_the_flow_cache() {
     }
 
     // Bad input: refused naming field and value; the running rules unchanged.
-    let msg = refused(&sw, &["flow", "add", "v", "--vlan", "5000", "--action", "drop"]);
+    let msg = sw.ctl_refused(&["flow", "add", "v", "--vlan", "5000", "--action", "drop"]);
     assert!(msg.contains("(\"v\").vlan: VLAN 5000 is out of range 1..=4094"), "{msg}");
-    let msg = refused(&sw, &["flow", "add", "p", "--in-port", "nope", "--action", "drop"]);
+    let msg = sw.ctl_refused(&["flow", "add", "p", "--in-port", "nope", "--action", "drop"]);
     assert!(msg.contains("(\"p\").in_port: unknown port \"nope\""), "{msg}");
-    let msg = refused(&sw, &["flow", "add", "d", "--dport", "80", "--action", "drop"]);
+    let msg = sw.ctl_refused(&["flow", "add", "d", "--dport", "80", "--action", "drop"]);
     assert!(msg.contains("(\"d\").dst_port: a port match needs proto tcp or udp"), "{msg}");
     let dup = ["flow", "add", "dup", "--priority", "100", "--in-port", "a", "--proto", "icmp"];
-    let msg = refused(&sw, &[&dup[..], &["--action", "normal"]].concat());
+    let msg = sw.ctl_refused(&[&dup[..], &["--action", "normal"]].concat());
     assert!(msg.contains("rule \"no-icmp-a\" has the same match and priority 100"), "{msg}");
-    let msg = refused(&sw, &["flow", "del", "nope"]);
+    let msg = sw.ctl_refused(&["flow", "del", "nope"]);
     assert!(msg.contains("no flow rule \"nope\""), "{msg}");
-    let msg = refused(&sw, &["capture", "nope", "-w", file]);
+    let msg = sw.ctl_refused(&["capture", "nope", "-w", file]);
     assert!(msg.contains("unknown port \"nope\""), "{msg}");
-    let msg = refused(&sw, &["capture", "a", "-c", "0", "-w", file]);
+    let msg = sw.ctl_refused(&["capture", "a", "-c", "0", "-w", file]);
     assert!(msg.contains("count 0 is out of range 1..=100000"), "{msg}");
-    let msg = refused(&sw, &["capture", "a", "--direction", "in", "-w", file]);
+    let msg = sw.ctl_refused(&["capture", "a", "--direction", "in", "-w", file]);
     assert!(msg.contains("direction \"in\""), "{msg}");
     let r = rules(&sw);
     assert_eq!((r.len(), &r[0]["packets"]), (1, &Value::from(5)), "{r:?}");

@@ -60,15 +60,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs `vswitchctl ARGS`, expecting exit code 1 (the daemon refused); returns its message.
-#[track_caller]
-fn refused(sw: &Switch, args: &[&str]) -> String {
-    let o = sw.ctl(args);
-    assert_eq!(o.status.code(), Some(1), "vswitchctl {args:?}: {}", stderr(&o));
-    assert!(o.stdout.is_empty(), "vswitchctl {args:?} printed {:?}", o.stdout);
-    stderr(&o)
-}
-
 /// `peer add n3 --underlay-ip IP --pod-cidr CIDR MORE...`.
 fn add<'a>(ip: &'a str, cidr: &'a str, more: &[&'a str]) -> Vec<&'a str> {
     [&["peer", "add", "n3", "--underlay-ip", ip, "--pod-cidr", cidr][..], more].concat()
@@ -178,15 +169,15 @@ fn routing_views_and_live_peers() {
     assert!(counted("vswitch_worker_icmp_sent_total{worker=\"0\",type=\"echo_reply\"}") >= 2);
 
     // Bad peers are refused whole, the message naming the problem; nothing changes.
-    let e = refused(&sw, &add("198.19.0.3", "10.244.3.0/24", &[]));
+    let e = sw.ctl_refused(&add("198.19.0.3", "10.244.3.0/24", &[]));
     assert!(e.contains("198.19.0.3") && e.contains("underlay_gateway"), "{e}");
-    let e = refused(&sw, &add("198.18.0.3", "10.244.2.128/25", &[]));
+    let e = sw.ctl_refused(&add("198.18.0.3", "10.244.2.128/25", &[]));
     assert!(e.contains("10.244.2.128/25") && e.contains("overlaps") && e.contains("\"n2\""), "{e}");
-    let e = refused(&sw, &add("198.18.0.1", "10.244.3.0/24", &[]));
+    let e = sw.ctl_refused(&add("198.18.0.1", "10.244.3.0/24", &[]));
     assert!(e.contains("198.18.0.1") && e.contains("own underlay address"), "{e}");
-    let e = refused(&sw, &add("198.18.0.3", "10.244.3.0/24", &["--mode", "x"]));
+    let e = sw.ctl_refused(&add("198.18.0.3", "10.244.3.0/24", &["--mode", "x"]));
     assert!(e.contains("mode \"x\""), "{e}");
-    let e = refused(&sw, &add("198.18.0.300", "10.244.3.0/24", &[]));
+    let e = sw.ctl_refused(&add("198.18.0.300", "10.244.3.0/24", &[]));
     assert!(e.contains("underlay_ip \"198.18.0.300\""), "{e}");
     let names: Vec<Value> = peers(&sw).iter().map(|p| p["name"].clone()).collect();
     assert_eq!(names, [Value::from("n2")]);
@@ -207,7 +198,7 @@ fn routing_views_and_live_peers() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(route(&sw, "10.244.3.0/24").is_none());
     assert_eq!(peers(&sw).len(), 1);
-    assert_eq!(refused(&sw, &["peer", "del", "n9"]), "error: no peer \"n9\"\n");
+    assert_eq!(sw.ctl_refused(&["peer", "del", "n9"]), "error: no peer \"n9\"\n");
 
     // A packet from the pod to the router MAC goes through the l3 stage.
     let trace = sw.ctl_json(&[
@@ -284,17 +275,17 @@ fn static_routes_and_ports_live() {
     assert!(metrics.contains("vswitch_routes{origin=\"static\"} 1\n"), "{metrics}");
 
     // Conflicts and nonsense are refused whole, naming the problem; the table is unchanged.
-    let e = refused(&sw, &["route", "add", "198.19.5.0/24", "--via", "198.18.0.3"]);
+    let e = sw.ctl_refused(&["route", "add", "198.19.5.0/24", "--via", "198.18.0.3"]);
     assert!(e.contains("198.19.5.0/24") && e.contains("exists"), "{e}");
-    let e = refused(&sw, &["route", "add", "10.244.1.0/25", "--via", "198.18.0.2"]);
+    let e = sw.ctl_refused(&["route", "add", "10.244.1.0/25", "--via", "198.18.0.2"]);
     assert!(e.contains("inside this node's pod_cidr"), "{e}");
-    let e = refused(&sw, &["route", "add", "198.20.0.0/16", "--via", "198.30.0.1"]);
+    let e = sw.ctl_refused(&["route", "add", "198.20.0.0/16", "--via", "198.30.0.1"]);
     assert!(e.contains("198.30.0.1") && e.contains("uplink's subnet"), "{e}");
-    let e = refused(&sw, &["route", "add", "198.20.0.0/16", "--peer", "n7"]);
+    let e = sw.ctl_refused(&["route", "add", "198.20.0.0/16", "--peer", "n7"]);
     assert!(e.contains("\"n7\""), "{e}");
-    let e = refused(&sw, &["route", "add", "198.20.0.0/33", "--via", "198.18.0.2"]);
+    let e = sw.ctl_refused(&["route", "add", "198.20.0.0/33", "--via", "198.18.0.2"]);
     assert!(e.contains("198.20.0.0/33"), "{e}");
-    let e = refused(&sw, &["route", "del", "10.244.2.0/24"]);
+    let e = sw.ctl_refused(&["route", "del", "10.244.2.0/24"]);
     assert!(e.contains("peer's pod_cidr"), "{e}");
     assert_eq!(routes(&sw).len(), 3);
 
@@ -319,15 +310,15 @@ fn static_routes_and_ports_live() {
     assert_eq!((&added["name"], &added["vlan"]), (&Value::from("a2"), &Value::from(1)), "{added}");
     reach(&topo, &sw, "a2", "10.244.1.11");
     reach(&topo, &sw, "a2", "198.19.5.2");
-    let e = refused(&sw, &add);
+    let e = sw.ctl_refused(&add);
     assert!(e.contains("\"a2\" exists"), "{e}");
-    let e = refused(&sw, &["port", "add", "a3", "--interface", "nonexistent0"]);
+    let e = sw.ctl_refused(&["port", "add", "a3", "--interface", "nonexistent0"]);
     assert!(e.contains("nonexistent0"), "{e}");
-    let e = refused(&sw, &["port", "add", "a3", "--interface", &a2_if, "--access", "4095"]);
+    let e = sw.ctl_refused(&["port", "add", "a3", "--interface", &a2_if, "--access", "4095"]);
     assert!(e.contains("vlan") && e.contains("4095"), "{e}");
-    let e = refused(&sw, &["port", "del", "uplink"]);
+    let e = sw.ctl_refused(&["port", "del", "uplink"]);
     assert!(e.contains("node.uplink"), "{e}");
-    assert_eq!(refused(&sw, &["port", "del", "a9"]), "error: unknown port \"a9\"\n");
+    assert_eq!(sw.ctl_refused(&["port", "del", "a9"]), "error: unknown port \"a9\"\n");
 
     // Removed live: a2 is cut off, and the port is gone.
     let o = sw.ctl(&["port", "del", "a2"]);

@@ -28,6 +28,15 @@ fn pod(topo: &mut Topo, pod: &str, node: &str, ip: &str, mtu: u32) {
     topo.ip(&["-n", &ns, "route", "add", "default", "via", &gateway(ip)]);
 }
 
+/// Addresses the `eth0` vswitchd created in TAP pod `pod` (at `ip`/24, MTU `mtu`, up, default
+/// route via the gateway), as the CNI plugin would.
+fn address_tap_pod(topo: &Topo, pod: &str, ip: &str, mtu: u32) {
+    let ns = topo.name(pod);
+    topo.ip(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    topo.ip(&["-n", &ns, "link", "set", "eth0", "mtu", &mtu.to_string(), "up"]);
+    topo.ip(&["-n", &ns, "route", "add", "default", "via", &gateway(ip)]);
+}
+
 /// The gateway of a pod address: `.1` of its /24.
 fn gateway(ip: &str) -> String {
     let (net, _) = ip.rsplit_once('.').expect("dotted quad");
@@ -526,10 +535,7 @@ fn kernel_flannel_vxlan_interop_with_a_tap_uplink() {
     let ports = [PortSpec::tap_pod(&topo, "a1", 1)];
     let sw = Switch::start_with(&mut topo, "n1", &ports, &extra);
     sw.wait_attached();
-    let ns = topo.name("a1");
-    topo.ip(&["-n", &ns, "addr", "add", "10.244.1.11/24", "dev", "eth0"]);
-    topo.ip(&["-n", &ns, "link", "set", "eth0", "mtu", "1450", "up"]);
-    topo.ip(&["-n", &ns, "route", "add", "default", "via", "10.244.1.1"]);
+    address_tap_pod(&topo, "a1", "10.244.1.11", 1450);
     let sws = [&sw];
     assert!(sw.port("uplink").kind.contains("uplink of"), "{:?}", sw.port("uplink"));
     reach(&topo, "n2", "198.18.0.1", &sws);
@@ -661,11 +667,7 @@ fn two_offload_nodes(tag: &str, mode: &str, mtu: u32, kind: Uplink) -> (Topo, Sw
         let ports = [PortSpec::tap_pod(&topo, pod, 1)];
         let sw = Switch::start_with(&mut topo, node, &ports, &(uplink + &spec.toml(&peers)));
         sw.wait_attached();
-        let ns = topo.name(pod);
-        let ip = format!("10.244.{k}.11");
-        topo.ip(&["-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        topo.ip(&["-n", &ns, "link", "set", "eth0", "mtu", &mtu.to_string(), "up"]);
-        topo.ip(&["-n", &ns, "route", "add", "default", "via", &gateway(&ip)]);
+        address_tap_pod(&topo, pod, &format!("10.244.{k}.11"), mtu);
         sws.push(sw);
     }
     let sw2 = sws.pop().expect("two switches");

@@ -641,12 +641,7 @@ impl<const N: usize> Daemon<N> {
         if let Some(m) = upd.mtu {
             p.mtu = m;
         }
-        let errors = cfg.validate();
-        if !errors.is_empty() {
-            let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(ApiError::invalid(msg));
-        }
-        self.apply(cfg).map_err(ApiError::invalid)?;
+        self.apply_api(cfg)?;
         Ok(Reply::Port(self.port_info(id)))
     }
 

@@ -163,11 +163,6 @@ impl<const N: usize> Daemon<N> {
 
     /// Validates `cfg` whole and applies it, or refuses it with every problem named.
     pub(super) fn apply_api(&mut self, cfg: Config) -> Result<(), ApiError> {
-        let errors = cfg.validate();
-        if !errors.is_empty() {
-            let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(ApiError::invalid(msg));
-        }
-        self.apply(cfg).map_err(ApiError::invalid)
+        self.apply_checked(cfg).map_err(ApiError::invalid)
     }
 }

@@ -861,7 +861,8 @@ impl<const N: usize> Daemon<N> {
         self.apply_checked(cfg)
     }
 
-    fn apply_checked(&mut self, cfg: Config) -> Result<(), String> {
+    /// Validates `cfg` whole and applies it, or refuses it with every problem named.
+    pub(super) fn apply_checked(&mut self, cfg: Config) -> Result<(), String> {
         let errors = cfg.validate();
         if !errors.is_empty() {
             return Err(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "));

@@ -237,7 +237,7 @@ impl<const N: usize> Daemon<N> {
             Some(i) => cfg.flows[i] = rule,
             None => cfg.flows.push(rule),
         }
-        self.apply_flows(cfg)?;
+        self.apply_api(cfg)?;
         let verb = if replaced.is_some() { "replaced" } else { "added" };
         Ok(Reply::Done { message: format!("flow rule {name:?} {verb}") })
     }
@@ -250,17 +250,8 @@ impl<const N: usize> Daemon<N> {
         if cfg.flows.len() == before {
             return Err(ApiError::not_found(format!("no flow rule {name:?}")));
         }
-        self.apply_flows(cfg)?;
+        self.apply_api(cfg)?;
         Ok(Reply::Done { message: format!("flow rule {name:?} removed") })
-    }
-
-    fn apply_flows(&mut self, cfg: Config) -> Result<(), ApiError> {
-        let errors = cfg.validate();
-        if !errors.is_empty() {
-            let msg = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ");
-            return Err(ApiError::invalid(msg));
-        }
-        self.apply(cfg).map_err(ApiError::invalid)
     }
 
     /// `GET /v1/flow-cache`: what every worker last published of its L2 flow cache.

@@ -63,6 +63,22 @@ pub struct Ctx<'a, const N: usize> {
     pub local: Option<&'a mut nodes::qos::LocalLimiter>,
 }
 
+impl<const N: usize> Ctx<'_, N> {
+    /// The part of the context the output stage works with, reborrowed.
+    fn output(&mut self) -> OutputCtx<'_, N> {
+        OutputCtx {
+            now: self.now,
+            pool: self.pool,
+            snap: self.snap,
+            ports: self.ports,
+            counters: self.counters,
+            me: self.me,
+            outboxes: self.outboxes,
+            neigh: self.neigh,
+        }
+    }
+}
+
 impl Pipeline {
     /// A pipeline whose flow cache holds `cache_entries` flows, whose learn events go to
     /// `learn` and whose gleaned neighbours go to `neigh`.
@@ -123,16 +139,7 @@ impl Pipeline {
 
     /// Sends what the L3 stage generated or released.
     fn send_generated<const N: usize>(&mut self, cx: &mut Ctx<'_, N>) {
-        let mut ocx = OutputCtx {
-            now: cx.now,
-            pool: cx.pool,
-            snap: cx.snap,
-            ports: cx.ports,
-            counters: cx.counters,
-            me: cx.me,
-            outboxes: cx.outboxes,
-            neigh: cx.neigh,
-        };
+        let mut ocx = cx.output();
         let out = &mut self.output;
         self.l3.take_out(|p, m| out.send(&mut ocx, p, m));
         out.flush(&mut ocx);
@@ -146,18 +153,9 @@ impl Pipeline {
         max: usize,
         cx: &mut Ctx<'_, N>,
     ) -> usize {
-        let mut ocx = OutputCtx {
-            now: cx.now,
-            pool: cx.pool,
-            snap: cx.snap,
-            ports: cx.ports,
-            counters: cx.counters,
-            me: cx.me,
-            outboxes: cx.outboxes,
-            neigh: cx.neigh,
-        };
+        let mut ocx = cx.output();
         let out = &mut self.output;
-        let n = lim.release(cx.now, max, |p, m| out.send(&mut ocx, p, m));
+        let n = lim.release(ocx.now, max, |p, m| out.send(&mut ocx, p, m));
         out.flush(&mut ocx);
         n
     }
@@ -170,16 +168,7 @@ impl Pipeline {
     /// Runs only the output stage: for packets whose verdict is already decided (handed over
     /// by another worker).
     pub fn dispatch<const N: usize>(&mut self, batch: &mut Batch<N>, cx: &mut Ctx<'_, N>) {
-        let mut ocx = OutputCtx {
-            now: cx.now,
-            pool: cx.pool,
-            snap: cx.snap,
-            ports: cx.ports,
-            counters: cx.counters,
-            me: cx.me,
-            outboxes: cx.outboxes,
-            neigh: cx.neigh,
-        };
+        let mut ocx = cx.output();
         self.output.run(batch, &mut ocx);
         // ARP requests the L3 stage made for this batch's held packets.
         let out = &mut self.output;
