@@ -18,6 +18,11 @@
 //! * every class that is not green is in a 4-ary min-heap keyed by a time at or before the
 //!   one its colour will change (`WaitHeap`, O(log n); lazy: see `recolor`). The times are
 //!   exact nanoseconds: a class waiting for tokens is served at the nanosecond they suffice;
+//! * rows are lazy about debt: a charge that puts a green class over its rate or ceiling
+//!   leaves it where it is, and dequeue recolours a class it picks from a row if its tokens
+//!   are negative (choosing again if it left). Decisions are those of eager recolouring
+//!   (colours are only ever looked at through that check), but a class whose debt is repaid
+//!   before its next turn, the common case near a guarantee, never leaves its row;
 //! * dequeue runs the due colour changes, then takes the lowest level with a non-empty row
 //!   and in it the highest priority (bit masks: O(1)), and walks down the feeds to a leaf
 //!   (O(depth); a green leaf, the common case, needs no walk); each list on the way is served
@@ -774,12 +779,27 @@ impl<T> Scheduler<T> {
             return None;
         }
         self.run_events(now);
-        let level = self.level_mask.trailing_zeros() as usize;
-        if level >= MAX_DEPTH {
-            return None;
+        loop {
+            let level = self.level_mask.trailing_zeros() as usize;
+            if level >= MAX_DEPTH {
+                return None;
+            }
+            let prio = self.row_mask[level].trailing_zeros() as usize;
+            let first = self.rows[level * NPRIO + prio]
+                .next_in(0, self.hot.len() as u32, self.row_cursor[level][prio])
+                .expect("active row");
+            // Rows are lazy (see `charge`): a class in one may have gone over its rate or
+            // ceiling since it was last coloured. Tokens only grow with time, so non-negative
+            // ones need no refill; otherwise recolour it at `now` and choose again if it left.
+            let h = &self.hot[first as usize];
+            if (h.rate_tokens | h.ceil_tokens) < 0 {
+                self.update_color(first, now);
+                if self.hot[first as usize].color != Color::Green {
+                    continue;
+                }
+            }
+            return Some(self.dequeue_from(first, level, prio, now));
         }
-        let prio = self.row_mask[level].trailing_zeros() as usize;
-        Some(self.dequeue_tree(level, prio, now))
     }
 
     /// Dequeues up to `max` packets at `now_ns`, handing each to `out`; returns how many.
@@ -831,11 +851,15 @@ impl<T> Scheduler<T> {
         (item, len, h.queue.is_empty())
     }
 
+    /// Serves `first`, a green class in the row of `level` at `prio`.
     #[inline]
-    fn dequeue_tree(&mut self, level: usize, prio: usize, now: u64) -> (ClassId, T, u32) {
-        let first = self.rows[level * NPRIO + prio]
-            .next_in(0, self.hot.len() as u32, self.row_cursor[level][prio])
-            .expect("active row");
+    fn dequeue_from(
+        &mut self,
+        first: u32,
+        level: usize,
+        prio: usize,
+        now: u64,
+    ) -> (ClassId, T, u32) {
         if level == 0 {
             // A green leaf sending on its own rate (the common case): no walk.
             let (item, len, empty) = self.pop(first);
@@ -913,9 +937,14 @@ impl<T> Scheduler<T> {
             h.ceil_tokens = h.ceil_tokens.saturating_sub(units);
             let parent = h.parent;
             let lender = !OWN && h.level == level && level > 0;
-            // A green class that stays green (no pps limit) needs nothing more.
-            let stays_green =
-                h.color == Color::Green && h.rate_tokens >= 0 && h.ceil_tokens >= 0 && !h.has_pps;
+            // A green class without a pps limit stays where it is even when this charge puts
+            // it over its rate or ceiling: rows are lazy, and `dequeue` recolours a class it
+            // finds in debt before serving it. Most such debts are repaid by then (a class at
+            // about its guarantee flips at nearly every packet), which saves taking it out of
+            // its row, a wait-heap entry and putting it back. Borrowing is unaffected: a stale
+            // green class sits in a row of a lower level than any lender's, and rows are
+            // served lowest level first, so it is recoloured before any walk could reach it.
+            let stays_green = h.color == Color::Green && !h.has_pps;
             let s = &mut self.sent[c as usize];
             s.bytes += u64::from(len);
             s.packets += 1;
