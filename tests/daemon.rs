@@ -411,6 +411,45 @@ fn pods_attach_through_the_api_and_survive_a_daemon_restart() {
     assert_eq!(topo.ping("p3", &addr(1), 3), 3);
 }
 
+/// A TAP pod's device is deleted off the control loop once its port is gone; the same pod
+/// attached again at once keeps it, a moment later (the deletion under way) waits for it and
+/// gets a fresh device, never one on its way out. Each attachment persists in a file of its
+/// own, gone when the pod is detached.
+#[test]
+fn a_tap_pod_detached_and_attached_again_gets_a_device() {
+    let mut topo = Topo::new("r");
+    topo.netns("sw");
+    topo.netns("t1");
+    let sw = Switch::start(&mut topo, "sw", &[]);
+    let mut tap = attachment(&topo, "t1", "eeeeeeeeeeeeeeee5555");
+    tap.host_interface = String::new();
+    tap.port_type = Some("tap".into());
+    let state = sw.dir.join("state").join("pods");
+    let files = || std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
+    let has_eth0 = |topo: &Topo| topo.exec("t1", "ip", &["link", "show", "eth0"]).status.success();
+    for round in 0..4 {
+        match sw.call(Request::AttachPod(tap.clone())) {
+            Ok(Reply::Port(p)) => assert!(p.kind.starts_with("tap"), "round {round}: {p:?}"),
+            other => panic!("round {round}: attach: {other:?}\n{}", sw.log()),
+        }
+        assert!(has_eth0(&topo), "round {round}: no eth0 in the pod");
+        assert_eq!(files(), 1, "round {round}: one persisted attachment");
+        let r = sw.call(Request::DetachPod {
+            container_id: tap.container_id.clone(),
+            ifname: "eth0".into(),
+        });
+        assert!(matches!(r, Ok(Reply::Done { .. })), "round {round}: {r:?}");
+        assert_eq!(files(), 0, "round {round}: the attachment's file is gone");
+        // Odd rounds: past the control loop's tick, so the deletion is queued or under way.
+        if round % 2 == 1 {
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+    let gone = wait_for(Duration::from_secs(5), || (!has_eth0(&topo)).then_some(()));
+    assert!(gone.is_some(), "the detached pod's tap device was not deleted\n{}", sw.log());
+    assert!(sw.ports().is_empty());
+}
+
 #[test]
 fn tap_pods_keep_tcp_segments_whole_and_afxdp_pods_get_them_cut() {
     let mut topo = Topo::new("k");

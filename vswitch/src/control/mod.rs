@@ -8,3 +8,4 @@ pub mod daemon;
 pub mod flows;
 pub mod pods;
 pub mod qos;
+mod reaper;
