@@ -311,13 +311,20 @@ fn result(
 
 /// `DEL`: best effort and idempotent. Detaches from the switch (a switch that is down is
 /// fine), deletes the host veth if present (the pod end goes with it), releases the
-/// addresses. Every step runs; the first hard failure is reported at the end.
+/// addresses. Every step runs; the first hard failure is reported at the end. The IPAM
+/// plugin (a process of its own) releases the addresses while the rest is done, as the
+/// reference plugins release them first.
 pub fn del(env: &Env, conf: &NetConf, t: &mut Steps) -> Result<()> {
     let mut first: Option<CniError> = None;
     let mut fail = |e: CniError| {
         eprintln!("vswitch-cni DEL: {e}");
         first.get_or_insert(e);
     };
+    let ipam = ipam(conf, env).and_then(|i| {
+        let running = i.as_ref().map(|i| i.start_del(conf)).transpose()?;
+        Ok(i.zip(running))
+    });
+    t.mark("ipam_start");
     let req =
         Request::DetachPod { container_id: env.container_id.clone(), ifname: env.ifname.clone() };
     match client(conf, CALL_TIMEOUT).call_blocking(req) {
@@ -332,9 +339,9 @@ pub fn del(env: &Env, conf: &NetConf, t: &mut Steps) -> Result<()> {
         fail(e);
     }
     t.mark("delete_link");
-    match ipam(conf, env) {
-        Ok(Some(i)) => {
-            if let Err(e) = i.del(conf) {
+    match ipam {
+        Ok(Some((i, running))) => {
+            if let Err(e) = i.finish_del(running) {
                 fail(e);
             }
         }

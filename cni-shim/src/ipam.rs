@@ -313,8 +313,19 @@ impl Ipam {
 
     /// `DEL`: releases the attachment's addresses (idempotent in the plugin).
     pub fn del(&self, conf: &NetConf) -> Result<()> {
+        self.finish_del(self.start_del(conf)?)
+    }
+
+    /// Starts `DEL`, so that it runs while the caller does other work (host-local reads every
+    /// reservation of the network to find the attachment's: 5-10 ms at 1 000 pods).
+    pub fn start_del(&self, conf: &NetConf) -> Result<Running> {
         let stdin = self.stdin_or_incompatible(conf)?;
-        self.exec("DEL", &stdin).map(drop)
+        self.start("DEL", &stdin)
+    }
+
+    /// Waits for a `DEL` started with [`Ipam::start_del`].
+    pub fn finish_del(&self, running: Running) -> Result<()> {
+        self.wait(running).map(drop)
     }
 
     /// `CHECK`, with `prevResult` in the configuration.

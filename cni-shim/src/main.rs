@@ -45,7 +45,8 @@
 //! # DEL
 //!
 //! Idempotent and best effort: DetachPod (a switch that is down or does not know the pod is
-//! fine), delete the host veth if it exists, IPAM DEL. All steps run; the first hard failure
+//! fine), delete the host veth if it exists, IPAM DEL (started first, it runs meanwhile, as
+//! the reference plugins release the addresses first). All steps run; the first hard failure
 //! is reported. `CNI_NETNS` may be missing or gone. A repeated DEL succeeds.
 //!
 //! # CHECK, GC, STATUS, VERSION
