@@ -6,7 +6,8 @@
 //! port type (`afxdp`, the default, or `tap`), `VSWITCH_CNI_POOL_FRAMES` the switch's pool size
 //! (default: what the pods' fill rings need, rounded up to a power of two). Run with `--nocapture` to see the latencies,
 //! with a breakdown by step: the plugin's own (`VSWITCH_CNI_TIMING`) and the daemon's, from its
-//! log (the `pod attached` and `pod detached` lines).
+//! log (the `pod attached` and `pod detached` lines); with `VSWITCH_CNI_FIFTHS=1` also each
+//! step's p50/p99 over each fifth of the pods in order, which shows what grows with their number.
 
 mod common;
 
@@ -66,6 +67,22 @@ impl Breakdown {
     fn print(&mut self, what: &str) {
         if self.order.is_empty() {
             return;
+        }
+        // Which steps grow with the number of pods: each fifth of the run on its own.
+        if std::env::var_os("VSWITCH_CNI_FIFTHS").is_some_and(|v| v != "0") {
+            for name in &self.order {
+                let v = &self.steps[name];
+                let fifths: Vec<String> = v
+                    .chunks(v.len().div_ceil(5).max(1))
+                    .map(|c| {
+                        let mut c = c.to_vec();
+                        c.sort_by(f64::total_cmp);
+                        let at = |p: f64| c[((c.len() as f64 - 1.0) * p).round() as usize];
+                        format!("{:.1}/{:.1}", at(0.5), at(0.99))
+                    })
+                    .collect();
+                println!("    {what} {name} by fifth of the pods: {}", fifths.join("  "));
+            }
         }
         let mut out = format!("  {what}:");
         for name in &self.order {
