@@ -21,6 +21,9 @@
 #   WORKER_CORE   CPU of the vswitchd worker, or "none" for unpinned (default 1)
 #   SPIN_US       spin_us of the adaptive worker (default: vswitchd's)
 #   RING_SIZE     ring_size of the AF_XDP ports (default: vswitchd's)
+#   IDLE_TAPS     the tap variants get this many more TAP ports, idle (interfaces t0, t1, ...
+#                 in namespace vsb-idle), on the same worker: what a node's other pods cost the
+#                 two measured (default 0)
 #   REPS          repetitions of every measurement; the table shows medians (default 1)
 #   T_TCP T_UDP T_GEN T_LAT T_CRR   seconds of each load (8 8 8 5 5)
 #   RESULTS_DIR   where raw outputs go (default /tmp/vswitch-e2e-<timestamp>)
@@ -41,6 +44,7 @@ REPO=$PWD
 VARIANTS=${VARIANTS:-bridge adaptive busypoll tap}
 WORKER_CORE=${WORKER_CORE:-1}
 REPS=${REPS:-1}
+IDLE_TAPS=${IDLE_TAPS:-0}
 T_TCP=${T_TCP:-8}; T_UDP=${T_UDP:-8}; T_GEN=${T_GEN:-8}; T_LAT=${T_LAT:-5}; T_CRR=${T_CRR:-5}
 CPU_CLI=0; CPU_SRV=1
 RES=${RESULTS_DIR:-/tmp/vswitch-e2e-$(date +%Y%m%d-%H%M%S)}
@@ -169,7 +173,12 @@ setup_vswitchd_tap() {  # [tap_io]: vswitchd creates each pod's eth0 as a TAP de
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
       [ -n "$io" ] && printf 'tap_io = "%s"\n' "$io"
     done
+    for p in $(seq 0 $((IDLE_TAPS - 1))); do
+      printf '\n[[port]]\nname = "idle%s"\ntype = "tap"\n' "$p"
+      printf 'pod_netns = "/var/run/netns/%sidle"\npod_interface = "t%s"\n' "$NS_PREFIX" "$p"
+    done
   } > "$cfg"
+  if [ "$IDLE_TAPS" -gt 0 ]; then ip netns add "${NS_PREFIX}idle"; fi
   start_vswitchd "$cfg" "$dir" || return 1
   ip -n "$POD1" addr add "$P1/24" dev eth0; ip -n "$POD1" link set eth0 mtu 1500 up
   ip -n "$POD2" addr add "$P2/24" dev eth0; ip -n "$POD2" link set eth0 mtu 1500 up

@@ -2,6 +2,7 @@
 
 pub mod handoff;
 pub mod learner;
+pub mod ready;
 pub mod worker;
 
 pub use learner::{learn_ring, Learner};

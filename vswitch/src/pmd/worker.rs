@@ -15,6 +15,9 @@
 //! one per class, kept across generation changes with their tokens and queues, and releases
 //! what they queued every iteration, right after the receive loop.
 //!
+//! Ports whose receive is a system call even when nothing waits (TAP) are read only when the
+//! kernel said they became readable ([`crate::pmd::ready`]), so idle pods cost a pass nothing.
+//!
 //! A capture armed on a port ([`Worker::set_capture`], see [`crate::pipeline::capture`])
 //! records the batches the port receives, right after its rx, and (in output) those it sends.
 //! Once a second, at housekeeping, the worker publishes up to [`FLOW_REPORT_MAX`] entries of
@@ -33,6 +36,7 @@ use crate::pipeline::nodes::output::Egress;
 use crate::pipeline::nodes::qos::{EgressQos, LocalLimiter, QosPortReport};
 use crate::pipeline::{Ctx, Pipeline, Snapshot};
 use crate::pmd::handoff::{self, Inbox, Outbox};
+use crate::pmd::ready::Readiness;
 use crate::port::Port;
 use crate::tables::fdb::Fdb;
 use crate::tables::neigh::{NeighEvent, Neighbors};
@@ -71,6 +75,8 @@ pub struct Worker<const N: usize> {
     ports: Vec<Option<Egress<N>>>,
     /// Ids of the attached ports, in polling order.
     rx_order: Vec<PortId>,
+    /// Which ports to read on a pass.
+    ready: Readiness,
     pipeline: Pipeline,
     snapshot: Arc<ArcSwap<Snapshot>>,
     neigh: Arc<ArcSwap<Neighbors>>,
@@ -135,6 +141,7 @@ impl<const N: usize> Worker<N> {
             pool,
             ports: Vec::new(),
             rx_order: Vec::new(),
+            ready: Readiness::default(),
             // No neighbour learning until `set_neighbors` connects the learner: a node without
             // `[node]` never routes.
             pipeline: Pipeline::new(cfg.flow_cache_entries, learn, rtrb::RingBuffer::new(1).0),
@@ -423,6 +430,7 @@ impl<const N: usize> Worker<N> {
         let mut e = Egress::new(port);
         // Fill kernel rings now: a port whose rings start empty would never receive.
         e.port.housekeep(&mut self.pool);
+        self.ready.add(id, &*e.port);
         self.ports[i] = Some(e);
         self.rx_order.push(id);
         // Give it its scheduler, if the snapshot has a plan for it.
@@ -437,6 +445,7 @@ impl<const N: usize> Worker<N> {
             self.taps -= 1;
         }
         self.rx_order.retain(|&p| p != id);
+        self.ready.remove(id, &*e.port);
         self.qos_ports.retain(|&p| p != id);
         if let Some(g) = self.guards.get_mut(id as usize) {
             *g = None;
@@ -511,11 +520,18 @@ impl<const N: usize> Worker<N> {
             moved += n;
             self.run_batch(&snap, &neigh, now, None);
         }
+        self.ready.refresh();
         for i in 0..self.rx_order.len() {
             let id = self.rx_order[i];
+            if !self.ready.may_rx(id) {
+                continue;
+            }
             let Some(Some(e)) = self.ports.get_mut(id as usize) else { continue };
             let n = e.port.rx(id, &mut self.pool, &mut self.batch);
             if n == 0 {
+                // Nothing, with room in the batch and the pool: the port's queues are empty.
+                let drained = self.batch.room() > 0 && self.pool.free_frames() > 0;
+                self.ready.after_rx(id, 0, drained);
                 continue;
             }
             if let Some(t) = e.tap.as_deref_mut() {
@@ -613,12 +629,17 @@ impl<const N: usize> Worker<N> {
         }
     }
 
-    /// The descriptors to sleep on while idle: every port's readable-when-packets fds, and the
-    /// wake-ups of other workers' hand-offs.
+    /// The descriptors to sleep on while idle: every port's readable-when-packets fds (one
+    /// epoll descriptor for all the ports read on readiness), and the wake-ups of other
+    /// workers' hand-offs.
     pub fn poll_fds(&self, out: &mut Vec<std::os::fd::RawFd>) {
-        for e in self.ports.iter().flatten() {
-            e.port.poll_fds(out);
+        for (id, e) in self.ports.iter().enumerate() {
+            let Some(e) = e else { continue };
+            if !self.ready.gated(id as PortId) {
+                e.port.poll_fds(out);
+            }
         }
+        out.extend(self.ready.sleep_fd());
         out.extend(self.inboxes.iter().map(Inbox::wake_fd));
     }
 

@@ -93,4 +93,12 @@ pub trait Port<const N: usize>: Send {
     /// File descriptors that become readable when the port has packets, for a worker that
     /// sleeps in poll(2) while idle. A port with none is polled on the next timeout.
     fn poll_fds(&self, _out: &mut Vec<std::os::fd::RawFd>) {}
+
+    /// Whether `rx` costs a system call even when nothing is waiting (a TAP device's read).
+    /// The worker then calls it only after [`Port::poll_fds`] signalled readability since
+    /// `rx` last found nothing (`pmd::ready`), so idle ports cost nothing per pass. Such a
+    /// port's `rx` must return 0 only when every queue was empty (or the pool had no buffer).
+    fn rx_on_readiness(&self) -> bool {
+        false
+    }
 }

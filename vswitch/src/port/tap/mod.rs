@@ -1094,6 +1094,12 @@ impl<const N: usize> Port<N> for TapPort {
     fn poll_fds(&self, out: &mut Vec<RawFd>) {
         out.extend(self.queues.iter().map(|fd| fd.as_raw_fd()));
     }
+
+    /// A read per queue per pass, even of an empty queue: only when the kernel says so. `rx`
+    /// returns 0 only when every queue answered `EAGAIN` (or the pool was empty).
+    fn rx_on_readiness(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -189,4 +189,8 @@ impl<const N: usize> Port<N> for UplinkTap {
     fn poll_fds(&self, out: &mut Vec<RawFd>) {
         Port::<N>::poll_fds(&self.tap, out)
     }
+
+    fn rx_on_readiness(&self) -> bool {
+        Port::<N>::rx_on_readiness(&self.tap)
+    }
 }
