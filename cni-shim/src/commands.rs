@@ -243,8 +243,13 @@ fn wire(
     Ok(result(env, conf, netns, host, host_mac, &pod_mac, ipam, &routes))
 }
 
+/// The port type vswitchd lists for an attachment (absent means `afxdp`, as the API says).
+fn attached_type(p: &PodAttachment) -> &str {
+    p.port_type.as_deref().unwrap_or(PortType::Afxdp.name())
+}
+
 /// The pod's port type: `VSWITCH_PORT_TYPE` in `CNI_ARGS` over the pod annotation over the
-/// configuration's `portType`.
+/// configuration's `portType` (`tap` when absent).
 fn port_type(env: &Env, conf: &NetConf) -> Result<PortType> {
     match env.arg("VSWITCH_PORT_TYPE") {
         Some(t) => PortType::parse(t, "CNI_ARGS VSWITCH_PORT_TYPE"),
@@ -353,7 +358,8 @@ pub fn del(env: &Env, conf: &NetConf, t: &mut Steps) -> Result<()> {
 }
 
 /// `CHECK`: the pod interface exists in the netns with `prevResult`'s addresses and routes,
-/// the host veth exists, and vswitchd lists the attachment. Every problem is named.
+/// the host veth exists (an AF_XDP pod), and vswitchd lists the attachment with the pod's port
+/// type and host interface. Every problem is named.
 pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
     let prev = conf.prev_result.as_ref().ok_or_else(|| {
         CniError::new(INVALID_CONFIG, "CHECK needs prevResult in the network configuration")
@@ -384,8 +390,13 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
             }
         }
     }
-    let host = netlink::host_ifname(&env.container_id, &env.ifname);
-    if port_type(env, conf)? == PortType::Afxdp && !netlink::link_exists(&host)? {
+    let port_type = port_type(env, conf)?;
+    // The host interface vswitchd should list: the veth's host end, none for a TAP pod.
+    let host = match port_type {
+        PortType::Afxdp => netlink::host_ifname(&env.container_id, &env.ifname),
+        PortType::Tap => String::new(),
+    };
+    if port_type == PortType::Afxdp && !netlink::link_exists(&host)? {
         problems.push(format!("host interface {host} not found"));
     }
     match client(conf, CALL_TIMEOUT).call_blocking(Request::ListPods) {
@@ -396,8 +407,13 @@ pub fn check(env: &Env, conf: &NetConf) -> Result<()> {
                     "vswitchd has no attachment for container {} interface {}",
                     env.container_id, env.ifname
                 )),
+                Some(p) if attached_type(p) != port_type.name() => problems.push(format!(
+                    "vswitchd has the pod with port type {} instead of {}",
+                    attached_type(p),
+                    port_type.name()
+                )),
                 Some(p) if p.host_interface != host => problems
-                    .push(format!("vswitchd attaches {} instead of {host}", p.host_interface)),
+                    .push(format!("vswitchd attaches {:?} instead of {host:?}", p.host_interface)),
                 Some(p) if p.vlan != conf.vlan => problems.push(format!(
                     "vswitchd has the pod in VLAN {} instead of {}",
                     p.vlan, conf.vlan
@@ -450,7 +466,8 @@ impl IpamView {
 }
 
 /// `GC` (spec 1.1): detaches every pod vswitchd knows that is not among
-/// `cni.dev/valid-attachments`, deletes its host veth, and passes GC on to IPAM.
+/// `cni.dev/valid-attachments`, deletes its host veth (an AF_XDP pod; vswitchd removes a TAP
+/// pod's device itself), and passes GC on to IPAM.
 pub fn gc(env: &Env, conf: &NetConf) -> Result<()> {
     let valid: Vec<(String, String)> = ["cni.dev/valid-attachments", "cni.dev/attachments"]
         .iter()
@@ -487,16 +504,20 @@ pub fn gc(env: &Env, conf: &NetConf) -> Result<()> {
         if valid.iter().any(|(c, i)| *c == p.container_id && *i == p.ifname) {
             continue;
         }
-        // Only attachments this plugin made (their host veth carries its name).
-        if p.host_interface != netlink::host_ifname(&p.container_id, &p.ifname) {
+        // Only attachments this plugin made: a veth pod's host end carries its name; a TAP
+        // pod has none (vswitchd removes its device on detach).
+        let tap = attached_type(&p) == PortType::Tap.name() && p.host_interface.is_empty();
+        if !tap && p.host_interface != netlink::host_ifname(&p.container_id, &p.ifname) {
             continue;
         }
         let req = Request::DetachPod { container_id: p.container_id.clone(), ifname: p.ifname };
         if let Err(e) = c.call_blocking(req) {
             first.get_or_insert(daemon_error(e, "vswitchd did not detach a stale pod"));
         }
-        if let Err(e) = netlink::delete_link(&p.host_interface) {
-            first.get_or_insert(e);
+        if !tap {
+            if let Err(e) = netlink::delete_link(&p.host_interface) {
+                first.get_or_insert(e);
+            }
         }
     }
     first.map_or(Ok(()), Err)
@@ -535,5 +556,37 @@ mod tests {
         assert_eq!(routes.len(), 2);
         assert_eq!(routes[0].gw, Some("10.244.1.1".parse().unwrap()));
         assert_eq!(routes[1].to_json(), json!({"dst": "0.0.0.0/0", "gw": "10.244.1.1"}));
+    }
+
+    #[test]
+    fn port_type_cni_args_over_annotation_over_configuration() {
+        let env = |args: &str| Env {
+            command: crate::config::Command::Add,
+            container_id: "c".into(),
+            netns: Some("/var/run/netns/p".into()),
+            ifname: "eth0".into(),
+            args: args
+                .split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            path: Vec::new(),
+        };
+        let conf = |extra: &str| {
+            let text =
+                format!(r#"{{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni"{extra}}}"#);
+            NetConf::parse(text.as_bytes()).unwrap()
+        };
+        let plain = conf("");
+        assert_eq!(port_type(&env(""), &plain).unwrap(), PortType::Tap, "the default");
+        let afxdp = env("VSWITCH_PORT_TYPE=afxdp");
+        assert_eq!(port_type(&afxdp, &plain).unwrap(), PortType::Afxdp);
+        let annotated = conf(
+            r#","portType":"afxdp","runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"vswitch.io/port-type":"tap"}}"#,
+        );
+        assert_eq!(port_type(&env(""), &annotated).unwrap(), PortType::Tap);
+        assert_eq!(port_type(&afxdp, &annotated).unwrap(), PortType::Afxdp, "CNI_ARGS wins");
+        let e = port_type(&env("VSWITCH_PORT_TYPE=vhost"), &plain).unwrap_err();
+        assert!(e.msg.contains("VSWITCH_PORT_TYPE") && e.msg.contains("vhost"), "{e}");
     }
 }

@@ -82,6 +82,12 @@ fn invalid_config_is_7() {
         ("ipam", json!("host-local")),
         ("runtimeConfig", json!({"mac": "not-a-mac"})),
         ("runtimeConfig", json!({"bandwidth": {"ingressRate": -1}})),
+        (
+            "runtimeConfig",
+            json!({"io.kubernetes.cri.pod-annotations": {"vswitch.io/port-type": "vhost"}}),
+        ),
+        ("portType", json!("veth")),
+        ("portType", json!(1)),
         ("name", json!("")),
     ] {
         let mut c = netconf("1.1.0", &missing_socket(), None);
@@ -112,17 +118,23 @@ fn switch_not_running_add_is_11_del_succeeds_status_is_50() {
     let pod = topo.netns("pod");
     let netns = format!("/var/run/netns/{pod}");
     let data = tempfile::tempdir().unwrap();
-    let c = netconf("1.1.0", &missing_socket(), Some(data.path())).to_string();
+    // A TAP pod (the default) and an AF_XDP pod alike.
+    let tap = netconf("1.1.0", &missing_socket(), Some(data.path()));
+    let mut afxdp = tap.clone();
+    afxdp["portType"] = json!("afxdp");
+    for c in [tap.to_string(), afxdp.to_string()] {
+        let out = run_in(Some(&node), &attachment_env("ADD", "c1", &netns, "eth0"), &c).err(11);
+        assert!(out.msg().contains("not running"), "{}", out.msg());
+        // Nothing was made: no address reserved, no veth.
+        assert!(common::reserved_ips(data.path()).is_empty());
+        assert!(!common::link_exists(&pod, "eth0"));
+        let links = topo.exec("node", "ip", &["-o", "link"]);
+        assert!(!String::from_utf8_lossy(&links.stdout).contains(": vs"), "{links:?}");
 
-    let out = run_in(Some(&node), &attachment_env("ADD", "c1", &netns, "eth0"), &c).err(11);
-    assert!(out.msg().contains("not running"), "{}", out.msg());
-    // Nothing was made: no address reserved, no veth.
-    assert!(common::reserved_ips(data.path()).is_empty());
-    assert!(!common::link_exists(&pod, "eth0"));
-
-    // DEL succeeds with the switch down, with or without the netns, and when repeated.
-    for netns in [netns.as_str(), "", "/var/run/netns/vswitch-cni-gone"] {
-        run_in(Some(&node), &attachment_env("DEL", "c1", netns, "eth0"), &c).ok();
+        // DEL succeeds with the switch down, with or without the netns, and when repeated.
+        for netns in [netns.as_str(), "", "/var/run/netns/vswitch-cni-gone"] {
+            run_in(Some(&node), &attachment_env("DEL", "c1", netns, "eth0"), &c).ok();
+        }
     }
 
     let out = run(&[("CNI_COMMAND", "STATUS"), ("CNI_PATH", common::CNI_BIN_DIR)], &conf()).err(50);

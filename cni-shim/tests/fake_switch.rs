@@ -1,6 +1,10 @@
 //! The whole plugin against a fake vswitchd (the real API server, a backend that only keeps the
 //! attachments): real veth pairs, host-local IPAM, addresses and routes in real namespaces.
 //! ADD, CHECK, DEL twice, GC, and the rollback of an ADD the switch refuses.
+//!
+//! The fake switch makes no devices, so the pods here are AF_XDP pods (`"portType": "afxdp"`:
+//! the plugin makes the veth); TAP pods, whose interface the switch creates, are exercised
+//! against a real vswitchd in `pods.rs`, and both kinds' refused ADD is rolled back here.
 
 mod common;
 
@@ -13,6 +17,13 @@ fn host_ifname_of(result: &Value) -> String {
     result["interfaces"][0]["name"].as_str().expect("host interface name").to_string()
 }
 
+/// [`netconf`] for AF_XDP pods (a veth the plugin makes).
+fn afxdp_conf(version: &str, socket: &std::path::Path, data: &std::path::Path) -> Value {
+    let mut v = netconf(version, socket, Some(data));
+    v["portType"] = json!("afxdp");
+    v
+}
+
 #[test]
 fn add_check_del_gc_with_a_fake_switch() {
     common::require_host_local();
@@ -23,7 +34,7 @@ fn add_check_del_gc_with_a_fake_switch() {
     let (ns_a, ns_b) = (format!("/var/run/netns/{pod_a}"), format!("/var/run/netns/{pod_b}"));
     let data = tempfile::tempdir().unwrap();
     let sw = FakeSwitch::start();
-    let mut conf = netconf("1.1.0", &sw.socket, Some(data.path()));
+    let mut conf = afxdp_conf("1.1.0", &sw.socket, data.path());
     conf["runtimeConfig"] = json!({
         "mac": "02:00:00:aa:00:01",
         "cgroupPath": "/kubepods/besteffort/pod-u-1",
@@ -73,11 +84,19 @@ fn add_check_del_gc_with_a_fake_switch() {
     assert_eq!(p.pod_uid.as_deref(), Some("u-1"));
     assert_eq!(p.cgroup_path.as_deref(), Some("/kubepods/besteffort/pod-u-1"));
     assert_eq!(p.bandwidth.as_ref().unwrap().ingress_rate, Some(1_000_000));
+    assert_eq!(p.port_type, None, "an AF_XDP pod goes as the API's default");
 
     // CHECK with the result as prevResult passes...
-    let mut check = netconf("1.1.0", &sw.socket, Some(data.path()));
+    let mut check = afxdp_conf("1.1.0", &sw.socket, data.path());
     check["prevResult"] = result.clone();
     run_in(Some(&node), &attachment_env("CHECK", "ctr-a", &ns_a, "eth0"), &check.to_string()).ok();
+    // ...but not when the pod should be a TAP pod (the default).
+    let mut as_tap = check.clone();
+    as_tap.as_object_mut().unwrap().remove("portType");
+    let out =
+        run_in(Some(&node), &attachment_env("CHECK", "ctr-a", &ns_a, "eth0"), &as_tap.to_string())
+            .err(100);
+    assert!(out.msg().contains("port type afxdp instead of tap"), "{}", out.msg());
     // ...and names what is missing once the route is gone.
     topo.ip(&["-n", &pod_a, "route", "del", "default"]);
     let out =
@@ -86,7 +105,7 @@ fn add_check_del_gc_with_a_fake_switch() {
     assert!(out.msg().contains("route") && out.msg().contains("0.0.0.0/0"), "{}", out.msg());
 
     // A second pod, then GC with only it valid: the first goes.
-    let plain = netconf("1.1.0", &sw.socket, Some(data.path()));
+    let plain = afxdp_conf("1.1.0", &sw.socket, data.path());
     let out_b =
         run_in(Some(&node), &attachment_env("ADD", "ctr-b", &ns_b, "eth0"), &plain.to_string())
             .ok();
@@ -136,18 +155,23 @@ fn a_refused_add_is_rolled_back() {
     let data = tempfile::tempdir().unwrap();
     let sw = FakeSwitch::start();
     *sw.refuse.lock().unwrap() = Some(ApiError::conflict("no room for another port"));
-    let conf = netconf("1.0.0", &sw.socket, Some(data.path())).to_string();
+    let conf = afxdp_conf("1.0.0", &sw.socket, data.path()).to_string();
 
-    let out = run_in(Some(&node), &attachment_env("ADD", "ctr-r", &netns, "eth0"), &conf).err(101);
-    assert!(out.msg().contains("no room for another port"), "{}", out.msg());
-    assert_eq!(out.json["details"], "rolled back");
-    assert_eq!(out.json["cniVersion"], "1.0.0");
-    assert!(!link_exists(&pod, "eth0"), "pod interface left behind");
-    let links =
-        String::from_utf8_lossy(&topo.exec("node", "ip", &["-o", "link"]).stdout).to_string();
-    assert!(!links.contains(": vs"), "host veth left behind: {links}");
-    assert!(reserved_ips(data.path()).is_empty(), "{:?}", reserved_ips(data.path()));
-    assert!(sw.pods().is_empty());
+    // Refused: an AF_XDP pod (veth made, then deleted) and a TAP pod (the default: nothing
+    // made by the plugin before AttachPod) both leave nothing behind.
+    let tap_conf = netconf("1.0.0", &sw.socket, Some(data.path())).to_string();
+    for c in [&conf, &tap_conf] {
+        let out = run_in(Some(&node), &attachment_env("ADD", "ctr-r", &netns, "eth0"), c).err(101);
+        assert!(out.msg().contains("no room for another port"), "{}", out.msg());
+        assert_eq!(out.json["details"], "rolled back");
+        assert_eq!(out.json["cniVersion"], "1.0.0");
+        assert!(!link_exists(&pod, "eth0"), "pod interface left behind");
+        let links =
+            String::from_utf8_lossy(&topo.exec("node", "ip", &["-o", "link"]).stdout).to_string();
+        assert!(!links.contains(": vs"), "host veth left behind: {links}");
+        assert!(reserved_ips(data.path()).is_empty(), "{:?}", reserved_ips(data.path()));
+        assert!(sw.pods().is_empty());
+    }
 
     // An interface name already taken in the pod: the veth cannot be made; rolled back too.
     *sw.refuse.lock().unwrap() = None;

@@ -1,6 +1,8 @@
 //! A real container runtime: podman (CNI network backend) starts two containers from a local
 //! root filesystem (busybox), the plugin wires them to a real vswitchd, they ping each other
-//! through the switch, and removing them leaves nothing behind.
+//! through the switch, and removing them leaves nothing behind. One is on a network that names
+//! no port type (a TAP pod, the default), the other on one with `"portType": "afxdp"` (a veth
+//! pod), in the same VLAN and subnet: the two kinds talk to each other.
 //!
 //! Everything runs inside a test "node" namespace: vswitchd under `ip netns exec`, podman
 //! under `nsenter --net` (so the container namespaces podman mounts under /run/netns are
@@ -90,22 +92,29 @@ fn podman_containers_talk_through_vswitchd_and_leave_nothing_behind() {
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::copy(plugin(), bin.join("vswitch-cni")).unwrap();
     std::fs::copy(Path::new(CNI_BIN_DIR).join("host-local"), bin.join("host-local")).unwrap();
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "vswpod",
-        "plugins": [{
+    // Two networks on the same VLAN and subnet, with disjoint address ranges.
+    for (name, port_type, first, last) in [
+        ("vswpod", None, "10.244.7.10", "10.244.7.99"),
+        ("vswxdp", Some("afxdp"), "10.244.7.100", "10.244.7.199"),
+    ] {
+        let mut plugin = serde_json::json!({
             "type": "vswitch-cni",
             "socket": sw.socket,
             "vlan": 10,
             "mtu": 1500,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1"}]],
+                "ranges": [[{"subnet": "10.244.7.0/24", "gateway": "10.244.7.1",
+                             "rangeStart": first, "rangeEnd": last}]],
                 "dataDir": ipam,
             },
-        }],
-    });
-    std::fs::write(conf.join("10-vswpod.conflist"), conflist.to_string()).unwrap();
+        });
+        if let Some(t) = port_type {
+            plugin["portType"] = t.into();
+        }
+        let list = serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]});
+        std::fs::write(conf.join(format!("10-{name}.conflist")), list.to_string()).unwrap();
+    }
     std::fs::write(
         dir.join("containers.conf"),
         format!(
@@ -118,7 +127,7 @@ fn podman_containers_talk_through_vswitchd_and_leave_nothing_behind() {
     .unwrap();
     let podman = Podman { netns: node.clone(), dir: dir.to_path_buf() };
     let rootfs_s = rootfs.to_str().unwrap();
-    for name in ["a", "b"] {
+    for (name, network) in [("a", "vswpod"), ("b", "vswxdp")] {
         podman.ok(&[
             "run",
             "-d",
@@ -127,7 +136,7 @@ fn podman_containers_talk_through_vswitchd_and_leave_nothing_behind() {
             "--runtime",
             "/usr/sbin/runc",
             "--network",
-            "vswpod",
+            network,
             "--rootfs",
             rootfs_s,
             "/bin/sleep",
@@ -135,13 +144,18 @@ fn podman_containers_talk_through_vswitchd_and_leave_nothing_behind() {
         ]);
     }
     let ip_b =
-        podman.ok(&["inspect", "b", "--format", "{{.NetworkSettings.Networks.vswpod.IPAddress}}"]);
-    assert!(ip_b.starts_with("10.244.7."), "{ip_b}");
+        podman.ok(&["inspect", "b", "--format", "{{.NetworkSettings.Networks.vswxdp.IPAddress}}"]);
+    assert!(ip_b.starts_with("10.244.7.1"), "{ip_b}");
     let pods = match sw.call(Request::ListPods) {
         Ok(Reply::Pods(p)) => p,
         other => panic!("{other:?}"),
     };
     assert_eq!(pods.len(), 2, "{pods:?}");
+    // a is a TAP pod (no host end), b an AF_XDP pod (its veth's host end).
+    let mut types: Vec<(Option<&str>, bool)> =
+        pods.iter().map(|p| (p.port_type.as_deref(), p.host_interface.is_empty())).collect();
+    types.sort();
+    assert_eq!(types, vec![(None, false), (Some("tap"), true)], "{pods:?}");
     let ping = podman.ok(&["exec", "a", "/bin/ping", "-c", "3", "-W", "2", &ip_b]);
     assert!(ping.contains("3 packets received"), "{ping}");
 
@@ -152,7 +166,7 @@ fn podman_containers_talk_through_vswitchd_and_leave_nothing_behind() {
     }
     assert!(sw.ports().is_empty(), "switch ports left");
     assert!(reserved_ips(&ipam).is_empty(), "IPAM reservations left");
-    for p in &pods {
+    for p in pods.iter().filter(|p| !p.host_interface.is_empty()) {
         assert!(!link_exists(&node, &p.host_interface), "host veth {} left", p.host_interface);
     }
 }
