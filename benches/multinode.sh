@@ -34,6 +34,7 @@
 #   REPS          repetitions of every measurement; the table shows medians (default 1)
 #   T_TCP T_UDP T_LAT T_CRR   seconds of each load (8 8 5 5)
 #   PING_INTERVAL seconds between pings of the RTT test (default 0.001)
+#   SPIN_US       spin_us of both vswitchd's adaptive workers (default: vswitchd's)
 #   RESULTS_DIR   where raw outputs go (default /tmp/vswitch-multinode-<timestamp>)
 #   NO_BUILD=1    skip cargo build (use the binaries already in target/release)
 #   QUIET_WAIT    before each variant, wait up to this many seconds for other work on the
@@ -238,6 +239,7 @@ setup_vsw() {  # mode (auto|vxlan) pod-mtu pod-ports (tap|afxdp) [uplink: afpack
     {
       printf '[api]\nsocket = "%s"\nmetrics = ""\n\n[state]\ndir = "%s"\n\n' "${SOCK[$i]}" "$dir/state"
       printf '[[worker]]\nidle = "adaptive"\n'
+      [ -n "${SPIN_US:-}" ] && printf 'spin_us = %s\n' "$SPIN_US"
       if [ "$uplink" = tap ]; then
         printf '\n[[port]]\nname = "uplink"\ntype = "tap"\ninterface = "vsm-t%s"\nattach = "%s"\n' "$i" "${UL[$i]}"
       else
@@ -362,13 +364,24 @@ server() {  # name cmd...: start a server in pod 2 on CPU_SRV; its PID goes to S
 
 m_tcp() {
   local o=$RES/$VAR/tcp_r$REP.json v
+  local hz sa sb va vb t0 t1 cores
   load_begin tcp
   server tcp timeout $((T_TCP + 12)) iperf3 -s -1 -p 5201
+  hz=$(getconf CLK_TCK); sa=$(sys_busy); va=$(vsw_ticks); t0=$(now)
   nsx "$POD1" taskset -c "$CPU_CLI" timeout $((T_TCP + 8)) iperf3 -c "$P2" -p 5201 -t "$T_TCP" -J > "$o" 2>&1
+  sb=$(sys_busy); vb=$(vsw_ticks); t1=$(now)
   load_end tcp
   stop_pid "$SRV"
   v=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.3f" % (j["end"]["sum_received"]["bits_per_second"]/1e9))' "$o" 2>/dev/null || echo NA)
   rec tcp_gbps "$v"; log "  tcp: $v Gbit/s"
+  # What the transfer cost the machine: busy CPUs (of $(nproc)) over the client's run, the
+  # switches' share of them, and throughput per busy CPU (the kernel variants' forwarding runs
+  # in softirq on the pods' CPUs, so only the whole machine's time compares them fairly).
+  cores=$(python3 -c "print('%.2f' % (($sb - $sa) / $hz / ($t1 - $t0)))")
+  rec tcp_busy_cpus "$cores"
+  is_vsw && rec tcp_vsw_cpus "$(python3 -c "print('%.2f' % (($vb - $va) / $hz / ($t1 - $t0)))")"
+  [ "$v" != NA ] && rec tcp_gbps_per_cpu "$(python3 -c "print('%.2f' % ($v / max($cores, 0.01)))")"
+  log "  tcp cost: $cores busy CPUs"
 }
 
 m_udp() {
@@ -418,17 +431,18 @@ m_crr() {
   log "  crr: ${cps:-NA} conn/s, p99 ${p99:-NA} us $(grep -oE 'errors=[0-9]+' "$o")"
 }
 
+sys_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }  # busy ticks, all CPUs
+vsw_ticks() {  # utime+stime of both vswitchd processes (the leader's figures cover all threads)
+  local t=0 i
+  for i in 1 2; do
+    [ -n "${VSW_PIDS[$i]:-}" ] && t=$((t + $(sed 's/.*) //' "/proc/${VSW_PIDS[$i]}/stat" | awk '{print $12 + $13}')))
+  done
+  echo "$t"
+}
+
 quiet_window() {  # 5 s with no load: the switches' own CPU use, and everyone else's (noise check)
   local hz a b sa sb v
   hz=$(getconf CLK_TCK)
-  sys_busy() { awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-  vsw_ticks() {  # utime+stime of both vswitchd processes (the leader's figures cover all threads)
-    local t=0 i
-    for i in 1 2; do
-      [ -n "${VSW_PIDS[$i]}" ] && t=$((t + $(sed 's/.*) //' "/proc/${VSW_PIDS[$i]}/stat" | awk '{print $12 + $13}')))
-    done
-    echo "$t"
-  }
   sa=$(sys_busy); a=$(vsw_ticks); sleep 5; sb=$(sys_busy); b=$(vsw_ticks)
   if is_vsw; then
     v=$(python3 -c "print('%.1f' % (100.0 * ($b - $a) / $hz / 5))")
@@ -620,6 +634,9 @@ for var in variants:
 
 ROWS = [
     ("TCP throughput, Gbit/s", "tcp_gbps", "{:.2f}", True),
+    ("TCP: busy CPUs of the machine", "tcp_busy_cpus", "{:.2f}", False),
+    ("TCP: both vswitchd, CPUs", "tcp_vsw_cpus", "{:.2f}", False),
+    ("TCP Gbit/s per busy CPU", "tcp_gbps_per_cpu", "{:.2f}", True),
     ("UDP 64 B rx, kpps (iperf3 server)", "udp_rx_pps", "k", True),
     ("UDP 64 B sent, kpps", "udp_tx_pps", "k", False),
     ("UDP 64 B loss, %", "udp_loss_pct", "{:.1f}", False),
