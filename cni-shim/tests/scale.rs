@@ -13,8 +13,8 @@
 //! `VSWITCH_CNI_FIFTHS=1` also each step's p50/p99 over each fifth of the pods in order, which
 //! shows what grows with their number.
 //!
-//! Measured at 1 000 pods (release build, this 2-CPU VM): TAP pods ADD p50 7.9-10.1 ms, p99
-//! 14.7-18.0 ms, DEL 5.3-6.6 / 10.0-12.0 ms; AF_XDP pods ADD p50 22.8-29.9 ms, p99 57-103 ms
+//! Measured at 1 000 pods (release build, this 2-CPU VM): TAP pods ADD p50 7.9-11.3 ms, p99
+//! 14.7-24.4 ms, DEL 5.3-6.7 / 10.0-15.3 ms; AF_XDP pods ADD p50 22.8-29.9 ms, p99 57-103 ms
 //! with the default pool, p99 33-34 ms with `VSWITCH_CNI_POOL_FRAMES=68096`.
 
 mod common;
