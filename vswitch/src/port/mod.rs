@@ -30,6 +30,8 @@ pub struct TxReport {
     pub ring_full: usize,
     /// Packets freed because the port failed to send them.
     pub errors: usize,
+    /// Packets freed because the port's interface is down (a TAP device's `EIO`).
+    pub link_down: usize,
 }
 
 /// What a port's transmit side can finish itself, so the pipeline does not have to.

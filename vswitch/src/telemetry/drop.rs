@@ -61,6 +61,7 @@ drop_reasons! {
     NoHeadroom = "no_headroom": "no headroom left to push a header",
     TxRingFull = "tx_ring_full": "egress port's transmit ring was full",
     TxError = "tx_error": "egress port failed to transmit",
+    TxLinkDown = "tx_link_down": "egress port's interface is down (the kernel refused the write)",
     Unhandled = "unhandled": "no pipeline stage decided what to do with the packet",
     VnetHdrBadLen = "vnet_hdr_bad_len": "virtio-net header is not 10 or 12 bytes (port misconfigured)",
     VnetBadFlags = "vnet_bad_flags": "virtio-net header has flag bits other than NEEDS_CSUM and DATA_VALID",

@@ -90,6 +90,9 @@ impl<const N: usize> Egress<N> {
         if r.errors > 0 {
             c.drops[DropReason::TxError.index()].add(r.errors as u64);
         }
+        if r.link_down > 0 {
+            c.drops[DropReason::TxLinkDown.index()].add(r.link_down as u64);
+        }
     }
 }
 

@@ -1070,7 +1070,16 @@ mod tests {
             b.push(pool.alloc_from(&frame(99, 2001)).unwrap(), Meta::rx(0)).unwrap();
             let r = port.tx(&mut pool, &mut b);
             let bytes: usize = lens.iter().sum();
-            assert_eq!(r, TxReport { sent: 6, sent_bytes: bytes as u64, ring_full: 0, errors: 2 });
+            assert_eq!(
+                r,
+                TxReport {
+                    sent: 6,
+                    sent_bytes: bytes as u64,
+                    ring_full: 0,
+                    errors: 2,
+                    link_down: 0
+                }
+            );
             assert!(b.is_empty());
             assert_eq!(pool.in_use(), 0, "tx frees every packet");
             for (i, len) in lens.iter().enumerate() {

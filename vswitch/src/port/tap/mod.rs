@@ -342,8 +342,10 @@ pub struct TapStats {
     pub tx_gso: u64,
     /// Packets freed because the queue was full (`EAGAIN`).
     pub tx_ring_full: u64,
-    /// Packets the kernel refused (device down: `EIO`; bad header or length: `EINVAL`).
+    /// Packets the kernel refused (bad header or length: `EINVAL`).
     pub tx_errors: u64,
+    /// Packets not sent because the interface was down (`EIO`: the pod has not set it up).
+    pub tx_link_down: u64,
     /// System calls made to move packets: `readv`/`writev`, or `io_uring_enter`.
     pub syscalls: u64,
 }
@@ -904,6 +906,8 @@ impl TapPort {
                     self.stats.tx_gso += u64::from(s.hdr[1] != GSO_NONE);
                 } else if res == -libc::EAGAIN {
                     rep.ring_full += 1;
+                } else if res == -libc::EIO {
+                    rep.link_down += 1;
                 } else {
                     rep.errors += 1;
                 }
@@ -928,6 +932,7 @@ impl TapPort {
         self.stats.tx_bytes += rep.sent_bytes;
         self.stats.tx_ring_full += rep.ring_full as u64;
         self.stats.tx_errors += rep.errors as u64;
+        self.stats.tx_link_down += rep.link_down as u64;
     }
 
     /// Drops the ring after a failure that leaves it unusable; the port goes on with
@@ -1080,6 +1085,8 @@ impl<const N: usize> Port<N> for TapPort {
                     stats.tx_gso += u64::from(m.offload.gso_type != GsoType::None);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => rep.ring_full += 1,
+                // tun refuses writes while the interface is down (the pod has not set it up).
+                Err(e) if e.raw_os_error() == Some(libc::EIO) => rep.link_down += 1,
                 Err(_) => rep.errors += 1,
             }
             pool.free(p);
@@ -1260,6 +1267,27 @@ mod tests {
     const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x09, 0x02];
 
     #[test]
+    fn a_write_to_a_down_interface_counts_as_link_down() {
+        let ns = Ns::new('g');
+        for io in [TapIo::IoUring, TapIo::Readv] {
+            let cfg = TapConfig { io, ..TapConfig::default() };
+            let mut port = TapPort::create(Some(&ns.path()), "tap0", cfg).unwrap();
+            let mut pool = pool();
+            let frame = [&[0xffu8; 6][..], &PEER_MAC, &[0x08, 0x06], &[0u8; 46]].concat();
+            // Three at once: the io_uring port batches them.
+            let mut b: Batch<8> = Batch::new();
+            for _ in 0..3 {
+                b.push(pool.alloc_from(&frame).unwrap(), Meta::rx(1)).unwrap();
+            }
+            let r = Port::tx(&mut port, &mut pool, &mut b);
+            assert_eq!((r.sent, r.link_down, r.errors), (0, 3, 0), "{io:?}: {r:?}");
+            assert_eq!(port.stats().tx_link_down, 3, "{io:?}");
+            drop(port);
+            destroy(Some(&ns.path()), "tap0", 1).unwrap();
+        }
+    }
+
+    #[test]
     fn destroying_a_device_whose_namespace_is_gone_succeeds() {
         destroy(Some("/var/run/netns/vswitch-test-no-such-namespace"), "tap0", 1)
             .expect("a namespace that is gone took its device with it");
@@ -1389,7 +1417,10 @@ mod tests {
 
         let reply = arp_reply(&d, PEER_MAC, [10, 244, 9, 2]);
         let rep = send(&mut port, &mut pool, &reply, Offload::default());
-        assert_eq!(rep, TxReport { sent: 1, sent_bytes: 42, ring_full: 0, errors: 0 });
+        assert_eq!(
+            rep,
+            TxReport { sent: 1, sent_bytes: 42, ring_full: 0, errors: 0, link_down: 0 }
+        );
         wait_for("the neighbour entry", Duration::from_secs(3), || {
             let n = ns.ip(&["neigh", "show", "10.244.9.2"]);
             n.contains("02:00:00:00:09:02") && !n.contains("INCOMPLETE")
@@ -1837,9 +1868,9 @@ mod tests {
         assert!(link.contains("multi_queue") && link.contains("numqueues 2"), "{link}");
 
         let mut pool = pool();
-        // Down: the kernel refuses packets, counted as errors.
+        // Down: the kernel refuses packets, counted as such.
         let rep = send(&mut port, &mut pool, &[0u8; 60], Offload::default());
-        assert_eq!((rep.sent, rep.errors), (0, 1));
+        assert_eq!((rep.sent, rep.link_down, rep.errors), (0, 1, 0));
 
         ns.up("10.244.9.1/24");
         let _ping = Proc(
