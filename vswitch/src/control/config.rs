@@ -526,6 +526,17 @@ impl ConfigError {
             _ => &[],
         }
     }
+
+    /// Asserts that the field errors are exactly `want`, each given by its start (the field's
+    /// path and the start of the message), in any order.
+    #[cfg(test)]
+    pub(crate) fn assert_fields(&self, want: &[&str]) {
+        let fields: Vec<String> = self.field_errors().iter().map(|f| f.to_string()).collect();
+        for w in want {
+            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
+        }
+        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+    }
 }
 
 impl Config {
@@ -1168,7 +1179,6 @@ mod tests {
             mtu = 9000
         "#;
         let e = Config::parse(text, "t.toml").unwrap_err();
-        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
         let want = [
             "switch.batch_size: 48 is not one of 32, 64, 128, 256",
             "worker[1].core: core 1 is given to two workers",
@@ -1179,10 +1189,7 @@ mod tests {
             "port[2] (\"t\").allowed_vlans: a trunk port needs allowed_vlans or a native_vlan",
             "port[3] (\"m\").mtu: 9000 does not fit a 2048-byte frame",
         ];
-        for w in want {
-            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
-        }
-        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+        e.assert_fields(&want);
     }
 
     const NODE: &str = r#"
@@ -1261,7 +1268,6 @@ mod tests {
             attach = "this-name-is-far-too-long"
         "#;
         let e = Config::parse(bad, "t.toml").unwrap_err();
-        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
         let want = [
             "port[0] (\"a\").attach: only a tap port attaches to an interface",
             "port[1] (\"b\").attach: an attached tap port is the switch's own",
@@ -1269,9 +1275,7 @@ mod tests {
             "port[3] (\"d\").attach: \"eth2\" is used by another port",
             "port[4] (\"e\").attach: \"this-name-is-far-too-long\" is not a valid Linux interface name",
         ];
-        for w in want {
-            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
-        }
+        e.assert_fields(&want);
         // The uplink must be a tap port attached to the NIC, not a pod's.
         let pod_uplink = format!(
             "[[port]]\nname = \"uplink\"\ntype = \"tap\"\npod_netns = \"/x\"\npod_interface = \"eth0\"\n{node}"
@@ -1340,7 +1344,6 @@ mod tests {
             "
         );
         let e = Config::parse(&bad, "t.toml").unwrap_err();
-        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
         let want = [
             "route[0] (10.244.1.0/24).prefix: is inside this node's pod_cidr 10.244.1.0/24",
             "route[1] (10.244.2.128/25).prefix: is inside peer \"n2\"'s pod_cidr 10.244.2.0/24",
@@ -1351,10 +1354,7 @@ mod tests {
             "route[5].prefix: \"192.168.1.0/33\"",
             "route[6] (172.16.0.0/12).via: 198.18.0.1 is not another address",
         ];
-        for w in want {
-            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
-        }
-        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+        e.assert_fields(&want);
         let e = Config::parse("[[route]]\nprefix = \"0.0.0.0/0\"\nvia = \"1.2.3.4\"\n", "t.toml")
             .unwrap_err();
         assert!(e.to_string().contains("routes need a [node] table"), "{e}");
@@ -1399,7 +1399,6 @@ mod tests {
             vtep_mac = "zz"
         "#;
         let e = Config::parse(text, "t.toml").unwrap_err();
-        let fields: Vec<String> = e.field_errors().iter().map(|f| f.to_string()).collect();
         let want = [
             "node.gateway: 10.244.2.1 is not a host address of pod_cidr 10.244.1.0/24",
             "node.uplink: port \"uplink\" must be an access-mode",
@@ -1412,10 +1411,7 @@ mod tests {
             "peer[4] (\"n2\").name: \"n2\" is used by another peer",
             "peer[4] (\"n2\").vtep_mac: invalid MAC address \"zz\"",
         ];
-        for w in want {
-            assert!(fields.iter().any(|f| f.starts_with(w)), "missing {w:?} in {fields:#?}");
-        }
-        assert_eq!(fields.len(), want.len(), "{fields:#?}");
+        e.assert_fields(&want);
         // A bad prefix is a syntax error naming the key.
         let e = Config::parse("[node]\npod_cidr = \"10.244.1.5/24\"\nuplink = \"u\"\nunderlay_ip = \"198.18.0.1/24\"\n", "t.toml").unwrap_err();
         assert!(e.to_string().contains("pod_cidr") && e.to_string().contains("host bits"), "{e}");
