@@ -136,13 +136,11 @@ pub fn forget(dir: &str, key: &(String, String)) -> Result<(), String> {
     }
 }
 
-/// Makes the persisted set exactly `pods`: writes each attachment's file, removes the other
-/// attachments' files, temporary files, and the legacy `pods.json`. A file that is not an
-/// attachment is left for someone to look at ([`load`] names it).
-pub fn save(dir: &str, pods: &Pods) -> Result<(), String> {
-    for a in pods.values() {
-        save_one(dir, a)?;
-    }
+/// Makes the persisted set exactly `pods`, whose files were written as they attached
+/// ([`save_one`]): removes the other attachments' files, temporary files, and the legacy
+/// `pods.json`. A file that is not an attachment is left for someone to look at ([`load`]
+/// names it).
+pub fn prune(dir: &str, pods: &Pods) -> Result<(), String> {
     let keep: std::collections::HashSet<PathBuf> =
         pods.keys().map(|k| state_file(dir, k)).collect();
     let sdir = state_dir(dir);
@@ -446,9 +444,11 @@ impl<const N: usize> Daemon<N> {
         Ok(Reply::Done { message: format!("detached {container_id} {ifname} (port {name})") })
     }
 
-    fn persist_pods(&self) {
-        if let Err(e) = save(&self.config().state.dir, self.pods()) {
-            warn!("pod attachments not persisted: {e}");
+    /// After a restore: the re-attached pods wrote their files as they attached; what else
+    /// is persisted goes.
+    fn prune_pods(&self) {
+        if let Err(e) = prune(&self.config().state.dir, self.pods()) {
+            warn!("stale pod attachments not removed: {e}");
         }
     }
 
@@ -469,7 +469,7 @@ impl<const N: usize> Daemon<N> {
                 Err(e) => warn!(pod = %what, "pod not re-attached: {}", e.message),
             }
         }
-        self.persist_pods();
+        self.prune_pods();
     }
 }
 
@@ -551,16 +551,17 @@ mod tests {
         std::fs::write(legacy_state_file(&dir), serde_json::to_vec(&[&a, &b]).unwrap()).unwrap();
         let (got, problems) = load(&dir);
         assert_eq!((got.len(), problems.len()), (2, 0));
-        // Pod b has gone meanwhile.
+        // Pod a attaches again (writing its file), pod b has gone meanwhile.
+        save_one(&dir, &a).unwrap();
         let pods: Pods = [(key(&a), a.clone())].into_iter().collect();
-        save(&dir, &pods).unwrap();
+        prune(&dir, &pods).unwrap();
         assert!(!legacy_state_file(&dir).exists());
         assert_eq!(load(&dir).0, vec![a]);
         std::fs::remove_dir_all(&dir).unwrap();
         // No pod came back: the legacy file goes all the same.
         let dir = scratch("legacy-none");
         std::fs::write(legacy_state_file(&dir), serde_json::to_vec(&[&b]).unwrap()).unwrap();
-        save(&dir, &Pods::new()).unwrap();
+        prune(&dir, &Pods::new()).unwrap();
         assert!(!legacy_state_file(&dir).exists());
         assert_eq!(load(&dir), (Vec::new(), Vec::new()));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -576,7 +577,7 @@ mod tests {
         let (got, problems) = load(&dir);
         assert_eq!(got, vec![a.clone()]);
         assert!(problems.len() == 1 && problems[0].contains("zzz@eth0.json"), "{problems:?}");
-        save(&dir, &[(key(&a), a)].into_iter().collect()).unwrap();
+        prune(&dir, &[(key(&a), a)].into_iter().collect()).unwrap();
         assert!(bad.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
