@@ -164,12 +164,12 @@ impl Readiness {
         self.gates.get(id as usize).is_none_or(|&g| g != Gate::Idle)
     }
 
-    /// After reading port `id`: `n` packets came, and `drained` says a read of nothing meant
-    /// empty queues (not a batch or a pool without room).
+    /// Reading port `id` brought nothing; `drained` says that meant empty queues (not a batch
+    /// or a pool without room). A read that brings packets leaves the gate open.
     #[inline]
-    pub fn after_rx(&mut self, id: PortId, n: usize, drained: bool) {
+    pub fn found_nothing(&mut self, id: PortId, drained: bool) {
         let i = id as usize;
-        if n == 0 && drained && self.gates.get(i) == Some(&Gate::Ready) {
+        if drained && self.gates.get(i) == Some(&Gate::Ready) {
             self.gates[i] = Gate::Idle;
             self.idle += 1;
         }
@@ -242,7 +242,9 @@ mod tests {
             return None;
         }
         let n = port.rx(id, pool, &mut batch);
-        r.after_rx(id, n, true);
+        if n == 0 {
+            r.found_nothing(id, true);
+        }
         Some(n)
     }
 
@@ -272,7 +274,7 @@ mod tests {
         // A read that found nothing because of no room keeps the gate open.
         b.write_all(b"x").unwrap();
         r.refresh();
-        r.after_rx(3, 0, false);
+        r.found_nothing(3, false);
         assert!(r.may_rx(3));
         // Removed: out of the epoll set, and read every pass like any port.
         r.remove(3, &port);
@@ -300,7 +302,7 @@ mod tests {
         }
         let mut r = Readiness::default();
         r.add(0, &Plain);
-        r.after_rx(0, 0, true);
+        r.found_nothing(0, true);
         assert!(r.may_rx(0));
         assert!(!r.gated(0));
         assert!(r.sleep_fd().is_none());

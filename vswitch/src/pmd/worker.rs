@@ -531,7 +531,7 @@ impl<const N: usize> Worker<N> {
             if n == 0 {
                 // Nothing, with room in the batch and the pool: the port's queues are empty.
                 let drained = self.batch.room() > 0 && self.pool.free_frames() > 0;
-                self.ready.after_rx(id, 0, drained);
+                self.ready.found_nothing(id, drained);
                 continue;
             }
             if let Some(t) = e.tap.as_deref_mut() {

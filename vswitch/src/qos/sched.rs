@@ -20,9 +20,10 @@
 //!   exact nanoseconds: a class waiting for tokens is served at the nanosecond they suffice;
 //! * rows are lazy about debt: a charge that puts a green class over its rate or ceiling
 //!   leaves it where it is, and dequeue recolours a class it picks from a row if its tokens
-//!   are negative (choosing again if it left). Decisions are those of eager recolouring
-//!   (colours are only ever looked at through that check), but a class whose debt is repaid
-//!   before its next turn, the common case near a guarantee, never leaves its row;
+//!   are negative (choosing again if it left). Decisions are those of eager recolouring (a
+//!   stale green class only stays a member of rows, and no class is served from a row without
+//!   that check), but a class whose debt is repaid before its next turn, the common case near
+//!   a guarantee, never leaves its row;
 //! * dequeue runs the due colour changes, then takes the lowest level with a non-empty row
 //!   and in it the highest priority (bit masks: O(1)), and walks down the feeds to a leaf
 //!   (O(depth); a green leaf, the common case, needs no walk); each list on the way is served
