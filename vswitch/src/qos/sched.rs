@@ -31,12 +31,15 @@
 //! * the sent packet is charged to the leaf and every ancestor: ceil always, rate only at and
 //!   above the level it was served from (below it, the bytes were borrowed).
 //!
-//! Per class, what a packet touches is two cache lines (`Hot`: the queue and the DRR state;
-//! the buckets, colour and tree links) and the send counters (`Sent`); settings, policers
-//! and drop counters are apart (`Cold`). Nothing on the fast path allocates: queues are
-//! reserved at their bound, the heap and the bitmaps at `apply`.
+//! Per class, what a packet reads and writes is one cache line (`Hot`: tokens, queue
+//! position, DRR deficits, send counters, colour) and the head or tail of its queue (a ring
+//! in one arena shared by all leaves); what it only reads (rates, burst, tree, flags) is in
+//! a `Profile` shared by the classes with equal settings. At 10 000 classes that is under
+//! 2 MB in all, an L2 cache. Settings, policers and drop counters are apart (`Cold`).
+//! Nothing on the fast path allocates: the arena is reserved at every queue's bound, the
+//! heap and the bitmaps at `apply`.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 #[cfg(doc)]
@@ -56,6 +59,8 @@ pub const QUANTUM_PER_WEIGHT: u32 = 1514;
 
 /// The largest weight (keeps the quantum in an `i32`).
 pub const MAX_WEIGHT: u32 = 1_000_000;
+/// The largest queue limit, packets (a queue's head fits 16 bits).
+pub const MAX_QUEUE_LIMIT: u32 = 1 << 16;
 
 const NONE: u32 = u32::MAX;
 
@@ -257,75 +262,81 @@ enum Color {
     Red,
 }
 
-/// A class's scheduling state, two cache lines, 128-byte aligned so the adjacent-line
-/// prefetcher fetches them as a pair: line 0 is the queue and what enqueue and the DRR step
-/// read; line 1 the shaping buckets, the colour and the tree, all a colour change (a wait
-/// event, a charge) reads. Counters and settings live in separate arrays ([`Sent`],
-/// [`Cold`]), so at 10 000 classes the hot state is 1.25 MiB.
-#[derive(Debug)]
-#[repr(C, align(128))]
-struct Hot<T> {
-    // line 0
-    queue: VecDeque<(T, u32)>,
-    queued_bytes: u64,
-    /// Copy of `cfg.queue_limit`.
-    queue_limit: u32,
+/// A class's scheduling state: one cache line, all a packet reads and writes of its class
+/// on the common path (tokens, queue position, DRR deficits, send counters, colour). What a
+/// class only reads (rates, burst, tree, flags) is in its [`Profile`], shared by the classes
+/// whose settings are equal; the queued items are in the scheduler's arena. At 10 000
+/// classes the hot state is 640 KiB, so it and the queues' head lines fit in L2.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(64))]
+struct Hot {
+    rate_tokens: i64,
+    ceil_tokens: i64,
+    /// When both buckets were last refilled.
+    last_ns: u64,
+    /// Bytes and packets sent by or through the class.
+    sent_bytes: u64,
+    sent_packets: u64,
     /// A leaf's DRR deficits: in its row ([0]) and in its parent's feed ([1]), kept apart so
     /// sends on its own rate do not spend its borrowing turns (an inner class's are per
     /// priority, in [`Inner`]).
     deficit: [i32; 2],
-    /// DRR quantum, bytes.
-    quantum: i32,
-    /// Copy of `cfg.prio`.
-    prio: u8,
-    /// `cfg.mode == Police`.
-    police: bool,
-    /// Whether the class has children (only leaves queue).
-    inner_class: bool,
-    // line 1: the rate and ceil buckets (see `bucket`), which always refill together.
-    rate_tokens: i64,
-    ceil_tokens: i64,
-    last_ns: u64,
+    /// Index in `Scheduler::profiles`.
+    profile: u32,
+    /// A leaf: where its queue's ring starts in `Scheduler::arena`; an inner class: its index
+    /// in `Scheduler::inner`.
+    aux: u32,
+    /// Packets queued (a leaf).
+    q_len: u32,
+    /// The queue's head within its ring (`< MAX_QUEUE_LIMIT`).
+    q_head: u16,
+    color: Color,
+    /// Priorities with backlog reachable through this class (HTB's `prio_activity`).
+    active: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Hot>() == 64);
+
+/// What the fast path reads but never writes of a class: its rates, burst, place in the tree
+/// and flags. Classes with equal profiles share one (interned at [`Scheduler::apply`]), so
+/// 10 000 pods with a handful of distinct settings read a handful of profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Profile {
     rate: u64,
     ceil: u64,
     /// The depth of both buckets, in units.
     cap: i64,
+    /// The parent's slot, or `NONE`.
     parent: u32,
-    /// Index in `Scheduler::inner` of an inner class.
-    inner: u32,
     mpu: u32,
+    /// DRR quantum, bytes.
+    quantum: i32,
+    /// Packets a leaf may queue.
+    queue_limit: u32,
+    /// Entries of its ring in the arena: the limit, or the backlog if a live change lowered
+    /// the limit below it (the queue is kept; see [`Scheduler::apply`]).
+    ring: u32,
+    prio: u8,
     /// 0 for leaves; an inner class `MAX_DEPTH - 1 - depth`.
     level: u8,
-    color: Color,
-    /// Priorities with backlog reachable through this class (HTB's `prio_activity`).
-    active: u8,
+    /// `cfg.mode == Police`.
+    police: bool,
     /// Whether `Cold::pps` holds a shaping pps bucket.
     has_pps: bool,
+    /// Whether the class has children (only leaves queue).
+    inner_class: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Hot<u32>>() == 128);
-
-impl<T> Hot<T> {
-    /// Refills both buckets to `now`.
+impl Hot {
+    /// Refills both buckets to `now` at the rates of `p`.
     #[inline]
-    fn refill(&mut self, now: u64) {
+    fn refill(&mut self, p: &Profile, now: u64) {
         if now > self.last_ns {
             let dt = now - self.last_ns;
-            self.rate_tokens = refilled(self.rate_tokens, self.cap, self.rate, dt);
-            self.ceil_tokens = refilled(self.ceil_tokens, self.cap, self.ceil, dt);
+            self.rate_tokens = refilled(self.rate_tokens, p.cap, p.rate, dt);
+            self.ceil_tokens = refilled(self.ceil_tokens, p.cap, p.ceil, dt);
             self.last_ns = now;
         }
-    }
-
-    /// Changes rates and burst, keeping the tokens (refilled at the old rates to `now`, then
-    /// capped at the new burst), as [`ByteBucket::set`] does.
-    fn set_rates(&mut self, cfg: &ClassConfig, now: u64) {
-        self.refill(now);
-        self.rate = cfg.rate_bps;
-        self.ceil = cfg.ceil_bps;
-        self.cap = cap_for(cfg.burst_bytes);
-        self.rate_tokens = self.rate_tokens.min(self.cap);
-        self.ceil_tokens = self.ceil_tokens.min(self.cap);
     }
 }
 
@@ -356,11 +367,9 @@ fn ns_until(tokens: i64, rate: u64) -> u64 {
     }
 }
 
-/// A class's send counters (written per packet, by every class on the path).
+/// What a class lent and borrowed (written only on the borrowing path).
 #[derive(Clone, Copy, Debug, Default)]
-struct Sent {
-    bytes: u64,
-    packets: u64,
+struct Lent {
     borrowed: u64,
     lent: u64,
 }
@@ -410,8 +419,13 @@ fn bits(mut m: u8) -> impl Iterator<Item = usize> {
 /// [`Scheduler::apply`], so each class's children are a contiguous range of slots.
 #[derive(Debug)]
 pub struct Scheduler<T> {
-    hot: Vec<Hot<T>>,
-    sent: Vec<Sent>,
+    hot: Vec<Hot>,
+    /// The distinct profiles (see [`Profile`]).
+    profiles: Vec<Profile>,
+    /// Every leaf's queue: a ring of `Profile::ring` entries from its `Hot::aux`, reserved
+    /// at `apply`.
+    arena: Vec<Option<(T, u32)>>,
+    lent: Vec<Lent>,
     cold: Vec<Cold>,
     ids: Vec<ClassId>,
     inner: Vec<Inner>,
@@ -439,7 +453,9 @@ impl<T> Scheduler<T> {
     pub fn new() -> Self {
         Scheduler {
             hot: Vec::new(),
-            sent: Vec::new(),
+            profiles: Vec::new(),
+            arena: Vec::new(),
+            lent: Vec::new(),
             cold: Vec::new(),
             ids: Vec::new(),
             inner: Vec::new(),
@@ -461,6 +477,12 @@ impl<T> Scheduler<T> {
             Some(&s) if s != NONE => Some(s),
             _ => None,
         }
+    }
+
+    /// Class `c`'s profile.
+    #[inline]
+    fn prof(&self, c: u32) -> &Profile {
+        &self.profiles[self.hot[c as usize].profile as usize]
     }
 
     #[inline]
@@ -491,7 +513,7 @@ impl<T> Scheduler<T> {
 
     #[inline]
     fn row_add(&mut self, c: u32, m: u8) {
-        let level = usize::from(self.hot[c as usize].level);
+        let level = usize::from(self.prof(c).level);
         for prio in bits(m) {
             self.row_insert(level, prio, c);
         }
@@ -499,7 +521,7 @@ impl<T> Scheduler<T> {
 
     #[inline]
     fn row_remove(&mut self, c: u32, m: u8) {
-        let level = usize::from(self.hot[c as usize].level);
+        let level = usize::from(self.prof(c).level);
         for prio in bits(m) {
             self.row_delete(level, prio, c);
         }
@@ -509,7 +531,7 @@ impl<T> Scheduler<T> {
     #[inline]
     fn feed_insert(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].insert(c);
-        let k = &mut self.inner[self.hot[parent as usize].inner as usize];
+        let k = &mut self.inner[self.hot[parent as usize].aux as usize];
         k.count[prio] += 1;
         k.count[prio] == 1
     }
@@ -518,7 +540,7 @@ impl<T> Scheduler<T> {
     #[inline]
     fn feed_remove(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].remove(c);
-        let k = &mut self.inner[self.hot[parent as usize].inner as usize];
+        let k = &mut self.inner[self.hot[parent as usize].aux as usize];
         k.count[prio] -= 1;
         k.count[prio] == 0
     }
@@ -535,8 +557,7 @@ impl<T> Scheduler<T> {
     /// `c` (not red) became active for the priorities `m`.
     fn gain(&mut self, mut c: u32, mut m: u8) {
         while m != 0 {
-            let h = &self.hot[c as usize];
-            let (color, parent) = (h.color, h.parent);
+            let (color, parent) = (self.hot[c as usize].color, self.prof(c).parent);
             if color == Color::Red {
                 return;
             }
@@ -561,8 +582,7 @@ impl<T> Scheduler<T> {
     /// `c` (not red) stopped being active for the priorities `m`.
     fn lose(&mut self, mut c: u32, mut m: u8) {
         while m != 0 {
-            let h = &self.hot[c as usize];
-            let (color, parent) = (h.color, h.parent);
+            let (color, parent) = (self.hot[c as usize].color, self.prof(c).parent);
             if color == Color::Red {
                 return;
             }
@@ -589,7 +609,7 @@ impl<T> Scheduler<T> {
     fn leaf_gain(&mut self, c: u32, prio: usize) {
         let h = &mut self.hot[c as usize];
         h.active = 1 << prio;
-        let (color, parent) = (h.color, h.parent);
+        let (color, parent) = (h.color, self.profiles[h.profile as usize].parent);
         if color == Color::Red {
             return;
         }
@@ -608,7 +628,7 @@ impl<T> Scheduler<T> {
     fn leaf_lose(&mut self, c: u32, prio: usize) {
         let h = &mut self.hot[c as usize];
         h.active = 0;
-        let (color, parent) = (h.color, h.parent);
+        let (color, parent) = (h.color, self.profiles[h.profile as usize].parent);
         if color == Color::Red {
             return;
         }
@@ -624,8 +644,10 @@ impl<T> Scheduler<T> {
     /// Refills `c`'s buckets to `now`, then recomputes its colour (see [`Self::recolor`]).
     #[inline]
     fn update_color(&mut self, c: u32, now: u64) {
-        self.hot[c as usize].refill(now);
-        if self.hot[c as usize].has_pps {
+        let h = &mut self.hot[c as usize];
+        let p = &self.profiles[h.profile as usize];
+        h.refill(p, now);
+        if p.has_pps {
             self.cold[c as usize].pps.as_mut().expect("pps class").refill(now);
         }
         self.recolor(c, now);
@@ -637,8 +659,8 @@ impl<T> Scheduler<T> {
     #[inline]
     fn recolor(&mut self, c: u32, now: u64) {
         let h = &self.hot[c as usize];
-        let pps_short =
-            h.has_pps && !self.cold[c as usize].pps.as_ref().is_some_and(|p| p.conforms());
+        let pps_short = self.profiles[h.profile as usize].has_pps
+            && !self.cold[c as usize].pps.as_ref().is_some_and(|p| p.conforms());
         let new = if h.ceil_tokens < 0 || pps_short {
             Color::Red
         } else if h.rate_tokens >= 0 {
@@ -688,12 +710,13 @@ impl<T> Scheduler<T> {
     #[inline]
     fn wait_for(&mut self, c: u32, color: Color, now: u64) {
         let h = &self.hot[c as usize];
+        let p = &self.profiles[h.profile as usize];
         let wake = match color {
             Color::Red => {
-                let pps = h.has_pps.then(|| self.cold[c as usize].pps.as_ref()).flatten();
-                ns_until(h.ceil_tokens, h.ceil).max(pps.map_or(0, |p| p.ns_until_conform()))
+                let pps = p.has_pps.then(|| self.cold[c as usize].pps.as_ref()).flatten();
+                ns_until(h.ceil_tokens, p.ceil).max(pps.map_or(0, |b| b.ns_until_conform()))
             }
-            _ => ns_until(h.rate_tokens, h.rate),
+            _ => ns_until(h.rate_tokens, p.rate),
         };
         self.wait.set_earlier(c, now + wake);
     }
@@ -735,12 +758,13 @@ impl<T> Scheduler<T> {
             return Err((item, DropReason::UnknownClass));
         };
         let h = &mut self.hot[s as usize];
-        let reason = if h.inner_class {
+        let p = &self.profiles[h.profile as usize];
+        let reason = if p.inner_class {
             Some(DropReason::NotLeaf)
-        } else if h.queue.len() >= h.queue_limit as usize {
+        } else if h.q_len >= p.queue_limit {
             self.cold[s as usize].dropped_queue_full += 1;
             Some(DropReason::QueueFull)
-        } else if h.police {
+        } else if p.police {
             let k = &mut self.cold[s as usize];
             match k.policer.as_mut().expect("policing class").check(len, now) {
                 Ok(()) => None,
@@ -760,13 +784,17 @@ impl<T> Scheduler<T> {
             self.stats.dropped += 1;
             return Err((item, r));
         }
-        debug_assert!(h.queue.len() < h.queue.capacity(), "queue would grow");
-        h.queue.push_back((item, len));
-        h.queued_bytes += u64::from(len);
+        // The tail of the ring (`q_len < queue_limit <= ring`).
+        let mut i = u32::from(h.q_head) + h.q_len;
+        if i >= p.ring {
+            i -= p.ring;
+        }
+        self.arena[(h.aux + i) as usize] = Some((item, len));
+        h.q_len += 1;
         self.stats.enqueued += 1;
         self.stats.queued += 1;
-        if h.queue.len() == 1 {
-            let prio = usize::from(h.prio);
+        if h.q_len == 1 {
+            let prio = usize::from(p.prio);
             self.leaf_gain(s, prio);
         }
         Ok(())
@@ -827,9 +855,10 @@ impl<T> Scheduler<T> {
     #[inline]
     fn drr(&mut self, c: u32, prio: usize, x: usize, len: u32) -> bool {
         let h = &mut self.hot[c as usize];
-        let quantum = h.quantum;
-        let d = if h.inner_class {
-            &mut self.inner[h.inner as usize].deficit[prio][x]
+        let p = &self.profiles[h.profile as usize];
+        let quantum = p.quantum;
+        let d = if p.inner_class {
+            &mut self.inner[h.aux as usize].deficit[prio][x]
         } else {
             &mut h.deficit[x]
         };
@@ -842,14 +871,19 @@ impl<T> Scheduler<T> {
     }
 
     /// Takes the head of leaf `c`'s queue.
-    #[inline]
+    #[inline(always)]
     fn pop(&mut self, c: u32) -> (T, u32, bool) {
         let h = &mut self.hot[c as usize];
-        let (item, len) = h.queue.pop_front().expect("active leaf has a backlog");
-        h.queued_bytes -= u64::from(len);
+        let ring = self.profiles[h.profile as usize].ring;
+        let head = u32::from(h.q_head);
+        let (item, len) =
+            self.arena[(h.aux + head) as usize].take().expect("active leaf has a backlog");
+        // `ring <= MAX_QUEUE_LIMIT`, so the head stays below 2^16.
+        h.q_head = if head + 1 == ring { 0 } else { (head + 1) as u16 };
+        h.q_len -= 1;
         self.stats.dequeued += 1;
         self.stats.queued -= 1;
-        (item, len, h.queue.is_empty())
+        (item, len, h.q_len == 0)
     }
 
     /// Serves `first`, a green class in the row of `level` at `prio`.
@@ -890,11 +924,10 @@ impl<T> Scheduler<T> {
         loop {
             path[n] = c;
             n += 1;
-            let h = &self.hot[c as usize];
-            if !h.inner_class {
+            if !self.prof(c).inner_class {
                 break;
             }
-            let k = &self.inner[h.inner as usize];
+            let k = &self.inner[self.hot[c as usize].aux as usize];
             c = self.feeds[prio].next_in(k.lo, k.hi, k.cursor[prio]).expect("active feed");
         }
         let leaf = c;
@@ -907,7 +940,7 @@ impl<T> Scheduler<T> {
                 if i == 0 {
                     self.row_cursor[level][prio] = c + 1;
                 } else {
-                    let p = self.hot[path[i - 1] as usize].inner as usize;
+                    let p = self.hot[path[i - 1] as usize].aux as usize;
                     self.inner[p].cursor[prio] = c + 1;
                 }
             }
@@ -928,31 +961,31 @@ impl<T> Scheduler<T> {
         let mut c = leaf;
         while c != NONE {
             let h = &mut self.hot[c as usize];
-            h.refill(now);
-            let cost = len.max(h.mpu);
+            let p = &self.profiles[h.profile as usize];
+            h.refill(p, now);
+            let cost = len.max(p.mpu);
             let units = cost_units(cost);
-            let own = OWN || h.level >= level;
+            let own = OWN || p.level >= level;
             if own {
                 h.rate_tokens = h.rate_tokens.saturating_sub(units);
             }
             h.ceil_tokens = h.ceil_tokens.saturating_sub(units);
-            let parent = h.parent;
-            let lender = !OWN && h.level == level && level > 0;
+            let parent = p.parent;
+            let lender = !OWN && p.level == level && level > 0;
             // A green class without a pps limit stays where it is even when this charge puts
             // it over its rate or ceiling: rows are lazy, and `dequeue` recolours a class it
             // finds in debt before serving it. Most such debts are repaid by then (a class at
             // about its guarantee flips at nearly every packet), which saves taking it out of
-            // its row, a wait-heap entry and putting it back. Borrowing is unaffected: a stale
+            // its row, a wait entry and putting it back. Borrowing is unaffected: a stale
             // green class sits in a row of a lower level than any lender's, and rows are
             // served lowest level first, so it is recoloured before any walk could reach it.
-            let stays_green = h.color == Color::Green && !h.has_pps;
-            let s = &mut self.sent[c as usize];
-            s.bytes += u64::from(len);
-            s.packets += 1;
+            let stays_green = h.color == Color::Green && !p.has_pps;
+            h.sent_bytes += u64::from(len);
+            h.sent_packets += 1;
             if !own {
-                s.borrowed += u64::from(cost);
+                self.lent[c as usize].borrowed += u64::from(cost);
             } else if lender {
-                s.lent += u64::from(cost);
+                self.lent[c as usize].lent += u64::from(cost);
             }
             if !stays_green {
                 self.charge_slow(c, now);
@@ -964,7 +997,7 @@ impl<T> Scheduler<T> {
     /// The rest of a charge to `c` when its colour may change or it has a pps limit.
     #[inline(never)]
     fn charge_slow(&mut self, c: u32, now: u64) {
-        if self.hot[c as usize].has_pps {
+        if self.prof(c).has_pps {
             let p = self.cold[c as usize].pps.as_mut().expect("pps class");
             p.refill(now);
             p.consume(1);
@@ -1029,13 +1062,23 @@ impl<T> Scheduler<T> {
         }
         debug_assert_eq!(order.len(), want.len(), "validation leaves no cycle");
 
-        let mut old_hot: Vec<Option<Hot<T>>> =
-            std::mem::take(&mut self.hot).into_iter().map(Some).collect();
+        // Every running class's buckets are refilled to `now` at its old rates, so new rates
+        // count from `now` on.
+        for h in &mut self.hot {
+            h.refill(&self.profiles[h.profile as usize], now);
+        }
+        let old_hot = std::mem::take(&mut self.hot);
+        let old_profiles = std::mem::take(&mut self.profiles);
+        let mut old_arena = std::mem::take(&mut self.arena);
         let mut old_cold: Vec<Option<Cold>> =
             std::mem::take(&mut self.cold).into_iter().map(Some).collect();
-        let old_sent = std::mem::take(&mut self.sent);
+        let old_lent = std::mem::take(&mut self.lent);
         let old_inner = std::mem::take(&mut self.inner);
         let old_ids = std::mem::take(&mut self.ids);
+        let queue_of = |arena: &mut Vec<Option<(T, u32)>>, o: usize| {
+            let h = &old_hot[o];
+            take_queue(arena, h, old_profiles[h.profile as usize].ring)
+        };
 
         // Removed classes hand back their items, in id order.
         let mut handed_back = Vec::new();
@@ -1047,74 +1090,108 @@ impl<T> Scheduler<T> {
             .collect();
         gone.sort_unstable();
         for (id, s) in gone {
-            let h = old_hot[s].take().expect("live slot");
             self.slot_of[id.0 as usize] = NONE;
-            self.stats.removed += h.queue.len() as u64;
-            self.stats.queued -= h.queue.len() as u64;
-            handed_back.extend(h.queue.into_iter().map(|(t, _)| t));
+            let q = queue_of(&mut old_arena, s);
+            self.stats.removed += q.len() as u64;
+            self.stats.queued -= q.len() as u64;
+            handed_back.extend(q.into_iter().map(|(t, _)| t));
         }
 
+        // Structure: each class's old slot, parent slot and depth (parents come before their
+        // children), whether it has children.
         let n = order.len();
-        let mut inner_deficits: Vec<Option<[[i32; 2]; NPRIO]>> = Vec::with_capacity(n);
+        let old_slot: Vec<Option<u32>> = order.iter().map(|&id| self.slot(id)).collect();
         for (s, &id) in order.iter().enumerate() {
-            let cfg = &want[&id];
-            let (mut h, mut k, sent, deficits) = match self.slot(id) {
-                Some(o) => {
-                    let o = o as usize;
-                    let h = old_hot[o].take().expect("live slot");
-                    let d = h.inner_class.then(|| old_inner[h.inner as usize].deficit);
-                    (h, old_cold[o].take().expect("live slot"), old_sent[o], d)
-                }
-                None => (new_hot(cfg, now), new_cold(cfg, now), Sent::default(), None),
-            };
-            if touched.contains(&id) {
-                update_class(&mut h, &mut k, cfg, now);
-            }
-            h.has_pps = k.pps.is_some();
-            h.inner = NONE;
             if self.slot_of.len() <= id.0 as usize {
                 self.slot_of.resize(id.0 as usize + 1, NONE);
             }
             self.slot_of[id.0 as usize] = s as u32;
-            self.hot.push(h);
-            self.cold.push(k);
-            self.sent.push(sent);
-            self.ids.push(id);
-            inner_deficits.push(deficits);
+        }
+        let mut parent = vec![NONE; n];
+        let mut depth = vec![0usize; n];
+        let mut aux = vec![NONE; n];
+        for (s, &id) in order.iter().enumerate() {
+            let Some(p) = want[&id].parent else { continue };
+            let p = self.slot(p).expect("valid") as usize;
+            parent[s] = p as u32;
+            depth[s] = depth[p] + 1;
+            if aux[p] == NONE {
+                // The parent's first child: its children are the slots from here on.
+                let deficit = old_slot[p]
+                    .map(|o| &old_hot[o as usize])
+                    .filter(|h| old_profiles[h.profile as usize].inner_class)
+                    .map_or([[0; 2]; NPRIO], |h| old_inner[h.aux as usize].deficit);
+                aux[p] = self.inner.len() as u32;
+                let lo = s as u32;
+                self.inner.push(Inner {
+                    lo,
+                    hi: lo + 1,
+                    count: [0; NPRIO],
+                    cursor: [lo; NPRIO],
+                    deficit,
+                });
+            } else {
+                self.inner[aux[p] as usize].hi = s as u32 + 1;
+            }
         }
 
-        // Structure: parents, levels (leaves 0; inner MAX_DEPTH - 1 - depth; parents come
-        // before their children), children ranges.
-        let mut depth = vec![0usize; n];
-        for s in 0..n {
-            let parent = self.cold[s].cfg.parent.map_or(NONE, |p| self.slot(p).expect("valid"));
-            if parent != NONE {
-                depth[s] = depth[parent as usize] + 1;
-                let p = parent as usize;
-                let i = self.hot[p].inner;
-                if i == NONE {
-                    let d = inner_deficits[p].unwrap_or([[0; 2]; NPRIO]);
-                    self.hot[p].inner = self.inner.len() as u32;
-                    let lo = s as u32;
-                    self.inner.push(Inner {
-                        lo,
-                        hi: lo + 1,
-                        count: [0; NPRIO],
-                        cursor: [lo; NPRIO],
-                        deficit: d,
-                    });
-                } else {
-                    self.inner[i as usize].hi = s as u32 + 1;
+        // State, profiles and queues, slot by slot.
+        let mut interned: HashMap<Profile, u32> = HashMap::new();
+        for (s, &id) in order.iter().enumerate() {
+            let cfg = &want[&id];
+            let (mut h, mut k, lent, queue) = match old_slot[s] {
+                Some(o) => {
+                    let o = o as usize;
+                    let k = old_cold[o].take().expect("live slot");
+                    (old_hot[o], k, old_lent[o], queue_of(&mut old_arena, o))
                 }
+                None => (new_hot(cfg, now), new_cold(cfg, now), Lent::default(), Vec::new()),
+            };
+            let cap = cap_for(cfg.burst_bytes);
+            if touched.contains(&id) {
+                update_class(&mut k, cfg, now);
+                // Refilled at the old rates above; now capped at the new burst.
+                h.rate_tokens = h.rate_tokens.min(cap);
+                h.ceil_tokens = h.ceil_tokens.min(cap);
             }
-            let h = &mut self.hot[s];
-            h.parent = parent;
-            h.active = 0;
+            let inner_class = aux[s] != NONE;
+            let ring = if inner_class { 0 } else { cfg.queue_limit.max(queue.len() as u32) };
+            let prof = Profile {
+                rate: cfg.rate_bps,
+                ceil: cfg.ceil_bps,
+                cap,
+                parent: parent[s],
+                mpu: cfg.mpu,
+                quantum: quantum(cfg),
+                queue_limit: cfg.queue_limit,
+                ring,
+                prio: cfg.prio,
+                level: if inner_class { (MAX_DEPTH - 1 - depth[s]) as u8 } else { 0 },
+                police: cfg.mode == Mode::Police,
+                has_pps: k.pps.is_some(),
+                inner_class,
+            };
+            h.profile = *interned.entry(prof).or_insert_with(|| {
+                self.profiles.push(prof);
+                (self.profiles.len() - 1) as u32
+            });
             h.color = Color::Green;
-        }
-        for (s, h) in self.hot.iter_mut().enumerate() {
-            h.inner_class = h.inner != NONE;
-            h.level = if h.inner_class { (MAX_DEPTH - 1 - depth[s]) as u8 } else { 0 };
+            h.active = 0;
+            h.q_head = 0;
+            h.q_len = queue.len() as u32;
+            if inner_class {
+                h.aux = aux[s];
+            } else {
+                // Validation keeps the arena's length within a u32.
+                h.aux = self.arena.len() as u32;
+                let end = self.arena.len() + ring as usize;
+                self.arena.extend(queue.into_iter().map(Some));
+                self.arena.resize_with(end, || None);
+            }
+            self.hot.push(h);
+            self.cold.push(k);
+            self.lent.push(lent);
+            self.ids.push(id);
         }
 
         // Every list and the wait heap anew.
@@ -1129,8 +1206,8 @@ impl<T> Scheduler<T> {
         }
         for s in 0..n as u32 {
             let h = &self.hot[s as usize];
-            if !h.inner_class && !h.queue.is_empty() {
-                let prio = usize::from(h.prio);
+            if h.q_len > 0 {
+                let prio = usize::from(self.prof(s).prio);
                 self.leaf_gain(s, prio);
             }
         }
@@ -1182,8 +1259,9 @@ impl<T> Scheduler<T> {
                 let r = format!("pps_burst {} is not in 1..={MAX_BURST_PACKETS}", c.pps_burst);
                 return Err(err(id, Field::PpsBurst, r));
             }
-            if c.queue_limit == 0 {
-                return Err(err(id, Field::QueueLimit, "queue_limit is zero".into()));
+            if c.queue_limit == 0 || c.queue_limit > MAX_QUEUE_LIMIT {
+                let r = format!("queue_limit {} is not in 1..={MAX_QUEUE_LIMIT}", c.queue_limit);
+                return Err(err(id, Field::QueueLimit, r));
             }
             if let Some(p) = c.parent {
                 if !want.contains_key(&p) {
@@ -1209,11 +1287,26 @@ impl<T> Scheduler<T> {
             // A leaf with a backlog cannot become a parent.
             if let Some(p) = c.parent {
                 if let Some(s) = self.slot(p) {
-                    if !self.hot[s as usize].queue.is_empty() {
+                    if self.hot[s as usize].q_len > 0 {
                         let r = format!("parent {p} is a leaf with queued packets");
                         return Err(err(id, Field::Parent, r));
                     }
                 }
+            }
+        }
+        // The leaves' queues share one arena indexed by u32: each leaf holds its limit, or its
+        // backlog if that is larger (a lowered limit keeps the queue).
+        let mut arena = 0u64;
+        for (&id, c) in want.iter().filter(|(id, _)| !child_rates.contains_key(id)) {
+            let backlog = self.slot(id).map_or(0, |s| self.hot[s as usize].q_len);
+            arena += u64::from(c.queue_limit.max(backlog));
+            if arena > u64::from(u32::MAX) {
+                let r = format!(
+                    "queue_limit {}: the queues of all classes would hold more than {} packets",
+                    c.queue_limit,
+                    u32::MAX
+                );
+                return Err(err(id, Field::QueueLimit, r));
             }
         }
         for (p, (sum, kids)) in &child_rates {
@@ -1245,12 +1338,18 @@ impl<T> Scheduler<T> {
     /// A class's counters.
     pub fn class_stats(&self, id: ClassId) -> Option<ClassStats> {
         self.slot(id).map(|s| {
-            let (h, k, t) = (&self.hot[s as usize], &self.cold[s as usize], self.sent[s as usize]);
+            let (h, k, t) = (&self.hot[s as usize], &self.cold[s as usize], self.lent[s as usize]);
+            let ring = self.prof(s).ring;
+            let queued_bytes = (0..h.q_len)
+                .map(|i| (u32::from(h.q_head) + i) % ring)
+                .filter_map(|i| self.arena[(h.aux + i) as usize].as_ref())
+                .map(|&(_, len)| u64::from(len))
+                .sum();
             ClassStats {
-                sent_bytes: t.bytes,
-                sent_packets: t.packets,
-                queued_packets: h.queue.len() as u64,
-                queued_bytes: h.queued_bytes,
+                sent_bytes: h.sent_bytes,
+                sent_packets: h.sent_packets,
+                queued_packets: u64::from(h.q_len),
+                queued_bytes,
                 dropped_queue_full: k.dropped_queue_full,
                 dropped_policed: k.dropped_policed,
                 dropped_pps: k.dropped_pps,
@@ -1297,32 +1396,32 @@ fn new_policer(cfg: &ClassConfig, now: u64) -> Policer {
     Policer::new(cfg.ceil_bps, cfg.burst_bytes, cfg.mpu, police_pps(cfg), now)
 }
 
-/// A new class's state: buckets full at `now`, the queue reserved at its bound.
-fn new_hot<T>(cfg: &ClassConfig, now: u64) -> Hot<T> {
+/// A new class's state: buckets full at `now`, nothing queued or sent (its profile, queue
+/// and tree are set by [`Scheduler::apply`]).
+fn new_hot(cfg: &ClassConfig, now: u64) -> Hot {
     let cap = cap_for(cfg.burst_bytes);
     Hot {
-        queue: VecDeque::with_capacity(cfg.queue_limit as usize),
-        queued_bytes: 0,
-        queue_limit: cfg.queue_limit,
-        parent: NONE,
-        deficit: [0; 2],
-        inner_class: false,
-        level: 0,
-        prio: cfg.prio,
-        color: Color::Green,
-        active: 0,
-        police: cfg.mode == Mode::Police,
         rate_tokens: cap,
         ceil_tokens: cap,
         last_ns: now,
-        rate: cfg.rate_bps,
-        ceil: cfg.ceil_bps,
-        cap,
-        mpu: cfg.mpu,
-        quantum: quantum(cfg),
-        inner: NONE,
-        has_pps: false,
+        sent_bytes: 0,
+        sent_packets: 0,
+        deficit: [0; 2],
+        profile: 0,
+        aux: NONE,
+        q_len: 0,
+        q_head: 0,
+        color: Color::Green,
+        active: 0,
     }
+}
+
+/// Takes the items of a leaf's queue (`h`, a ring of `ring` entries) out of `arena`, in order.
+fn take_queue<T>(arena: &mut [Option<(T, u32)>], h: &Hot, ring: u32) -> Vec<(T, u32)> {
+    (0..h.q_len)
+        .map(|i| (u32::from(h.q_head) + i) % ring)
+        .map(|i| arena[(h.aux + i) as usize].take().expect("queued entry"))
+        .collect()
 }
 
 /// A new class's settings, policer and pps bucket (full at `now`).
@@ -1338,9 +1437,9 @@ fn new_cold(cfg: &ClassConfig, now: u64) -> Cold {
     }
 }
 
-/// Changes a running class to `cfg` at `now`, keeping its queue, tokens and counters.
-fn update_class<T>(h: &mut Hot<T>, k: &mut Cold, cfg: &ClassConfig, now: u64) {
-    h.set_rates(cfg, now);
+/// Changes a running class's pps bucket, policer and settings to `cfg` at `now` (its tokens,
+/// queue and counters are kept by [`Scheduler::apply`]).
+fn update_class(k: &mut Cold, cfg: &ClassConfig, now: u64) {
     k.pps = match (k.pps.take(), cfg.pps) {
         (Some(mut b), Some(r)) => {
             b.set(r, cfg.pps_burst, now);
@@ -1360,21 +1459,12 @@ fn update_class<T>(h: &mut Hot<T>, k: &mut Cold, cfg: &ClassConfig, now: u64) {
     if cfg.mode == Mode::Police {
         k.pps = None; // the policer enforces it
     }
-    let want_cap = cfg.queue_limit as usize;
-    if h.queue.capacity() < want_cap {
-        h.queue.reserve_exact(want_cap - h.queue.len());
-    }
-    h.quantum = quantum(cfg);
-    h.queue_limit = cfg.queue_limit;
-    h.prio = cfg.prio;
-    h.police = cfg.mode == Mode::Police;
-    h.mpu = cfg.mpu;
     k.cfg = cfg.clone();
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
 
     use proptest::prelude::*;
 
@@ -1643,6 +1733,44 @@ mod tests {
         assert_eq!(s.stats().dropped, 0);
     }
 
+    /// A queue limit lowered below the backlog keeps every queued packet, in order (the
+    /// class's ring keeps room for them), and refuses new ones until the queue is below the
+    /// new limit; the queue's ring wraps around meanwhile.
+    #[test]
+    fn lowering_the_queue_limit_keeps_the_backlog() {
+        let a = ClassConfig { queue_limit: 8, ..leaf(90 * M, 100 * M) };
+        let mut s = sched(100 * M, &[(A, a.clone()), (B, leaf(M, M))]);
+        for i in 0..8 {
+            s.enqueue(A, i, 100, 0).unwrap();
+        }
+        // Three out, three in: the ring's head is at 3 and its tail has wrapped.
+        let mut out: Vec<u64> = (0..3).filter_map(|_| s.dequeue(0).map(|x| x.1)).collect();
+        for i in 8..11 {
+            s.enqueue(A, i, 100, 0).unwrap();
+        }
+        s.apply([Change::Set(A, ClassConfig { queue_limit: 2, ..a })], 0).unwrap();
+        let st = s.class_stats(A).unwrap();
+        assert_eq!((st.queued_packets, st.queued_bytes), (8, 800));
+        assert_eq!(s.enqueue(A, 99, 100, 0), Err((99, DropReason::QueueFull)));
+        for _ in 0..6 {
+            out.extend(s.dequeue(0).map(|x| x.1));
+        }
+        assert_eq!(s.enqueue(A, 98, 100, 0), Err((98, DropReason::QueueFull))); // 2 left
+        out.extend(s.dequeue(0).map(|x| x.1));
+        s.enqueue(A, 11, 100, 0).unwrap();
+        assert_eq!(s.enqueue(A, 12, 100, 0), Err((12, DropReason::QueueFull)));
+        while let Some((_, x, _)) = s.dequeue(0) {
+            out.push(x);
+        }
+        assert_eq!(out, (0..12).collect::<Vec<_>>());
+        let st = s.stats();
+        assert_eq!((st.enqueued, st.dequeued, st.queued, st.dropped), (12, 12, 0, 3));
+        let too_long = ClassConfig { queue_limit: MAX_QUEUE_LIMIT + 1, ..leaf(M, M) };
+        let e = s.set_class(B, too_long, 0).unwrap_err();
+        assert_eq!((e.class, e.field), (B, Field::QueueLimit));
+        assert_eq!(e.reason, "queue_limit 65537 is not in 1..=65536");
+    }
+
     #[test]
     fn validation_refuses_inconsistent_settings_and_changes_nothing() {
         let g = ClassId(2);
@@ -1745,14 +1873,15 @@ mod tests {
     #[test]
     fn no_allocation_queue_keeps_its_capacity() {
         let mut s = sched(100 * M, &[(A, ClassConfig { queue_limit: 16, ..leaf(M, M) })]);
-        let cap = s.hot[s.slot(A).unwrap() as usize].queue.capacity();
+        let (len, cap) = (s.arena.len(), s.arena.capacity());
+        assert_eq!(s.prof(s.slot(A).unwrap()).ring, 16);
         for round in 0..4u64 {
             for i in 0..20 {
                 let _ = s.enqueue(A, i, 64, round * NS_PER_SEC);
             }
             while s.dequeue(round * NS_PER_SEC + NS_PER_SEC / 2).is_some() {}
         }
-        assert_eq!(s.hot[s.slot(A).unwrap() as usize].queue.capacity(), cap);
+        assert_eq!((s.arena.len(), s.arena.capacity()), (len, cap));
     }
 
     /// Each of many classes, in debt, is served at exactly the nanosecond its rate pays the
