@@ -15,9 +15,10 @@
 //!   (`ActiveSet`: one per row, one per priority for all feeds, a parent's feed being its
 //!   children's range), so joining or leaving a list touches no other class; each list is a
 //!   round robin in slot order from a cursor (O(1) word operations to find the next member);
-//! * every class that is not green is in a 4-ary min-heap keyed by a time at or before the
-//!   one its colour will change (`WaitHeap`, O(log n); lazy: see `recolor`). The times are
-//!   exact nanoseconds: a class waiting for tokens is served at the nanosecond they suffice;
+//! * every class that is not green waits in a timing wheel (`WaitWheel`: buckets of 1 µs,
+//!   4 ms ahead, a heap beyond) at a time at or before the one its colour will change (O(1);
+//!   lazy: see `recolor`). The times are exact nanoseconds: a class waiting for tokens is
+//!   served at the nanosecond they suffice;
 //! * rows are lazy about debt: a charge that puts a green class over its rate or ceiling
 //!   leaves it where it is, and dequeue recolours a class it picks from a row if its tokens
 //!   are negative (choosing again if it left). Decisions are those of eager recolouring (a
@@ -37,7 +38,7 @@
 //! a `Profile` shared by the classes with equal settings. At 10 000 classes that is under
 //! 2 MB in all, an L2 cache. Settings, policers and drop counters are apart (`Cold`).
 //! Nothing on the fast path allocates: the arena is reserved at every queue's bound, the
-//! heap and the bitmaps at `apply`.
+//! wheel and the bitmaps at `apply`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -46,7 +47,8 @@ use std::fmt;
 use super::bucket::ByteBucket;
 use super::bucket::{refilled, PacketBucket, BYTE_UNIT, MAX_BURST_BYTES, MAX_BURST_PACKETS};
 use super::policer::{PoliceVerdict, Policer};
-use super::sets::{ActiveSet, WaitHeap};
+use super::sets::ActiveSet;
+use super::wheel::WaitWheel;
 
 /// Priorities: 0 (served first) to `NPRIO - 1`.
 pub const NPRIO: usize = 8;
@@ -437,7 +439,7 @@ pub struct Scheduler<T> {
     level_mask: u8,
     /// Feeds, per priority: the classes in their parent's feed (see [`Inner`]).
     feeds: Vec<ActiveSet>,
-    wait: WaitHeap,
+    wait: WaitWheel,
     now: u64,
     stats: SchedStats,
 }
@@ -465,7 +467,7 @@ impl<T> Scheduler<T> {
             row_mask: [0; MAX_DEPTH],
             level_mask: 0,
             feeds: Vec::new(),
-            wait: WaitHeap::default(),
+            wait: WaitWheel::default(),
             now: 0,
             stats: SchedStats::default(),
         }
@@ -654,7 +656,7 @@ impl<T> Scheduler<T> {
     }
 
     /// Recomputes `c`'s colour from its buckets (refilled to `now`), moving it between rows
-    /// and feeds, and its place in the wait heap. Inline only the common case: the colour
+    /// and feeds, and its place in the wait wheel. Inline only the common case: the colour
     /// stays, and the class is green or already waits.
     #[inline]
     fn recolor(&mut self, c: u32, now: u64) {
@@ -679,7 +681,7 @@ impl<T> Scheduler<T> {
         if new != old {
             self.change_color(c, old, new);
         }
-        // The wait heap is lazy: a class turning green keeps its entry (dropped when it comes
+        // The wait wheel is lazy: a class turning green keeps its entry (dropped when it comes
         // due), and while a class keeps its colour its wake time only moves later (charges add
         // debt), so its earlier entry stands (it comes due early, and is pushed again). Only a
         // new entry or a change of colour computes the wake time (a division).
@@ -706,7 +708,7 @@ impl<T> Scheduler<T> {
         }
     }
 
-    /// Enters `c` (`color`, not green) in the wait heap at the time its colour changes.
+    /// Enters `c` (`color`, not green) in the wait wheel at the time its colour changes.
     #[inline]
     fn wait_for(&mut self, c: u32, color: Color, now: u64) {
         let h = &self.hot[c as usize];
@@ -724,18 +726,14 @@ impl<T> Scheduler<T> {
     /// Applies the colour changes due at `now` (only a comparison when none is).
     #[inline(always)]
     fn run_events(&mut self, now: u64) {
-        if self.wait.peek().is_some_and(|(t, _)| t <= now) {
+        if self.wait.lower_bound() <= now {
             self.run_due_events(now);
         }
     }
 
     #[inline(never)]
     fn run_due_events(&mut self, now: u64) {
-        while let Some((t, c)) = self.wait.peek() {
-            if t > now {
-                break;
-            }
-            self.wait.pop();
+        while let Some(c) = self.wait.pop_due(now) {
             self.update_color(c, now);
         }
     }
@@ -1011,7 +1009,7 @@ impl<T> Scheduler<T> {
         if self.stats.queued == 0 {
             return None;
         }
-        self.wait.peek().map(|(t, _)| t)
+        self.wait.earliest()
     }
 
     // ----- control path -----
@@ -1194,13 +1192,13 @@ impl<T> Scheduler<T> {
             self.ids.push(id);
         }
 
-        // Every list and the wait heap anew.
+        // Every list and the wait wheel anew.
         self.rows = vec![ActiveSet::new(n); MAX_DEPTH * NPRIO];
         self.feeds = vec![ActiveSet::new(n); NPRIO];
         self.row_cursor = [[0; NPRIO]; MAX_DEPTH];
         self.row_mask = [0; MAX_DEPTH];
         self.level_mask = 0;
-        self.wait.reset(n);
+        self.wait.reset(n, now);
         for s in 0..n as u32 {
             self.update_color(s, now);
         }
@@ -1885,7 +1883,7 @@ mod tests {
     }
 
     /// Each of many classes, in debt, is served at exactly the nanosecond its rate pays the
-    /// debt back (the wait heap's times are exact), never before.
+    /// debt back (the wait wheel's times are exact), never before.
     #[test]
     fn a_waiting_class_is_served_exactly_when_its_time_comes() {
         const N: u32 = 300;

@@ -7,9 +7,10 @@
 //!   scheduler keeps its rows and feeds in these, so a class joining or leaving a list
 //!   touches only the bitmap, never another class (as the links of an intrusive list
 //!   would), and a DRR round visits members in slot order from a cursor.
-//! * [`WaitHeap`]: an indexed 4-ary min-heap of (time, slot): half the depth of a binary heap,
-//!   and the smallest of four children picked with selects rather than branches (a pop is
-//!   about log4(n) steps, without a mispredicted comparison at each).
+//! * [`WaitHeap`]: an indexed 4-ary min-heap of (time, slot), for the wake-up times beyond
+//!   the wait wheel's horizon (`super::wheel`): half the depth of a binary heap, and the
+//!   smallest of four children picked with selects rather than branches (a pop is about
+//!   log4(n) steps, without a mispredicted comparison at each).
 
 /// Marks an empty position (in [`WaitHeap`]'s index).
 const NONE: u32 = u32::MAX;
@@ -206,7 +207,7 @@ impl WaitHeap {
     }
 
     /// Whether `slot` has an entry.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn contains(&self, slot: u32) -> bool {
         self.pos[slot as usize] != NONE
     }
@@ -243,6 +244,19 @@ impl WaitHeap {
             self.down(0);
         }
         Some(top)
+    }
+
+    /// Takes `slot`'s entry out (it has one).
+    pub(crate) fn remove(&mut self, slot: u32) {
+        let p = self.pos[slot as usize] as usize;
+        self.pos[slot as usize] = NONE;
+        let last = self.heap.pop().expect("non-empty");
+        if p < self.heap.len() {
+            self.heap[p] = last;
+            self.up(p);
+            let i = self.pos[last.1 as usize] as usize;
+            self.down(i);
+        }
     }
 
     #[inline]
@@ -374,10 +388,11 @@ mod tests {
             }
         }
 
-        /// Against a map of slot -> time: pops come out in time order, earlier-only moves.
+        /// Against a map of slot -> time: pops come out in time order, earlier-only moves,
+        /// removals.
         #[test]
         fn wait_heap_matches_a_model(
-            ops in prop::collection::vec((0..3u8, 0..50u32, 0..1000u64), 1..500),
+            ops in prop::collection::vec((0..4u8, 0..50u32, 0..1000u64), 1..500),
         ) {
             let mut h = WaitHeap::default();
             h.reset(50);
@@ -387,6 +402,10 @@ mod tests {
                     h.set_earlier(slot, t);
                     let e = m.entry(slot).or_insert(t);
                     *e = (*e).min(t);
+                } else if op == 2 {
+                    if m.remove(&slot).is_some() {
+                        h.remove(slot);
+                    }
                 } else {
                     let got = h.pop();
                     let min = m.values().min().copied();
