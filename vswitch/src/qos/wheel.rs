@@ -61,7 +61,6 @@ pub(crate) struct WaitWheel {
     far: WaitHeap,
     /// At or before every entry's time (`u64::MAX`: none).
     lower: u64,
-    len: usize,
 }
 
 impl Default for WaitWheel {
@@ -74,7 +73,6 @@ impl Default for WaitWheel {
             base: 0,
             far: WaitHeap::default(),
             lower: u64::MAX,
-            len: 0,
         }
     }
 }
@@ -96,7 +94,6 @@ impl WaitWheel {
         self.base = now & !(GRAIN_NS - 1);
         self.far.reset(slots);
         self.lower = u64::MAX;
-        self.len = 0;
     }
 
     /// Whether `slot` has an entry.
@@ -108,7 +105,7 @@ impl WaitWheel {
     /// Number of entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.links.iter().filter(|l| l.bucket != NONE).count()
     }
 
     /// A time at or before every entry's (`u64::MAX` when empty): nothing is due before it.
@@ -132,7 +129,6 @@ impl WaitWheel {
 
     #[inline]
     fn insert(&mut self, slot: u32, t: u64) {
-        self.len += 1;
         self.lower = self.lower.min(t);
         if t >= self.base + HORIZON_NS {
             self.links[slot as usize] = Link { when: t, next: NONE, prev: NONE, bucket: FAR };
@@ -156,7 +152,6 @@ impl WaitWheel {
     /// Takes `slot`'s entry out (it has one).
     #[inline]
     fn remove(&mut self, slot: u32) {
-        self.len -= 1;
         let l = self.links[slot as usize];
         self.links[slot as usize].bucket = NONE;
         if l.bucket == FAR {
@@ -217,7 +212,7 @@ impl WaitWheel {
             }
             // The first bucket is empty: move `base` to the next time with entries, or to
             // `now`'s bucket if that comes first.
-            let next = self.next_bucket_start();
+            let next = self.first_bucket().map_or(u64::MAX, |n| self.bucket_start(n));
             let far = self.far.peek().map_or(u64::MAX, |(t, _)| t);
             let first = next.min(far & !(GRAIN_NS - 1));
             if first > now {
@@ -229,18 +224,18 @@ impl WaitWheel {
         }
     }
 
-    /// The start of the first non-empty bucket after `base`'s (`u64::MAX` if none).
+    /// The first non-empty bucket from `base`'s on, round the wheel.
     #[inline]
-    fn next_bucket_start(&self) -> u64 {
+    fn first_bucket(&self) -> Option<usize> {
         let b = bucket_of(self.base);
-        let found = self.first_from(b + 1).or_else(|| self.first_from(0));
-        match found {
-            Some(n) => {
-                let ahead = (n + BUCKETS - b) % BUCKETS;
-                self.base + ahead as u64 * GRAIN_NS
-            }
-            None => u64::MAX,
-        }
+        self.first_from(b).or_else(|| self.first_from(0))
+    }
+
+    /// The start time of bucket `n` (within the horizon from `base`).
+    #[inline]
+    fn bucket_start(&self, n: usize) -> u64 {
+        let ahead = (n + BUCKETS - bucket_of(self.base)) % BUCKETS;
+        self.base + ahead as u64 * GRAIN_NS
     }
 
     /// The first non-empty bucket at or after `p` (no wrap).
@@ -274,7 +269,6 @@ impl WaitWheel {
                 break;
             }
             self.far.pop();
-            self.len -= 1;
             self.insert(slot, t);
         }
     }
@@ -282,14 +276,8 @@ impl WaitWheel {
     /// The earliest entry's time (exact; a scan of one bucket).
     pub(crate) fn earliest(&self) -> Option<u64> {
         let far = self.far.peek().map(|(t, _)| t);
-        let b = bucket_of(self.base);
-        let first = if self.heads[b] != NONE {
-            Some(b)
-        } else {
-            self.first_from(b + 1).or_else(|| self.first_from(0))
-        };
         let mut wheel = None;
-        if let Some(b) = first {
+        if let Some(b) = self.first_bucket() {
             let mut i = self.heads[b];
             while i != NONE {
                 let l = &self.links[i as usize];
@@ -376,7 +364,7 @@ mod tests {
                         prop_assert!(m.values().all(|&t| t > now), "left due at {now}");
                     }
                 }
-                prop_assert_eq!(w.len, m.len());
+                prop_assert_eq!(w.len(), m.len());
                 prop_assert_eq!(w.earliest(), m.values().min().copied());
                 prop_assert!(w.lower_bound() <= m.values().min().copied().unwrap_or(u64::MAX));
                 for s in 0..64 {
