@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Config;
 use crate::pipeline::snapshot::{QosPlan, DEFAULT_CLASS, LOCAL_QUEUE_MAX};
 use crate::qos::bucket::MAX_BURST_BYTES;
-use crate::qos::sched::{MAX_DEPTH, NPRIO};
+use crate::qos::sched::{MAX_DEPTH, MAX_QUEUE_LIMIT, NPRIO};
 use crate::qos::{Change, ClassConfig, ClassId, Field, GuardConfig, Mode, Scheduler};
 use crate::types::PortId;
 
@@ -343,8 +343,11 @@ pub(super) fn validate(cfg: &Config, err: &mut impl FnMut(String, String)) {
                 format!("{} is out of range 1..={MAX_BURST_BYTES}", c.burst.unwrap_or(0)),
             );
         }
-        if c.queue_limit == 0 || c.queue_limit > 65536 {
-            e(at("queue_limit"), format!("{} is out of range 1..=65536", c.queue_limit));
+        if c.queue_limit == 0 || c.queue_limit > MAX_QUEUE_LIMIT {
+            e(
+                at("queue_limit"),
+                format!("{} is out of range 1..={MAX_QUEUE_LIMIT}", c.queue_limit),
+            );
         }
     }
     // The children's guarantees fit their parent's.

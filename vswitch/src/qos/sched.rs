@@ -61,7 +61,7 @@ pub const QUANTUM_PER_WEIGHT: u32 = 1514;
 
 /// The largest weight (keeps the quantum in an `i32`).
 pub const MAX_WEIGHT: u32 = 1_000_000;
-/// The largest queue limit, packets (a queue's head fits 16 bits).
+/// The largest queue limit, packets (what one class may reserve; the config's bound too).
 pub const MAX_QUEUE_LIMIT: u32 = 1 << 16;
 
 const NONE: u32 = u32::MAX;
@@ -1406,7 +1406,7 @@ fn update_class(k: &mut Cold, cfg: &ClassConfig, now: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, VecDeque};
+    use std::collections::BTreeMap;
 
     use proptest::prelude::*;
 
