@@ -25,6 +25,15 @@ struct Pending {
     done: Condvar,
 }
 
+impl Pending {
+    /// Deletes `device` (on whichever thread calls it) and signals it done.
+    fn reap(&self, device: Device, queues: usize) {
+        destroy(&device.0, &device.1, queues);
+        self.devices.lock().unwrap_or_else(|e| e.into_inner()).remove(&device);
+        self.done.notify_all();
+    }
+}
+
 /// The deleting thread (started with the first device) and its queue.
 #[derive(Default)]
 pub struct TapReaper {
@@ -43,11 +52,8 @@ impl TapReaper {
             let pending = self.pending.clone();
             let spawned =
                 std::thread::Builder::new().name("vswitch-tap-reaper".into()).spawn(move || {
-                    for ((ns, ifname), queues) in rx {
-                        destroy(&ns, &ifname, queues);
-                        let mut devices = pending.devices.lock().unwrap_or_else(|e| e.into_inner());
-                        devices.remove(&(ns, ifname));
-                        pending.done.notify_all();
+                    for (device, queues) in rx {
+                        pending.reap(device, queues);
                     }
                 });
             match spawned {
@@ -58,7 +64,7 @@ impl TapReaper {
                 // No thread: delete here, as the control loop always could.
                 Err(e) => {
                     warn!("no thread for deleting tap devices ({e}); deleting in the control loop");
-                    self.delete_here(device, queues);
+                    self.pending.reap(device, queues);
                     return;
                 }
             }
@@ -67,13 +73,8 @@ impl TapReaper {
         if let Err(std::sync::mpsc::SendError((device, queues))) = queue.send((device, queues)) {
             // The thread is gone (it cannot panic short of a bug): do it here.
             self.queue = None;
-            self.delete_here(device, queues);
+            self.pending.reap(device, queues);
         }
-    }
-
-    fn delete_here(&self, (ns, ifname): Device, queues: usize) {
-        destroy(&ns, &ifname, queues);
-        self.pending.devices.lock().unwrap_or_else(|e| e.into_inner()).remove(&(ns, ifname));
     }
 
     /// Waits (at most `timeout`) until device `ifname` in `netns` is not being deleted; true
