@@ -32,6 +32,11 @@ use crate::types::vlan_is_valid;
 /// Attachments by (container id, interface name).
 pub type Pods = BTreeMap<(String, String), PodAttachment>;
 
+/// Attachment `a`'s key in [`Pods`].
+pub fn pod_key(a: &PodAttachment) -> (String, String) {
+    (a.container_id.clone(), a.ifname.clone())
+}
+
 /// The switch port name of a pod's interface.
 pub fn port_name(container_id: &str, ifname: &str) -> String {
     let short: String = container_id.chars().take(12).collect();
@@ -90,24 +95,17 @@ pub fn load(dir: &str) -> (Vec<PodAttachment>, Vec<String>) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => problems.push(format!("{}: {e}", legacy.display())),
     }
-    let sdir = state_dir(dir);
-    let entries = match std::fs::read_dir(&sdir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (pods, problems),
+    let mut paths = match state_entries(dir) {
+        Ok(paths) => paths,
         Err(e) => {
-            problems.push(format!("{}: {e}", sdir.display()));
+            problems.push(e);
             return (pods, problems);
         }
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
+    paths.retain(|p| p.extension().is_some_and(|x| x == "json"));
     paths.sort();
     for path in paths {
-        match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-            serde_json::from_slice::<PodAttachment>(&bytes).map_err(|e| e.to_string())
-        }) {
+        match read_attachment(&path) {
             Ok(a) => pods.push(a),
             Err(e) => problems.push(format!("{}: {e}", path.display())),
         }
@@ -115,11 +113,27 @@ pub fn load(dir: &str) -> (Vec<PodAttachment>, Vec<String>) {
     (pods, problems)
 }
 
+/// The files in [`state_dir`] (none if it does not exist).
+fn state_entries(dir: &str) -> Result<Vec<PathBuf>, String> {
+    let sdir = state_dir(dir);
+    match std::fs::read_dir(&sdir) {
+        Ok(entries) => Ok(entries.filter_map(|e| e.ok().map(|e| e.path())).collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("reading {}: {e}", sdir.display())),
+    }
+}
+
+/// One attachment file.
+fn read_attachment(path: &Path) -> Result<PodAttachment, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
 /// Writes attachment `a` to its file atomically (temporary file + rename).
 pub fn save_one(dir: &str, a: &PodAttachment) -> Result<(), String> {
     let sdir = state_dir(dir);
     std::fs::create_dir_all(&sdir).map_err(|e| format!("creating {}: {e}", sdir.display()))?;
-    let path = state_file(dir, &(a.container_id.clone(), a.ifname.clone()));
+    let path = state_file(dir, &pod_key(a));
     let tmp = path.with_extension("json.tmp");
     let bytes = serde_json::to_vec(a).map_err(|e| e.to_string())?;
     std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
@@ -143,19 +157,9 @@ pub fn forget(dir: &str, key: &(String, String)) -> Result<(), String> {
 pub fn prune(dir: &str, pods: &Pods) -> Result<(), String> {
     let keep: std::collections::HashSet<PathBuf> =
         pods.keys().map(|k| state_file(dir, k)).collect();
-    let sdir = state_dir(dir);
-    let entries = match std::fs::read_dir(&sdir) {
-        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        // No attachment was ever written: nothing to remove.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(format!("reading {}: {e}", sdir.display())),
-    };
-    for path in entries {
-        let stale = |p: &Path| {
-            p.extension().is_some_and(|x| x == "tmp")
-                || std::fs::read(p)
-                    .is_ok_and(|b| serde_json::from_slice::<PodAttachment>(&b).is_ok())
-        };
+    for path in state_entries(dir)? {
+        let stale =
+            |p: &Path| p.extension().is_some_and(|x| x == "tmp") || read_attachment(p).is_ok();
         if !keep.contains(&path) && stale(&path) {
             std::fs::remove_file(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
         }
@@ -321,7 +325,7 @@ impl<const N: usize> Daemon<N> {
     /// interface again with the same host interface answers with the existing port.
     pub fn attach_pod(&mut self, a: PodAttachment) -> Response {
         let t0 = std::time::Instant::now();
-        let key = (a.container_id.clone(), a.ifname.clone());
+        let key = pod_key(&a);
         if a.container_id.is_empty() || a.ifname.is_empty() {
             return Err(ApiError::invalid("container_id and ifname must not be empty"));
         }
@@ -508,10 +512,6 @@ mod tests {
         .unwrap()
     }
 
-    fn key(a: &PodAttachment) -> (String, String) {
-        (a.container_id.clone(), a.ifname.clone())
-    }
-
     #[test]
     fn attachments_persist_one_file_each() {
         let dir = scratch("each");
@@ -521,8 +521,8 @@ mod tests {
         let (mut got, problems) = load(&dir);
         got.sort_by(|x, y| x.container_id.cmp(&y.container_id));
         assert_eq!((got, problems), (vec![a.clone(), b.clone()], Vec::<String>::new()));
-        forget(&dir, &key(&a)).unwrap();
-        forget(&dir, &key(&a)).unwrap();
+        forget(&dir, &pod_key(&a)).unwrap();
+        forget(&dir, &pod_key(&a)).unwrap();
         assert_eq!(load(&dir).0, vec![b]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -534,12 +534,12 @@ mod tests {
         let long = pod(&"c".repeat(300), "eth0");
         let other_long = pod(&format!("{}d", "c".repeat(299)), "eth0");
         for a in [&odd, &long, &other_long] {
-            let f = state_file(&dir, &key(a));
+            let f = state_file(&dir, &pod_key(a));
             assert_eq!(f.parent(), Some(state_dir(&dir).as_path()), "{}", f.display());
             assert!(f.file_name().unwrap().len() < 255, "{}", f.display());
             save_one(&dir, a).unwrap();
         }
-        assert_ne!(state_file(&dir, &key(&long)), state_file(&dir, &key(&other_long)));
+        assert_ne!(state_file(&dir, &pod_key(&long)), state_file(&dir, &pod_key(&other_long)));
         assert_eq!(load(&dir).0.len(), 3);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!((got.len(), problems.len()), (2, 0));
         // Pod a attaches again (writing its file), pod b has gone meanwhile.
         save_one(&dir, &a).unwrap();
-        let pods: Pods = [(key(&a), a.clone())].into_iter().collect();
+        let pods: Pods = [(pod_key(&a), a.clone())].into_iter().collect();
         prune(&dir, &pods).unwrap();
         assert!(!legacy_state_file(&dir).exists());
         assert_eq!(load(&dir).0, vec![a]);
@@ -577,7 +577,7 @@ mod tests {
         let (got, problems) = load(&dir);
         assert_eq!(got, vec![a.clone()]);
         assert!(problems.len() == 1 && problems[0].contains("zzz@eth0.json"), "{problems:?}");
-        prune(&dir, &[(key(&a), a)].into_iter().collect()).unwrap();
+        prune(&dir, &[(pod_key(&a), a)].into_iter().collect()).unwrap();
         assert!(bad.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
