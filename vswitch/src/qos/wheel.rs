@@ -12,8 +12,11 @@
 //!   slots (no allocation, O(1) insert and removal), and a two-level bitmap finds the next
 //!   bucket with entries in two word operations;
 //! * an entry keeps its exact time, so [`WaitWheel::pop_due`] hands out exactly the entries
-//!   at or before `now` (within a bucket they come in list order: the scheduler's decisions
-//!   do not depend on the order in which due classes change colour, only on the set);
+//!   at or before `now`. The first call that finds the first bucket due walks its list once
+//!   and moves every due entry to a *due list* (one more list, after the buckets), which the
+//!   following calls empty: a bucket of k due entries costs one walk, not k. Due entries
+//!   come in no particular order: the scheduler's decisions do not depend on the order in
+//!   which due classes change colour, only on the set;
 //! * times beyond the wheel's horizon (rare: a slow class deep in debt) wait in a
 //!   [`WaitHeap`] and move into the wheel as `base` comes near them;
 //! * `lower` is a time at or before every entry, so "is anything due?" is one comparison.
@@ -27,6 +30,8 @@ const GRAIN_SHIFT: u32 = 10;
 const BUCKETS: usize = 4096;
 const HORIZON_NS: u64 = GRAIN_NS * BUCKETS as u64;
 const WORDS: usize = BUCKETS / 64;
+/// The due list's index in `heads` (and `Link::bucket` of its entries), after the buckets.
+const DUE: usize = BUCKETS;
 
 /// Marks an absent link or slot.
 const NONE: u32 = u32::MAX;
@@ -39,7 +44,7 @@ struct Link {
     when: u64,
     next: u32,
     prev: u32,
-    /// The bucket, `FAR`, or `NONE` (no entry).
+    /// The bucket, `DUE`, `FAR`, or `NONE` (no entry).
     bucket: u32,
 }
 
@@ -49,6 +54,7 @@ const EMPTY: Link = Link { when: 0, next: NONE, prev: NONE, bucket: NONE };
 #[derive(Debug)]
 pub(crate) struct WaitWheel {
     links: Vec<Link>,
+    /// The buckets' list heads, then the due list's (`DUE`).
     heads: Vec<u32>,
     /// Bit `b % 64` of word `b / 64`: bucket `b` has entries; bit `w` of `summary`: word `w`
     /// is non-zero.
@@ -61,18 +67,21 @@ pub(crate) struct WaitWheel {
     far: WaitHeap,
     /// At or before every entry's time (`u64::MAX`: none).
     lower: u64,
+    /// At or before the time of every entry not in the due list: `lower` once it is empty.
+    rest: u64,
 }
 
 impl Default for WaitWheel {
     fn default() -> Self {
         WaitWheel {
             links: Vec::new(),
-            heads: vec![NONE; BUCKETS],
+            heads: vec![NONE; BUCKETS + 1],
             occupied: [0; WORDS],
             summary: 0,
             base: 0,
             far: WaitHeap::default(),
             lower: u64::MAX,
+            rest: u64::MAX,
         }
     }
 }
@@ -94,6 +103,7 @@ impl WaitWheel {
         self.base = now & !(GRAIN_NS - 1);
         self.far.reset(slots);
         self.lower = u64::MAX;
+        self.rest = u64::MAX;
     }
 
     /// Whether `slot` has an entry.
@@ -130,6 +140,7 @@ impl WaitWheel {
     #[inline]
     fn insert(&mut self, slot: u32, t: u64) {
         self.lower = self.lower.min(t);
+        self.rest = self.rest.min(t);
         if t >= self.base + HORIZON_NS {
             self.links[slot as usize] = Link { when: t, next: NONE, prev: NONE, bucket: FAR };
             self.far.set_earlier(slot, t);
@@ -138,12 +149,19 @@ impl WaitWheel {
         // A time before `base` (not made by the scheduler, whose times only grow) is filed
         // in the first bucket, where it is found first.
         let b = bucket_of(t.max(self.base));
-        let head = self.heads[b];
-        self.links[slot as usize] = Link { when: t, next: head, prev: NONE, bucket: b as u32 };
-        if head == NONE {
+        if self.heads[b] == NONE {
             self.occupied[b / 64] |= 1 << (b % 64);
             self.summary |= 1 << (b / 64);
-        } else {
+        }
+        self.link(slot, t, b);
+    }
+
+    /// Puts `slot` (no entry) at the head of list `b` (a bucket or `DUE`) at time `t`.
+    #[inline]
+    fn link(&mut self, slot: u32, t: u64, b: usize) {
+        let head = self.heads[b];
+        self.links[slot as usize] = Link { when: t, next: head, prev: NONE, bucket: b as u32 };
+        if head != NONE {
             self.links[head as usize].prev = slot;
         }
         self.heads[b] = slot;
@@ -159,6 +177,18 @@ impl WaitWheel {
             return;
         }
         let b = l.bucket as usize;
+        self.unlink(l, b);
+        if self.heads[b] == NONE && b != DUE {
+            self.occupied[b / 64] &= !(1 << (b % 64));
+            if self.occupied[b / 64] == 0 {
+                self.summary &= !(1 << (b / 64));
+            }
+        }
+    }
+
+    /// Takes the entry `l` out of list `b`'s links (its occupancy bit is the caller's).
+    #[inline]
+    fn unlink(&mut self, l: Link, b: usize) {
         if l.prev == NONE {
             self.heads[b] = l.next;
         } else {
@@ -166,12 +196,6 @@ impl WaitWheel {
         }
         if l.next != NONE {
             self.links[l.next as usize].prev = l.prev;
-        }
-        if self.heads[b] == NONE {
-            self.occupied[b / 64] &= !(1 << (b % 64));
-            if self.occupied[b / 64] == 0 {
-                self.summary &= !(1 << (b / 64));
-            }
         }
     }
 
@@ -181,7 +205,21 @@ impl WaitWheel {
         if now < self.lower {
             return None;
         }
+        let d = self.heads[DUE];
+        if d != NONE {
+            return Some(self.take_due(d));
+        }
         self.pop_due_slow(now)
+    }
+
+    /// Takes `d`, the due list's head, out; the bound is the rest's once the list is empty.
+    #[inline]
+    fn take_due(&mut self, d: u32) -> u32 {
+        self.remove(d);
+        if self.heads[DUE] == NONE {
+            self.lower = self.rest;
+        }
+        d
     }
 
     fn pop_due_slow(&mut self, now: u64) -> Option<u32> {
@@ -189,25 +227,33 @@ impl WaitWheel {
             let b = bucket_of(self.base);
             let mut i = self.heads[b];
             if i != NONE {
-                // The first due entry, and the earliest of the others (all else is in later
-                // buckets, from `base + GRAIN_NS` on).
-                let mut due = NONE;
+                // One walk: every due entry moves to the due list; the earliest of the
+                // others bounds the rest (all else is in later buckets, from
+                // `base + GRAIN_NS` on).
                 let mut later = self.base + GRAIN_NS;
                 while i != NONE {
                     let l = self.links[i as usize];
-                    if l.when <= now && due == NONE {
-                        due = i;
+                    if l.when <= now {
+                        self.unlink(l, b);
+                        self.link(i, l.when, DUE);
                     } else {
                         later = later.min(l.when);
                     }
                     i = l.next;
                 }
-                // With no other entry due, the next call returns at once.
-                self.lower = later;
-                if due != NONE {
-                    self.remove(due);
-                    return Some(due);
+                if self.heads[b] == NONE {
+                    self.occupied[b / 64] &= !(1 << (b % 64));
+                    if self.occupied[b / 64] == 0 {
+                        self.summary &= !(1 << (b / 64));
+                    }
                 }
+                self.rest = later;
+                let d = self.heads[DUE];
+                if d != NONE {
+                    return Some(self.take_due(d));
+                }
+                // Nothing due: the next call returns at once.
+                self.lower = later;
                 return None;
             }
             // The first bucket is empty: move `base` to the next time with entries, or to
@@ -218,6 +264,7 @@ impl WaitWheel {
             if first > now {
                 self.advance_to(now & !(GRAIN_NS - 1));
                 self.lower = next.min(far);
+                self.rest = self.lower;
                 return None;
             }
             self.advance_to(first);
@@ -277,7 +324,7 @@ impl WaitWheel {
     pub(crate) fn earliest(&self) -> Option<u64> {
         let far = self.far.peek().map(|(t, _)| t);
         let mut wheel = None;
-        if let Some(b) = self.first_bucket() {
+        for b in [Some(DUE), self.first_bucket()].into_iter().flatten() {
             let mut i = self.heads[b];
             while i != NONE {
                 let l = &self.links[i as usize];
