@@ -636,6 +636,12 @@ impl<T> Scheduler<T> {
     }
 
     /// Refills `c`'s buckets to `now`, then recomputes its colour (see [`Self::recolor`]).
+    ///
+    /// The common case has a path of its own: a leaf without a pps limit turning between
+    /// green and yellow (at line rate, nearly every packet turns one leaf yellow and another
+    /// green). Such a leaf is active for its one priority or none, sits in the row of level
+    /// 0 when green, and stays in its parent's feed either way, so the change is one row
+    /// bit and, turning yellow, one wait entry.
     #[inline]
     fn update_color(&mut self, c: u32, now: u64) {
         let h = &mut self.hot[c as usize];
@@ -643,6 +649,28 @@ impl<T> Scheduler<T> {
         h.refill(p, now);
         if p.has_pps {
             self.cold[c as usize].pps.as_mut().expect("pps class").refill(now);
+        } else if !p.inner_class && h.ceil_tokens >= 0 && h.color != Color::Red {
+            let green = h.rate_tokens >= 0;
+            let was_green = h.color == Color::Green;
+            // As in `recolor_slow`: a yellow leaf that already waits keeps its entry.
+            let wake = (!green && (was_green || !self.wait.contains(c)))
+                .then(|| now + ns_until(h.rate_tokens, p.rate));
+            if green != was_green {
+                h.color = if green { Color::Green } else { Color::Yellow };
+                let active = h.active;
+                if active != 0 {
+                    let prio = active.trailing_zeros() as usize;
+                    if green {
+                        self.row_insert(0, prio, c);
+                    } else {
+                        self.row_delete(0, prio, c);
+                    }
+                }
+            }
+            if let Some(t) = wake {
+                self.wait.set_earlier(c, t);
+            }
+            return;
         }
         self.recolor(c, now);
     }
