@@ -287,6 +287,8 @@ struct Hot {
     profile: u32,
     /// An inner class's index in `Scheduler::inner`.
     inner: u32,
+    /// The class's id (as `Scheduler::ids`): what dequeue hands out, from the line it has.
+    id: ClassId,
     color: Color,
     /// Priorities with backlog reachable through this class (HTB's `prio_activity`).
     active: u8,
@@ -926,7 +928,7 @@ impl<T> Scheduler<T> {
                 self.leaf_lose(first, prio);
             }
             self.charge::<true>(first, 0, len, now);
-            return (self.ids[first as usize], item, len);
+            return (self.hot[first as usize].id, item, len);
         }
         self.dequeue_walk(first, level, prio, now)
     }
@@ -970,7 +972,7 @@ impl<T> Scheduler<T> {
             self.leaf_lose(leaf, prio);
         }
         self.charge::<false>(leaf, level as u8, len, now);
-        (self.ids[leaf as usize], item, len)
+        (self.hot[leaf as usize].id, item, len)
     }
 
     /// Charges a packet of `len` bytes served from `level` to `leaf` and its ancestors: the
@@ -1193,6 +1195,7 @@ impl<T> Scheduler<T> {
             h.color = Color::Green;
             h.active = 0;
             h.inner = inner[s];
+            h.id = id;
             if inner_class {
                 queue = VecDeque::new(); // empty (validated): its room is freed
             } else if queue.capacity() < cfg.queue_limit as usize {
@@ -1402,6 +1405,7 @@ fn new_hot(cfg: &ClassConfig, now: u64) -> Hot {
         deficit: [0; 2],
         profile: 0,
         inner: NONE,
+        id: ClassId(0),
         color: Color::Green,
         active: 0,
     }
