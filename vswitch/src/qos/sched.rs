@@ -24,7 +24,10 @@
 //!   are negative (choosing again if it left). Decisions are those of eager recolouring (a
 //!   stale green class only stays a member of rows, and no class is served from a row without
 //!   that check), but a class whose debt is repaid before its next turn, the common case near
-//!   a guarantee, never leaves its row;
+//!   a guarantee, never leaves its row. A leaf still backlogged after a send whose debt
+//!   takes more than `EAGER_DEBT_NS` (10 µs) to repay turns yellow at once instead: with
+//!   thousands of slow classes the row's round robin comes back to it long before that, and
+//!   finding it in debt then costs a second choice;
 //! * dequeue runs the due colour changes, then takes the lowest level with a non-empty row
 //!   and in it the highest priority (bit masks: O(1)), and walks down the feeds to a leaf
 //!   (O(depth); a green leaf, the common case, needs no walk); each list on the way is served
@@ -65,6 +68,9 @@ pub const MAX_WEIGHT: u32 = 1_000_000;
 pub const MAX_QUEUE_LIMIT: u32 = 1 << 16;
 
 const NONE: u32 = u32::MAX;
+/// A leaf that keeps a backlog and whose debt takes longer than this to repay turns yellow
+/// at once (see `dequeue_from`).
+const EAGER_DEBT_NS: u64 = 10_000;
 
 /// A class's id, chosen by the control plane (at most [`MAX_CLASS_ID`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -928,6 +934,13 @@ impl<T> Scheduler<T> {
                 self.leaf_lose(first, prio);
             }
             self.charge::<true>(first, 0, len, now);
+            let h = &self.hot[first as usize];
+            if !empty && h.rate_tokens < 0 && h.color == Color::Green {
+                let rate = self.profiles[h.profile as usize].rate;
+                if h.rate_tokens.unsigned_abs() > rate.saturating_mul(EAGER_DEBT_NS) {
+                    self.update_color(first, now);
+                }
+            }
             return (self.hot[first as usize].id, item, len);
         }
         self.dequeue_walk(first, level, prio, now)
