@@ -111,11 +111,12 @@ fn run_clients(topo: &mut Topo, clients: &[(&str, u16)], secs: u32) -> Vec<f64> 
 /// - each pod's share of the total is within 5% (relative) of its configured share: this is
 ///   what the scheduler decides, and it held within about 1% in every run;
 /// - nobody exceeds its configured rate by more than 5% (the shaper's ceiling);
-/// - the total reaches at least 85% of the configured total. Not tighter: on the shared 2-core
-///   VM, with three iperf3 pairs, the debug vswitchd and a compiler competing for the cores,
-///   the total sometimes falls 5-6% short (measured 275 of 287 Mbit/s once, with shares still
-///   49.3/33.6/17.1%), a CPU shortfall rather than a scheduling error; unloaded, each pod was
-///   within 0.6% of its rate.
+/// - the total reaches at least 85% of the configured total (after `measured` has tried up to
+///   three times to get 95%). Not tighter: on the shared 2-core VM, with three iperf3 pairs,
+///   the debug vswitchd and a compiler competing for the cores, the total sometimes falls
+///   5-6% short (measured 275 of 287 Mbit/s once, with shares still 49.3/33.6/17.1%), a CPU
+///   shortfall rather than a scheduling error; unloaded, each pod was within 0.6% of its
+///   rate.
 fn check(what: &str, got: &[f64], want: &[f64]) {
     let total: f64 = got.iter().sum();
     let want_total: f64 = want.iter().sum();
@@ -136,6 +137,28 @@ fn check(what: &str, got: &[f64], want: &[f64]) {
         total >= 0.85 * want_total,
         "{what}: {total:.1} Mbit/s in total, expected {want_total:.1} (all: {got:.1?})"
     );
+}
+
+/// Runs `measure` (receivers' rates, Mbit/s of payload) until their total reaches 95% of what
+/// `want` configures, three times at most, and returns the last rates. A total that short is
+/// a CPU shortfall (on this shared 2-core VM the debug vswitchd or iperf3 lost the cores to
+/// another tenant, measured once at 78%, the shares then off by 5%), not something the
+/// scheduler decided: its shares are not judged from it. A scheduling error shows in the
+/// shares of a full total, and fails `check` at once.
+fn measured(what: &str, want: &[f64], mut measure: impl FnMut() -> Vec<f64>) -> Vec<f64> {
+    let want_payload: Vec<f64> = want.iter().map(|w| w * GOODPUT).collect();
+    let want_total: f64 = want_payload.iter().sum();
+    let mut got = Vec::new();
+    for attempt in 1..=3 {
+        got = measure();
+        eprintln!(
+            "{what}, try {attempt}: {got:.1?} Mbit/s of payload (expected {want_payload:.1?})"
+        );
+        if got.iter().sum::<f64>() >= 0.95 * want_total {
+            break;
+        }
+    }
+    got
 }
 
 #[test]
@@ -193,21 +216,18 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
 
     // Phase 1: all three busy. Nobody can borrow (the guarantees fill the root), so each gets
     // its guarantee.
-    let all = run_clients(&mut topo, &[("p1", 5201), ("p2", 5202), ("p3", 5203)], 5);
-    eprintln!(
-        "all busy: {all:.1?} Mbit/s of payload (expected {:.1?})",
-        [150.0 * GOODPUT, 100.0 * GOODPUT, 50.0 * GOODPUT]
-    );
-    check("all busy", &all, &[150.0, 100.0, 50.0]);
+    let want = [150.0, 100.0, 50.0];
+    let all = measured("all busy", &want, || {
+        run_clients(&mut topo, &[("p1", 5201), ("p2", 5202), ("p3", 5203)], 5)
+    });
+    check("all busy", &all, &want);
 
     // Phase 2: p1 idle. p2 and p3 (same priority) borrow its 150M by weight, 2:1: 200M and
     // 100M.
-    let two = run_clients(&mut topo, &[("p2", 5202), ("p3", 5203)], 5);
-    eprintln!(
-        "p1 idle: {two:.1?} Mbit/s of payload (expected {:.1?})",
-        [200.0 * GOODPUT, 100.0 * GOODPUT]
-    );
-    check("p1 idle", &two, &[200.0, 100.0]);
+    let want = [200.0, 100.0];
+    let two =
+        measured("p1 idle", &want, || run_clients(&mut topo, &[("p2", 5202), ("p3", 5203)], 5));
+    check("p1 idle", &two, &want);
     let q = qos(&sw);
     let borrowed =
         |n: &str| q[0].classes.iter().find(|c| c.name == n).map_or(0, |c| c.borrowed_bytes);
@@ -231,8 +251,8 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
         (c == 60_000_000).then_some(c)
     });
     assert!(ceil.is_some(), "ceil change not applied: {:?}", qos(&sw));
-    let one = run_clients(&mut topo, &[("p3", 5203)], 3);
-    eprintln!("p3 alone, ceiling 60M: {one:.1?} Mbit/s of payload");
+    let one =
+        measured("p3 alone, ceiling 60M", &[60.0], || run_clients(&mut topo, &[("p3", 5203)], 3));
     check("p3 capped", &one, &[60.0]);
     let text = String::from_utf8_lossy(&sw.ctl(&["show", "qos"]).stdout).to_string();
     assert!(text.contains("port uplink"), "{text}");
@@ -324,13 +344,23 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     // is the upper bound, 5% over it at most; the lower bounds here and below only catch a
     // collapse: on a quiet machine a got within 1% of its limit (UDP and TCP), but on the
     // shared 2-core VM, with compilers or the other QoS test running, the debug vswitchd
-    // falls behind (measured up to 11% short, c then short too).
-    let (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
+    // falls behind (measured up to 11% short, c then short too). c, not limited, gets all it
+    // offers (99.9 Mbit/s) unless the switch lost the cores: then measure again, three times
+    // at most (once c got 60 Mbit/s while another tenant had the machine).
+    let (mut a_udp, mut size, mut c_udp) = (0.0, 0.0, 0.0);
+    for attempt in 1..=3 {
+        (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
+        (c_udp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b");
+        eprintln!(
+            "UDP to b, try {attempt}: a {a_udp:.1} Mbit/s of payload ({size:.0}-byte \
+             datagrams), c {c_udp:.1}"
+        );
+        if c_udp >= 90.0 {
+            break;
+        }
+    }
     let want = 50.0 * size / udp_frame(size);
-    let (c_udp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b");
-    eprintln!(
-        "UDP to b: a {a_udp:.1} Mbit/s of payload ({size:.0}-byte datagrams; 50M of frames is {want:.1}), c {c_udp:.1}"
-    );
+    eprintln!("a's limit: 50M of frames is {want:.1} Mbit/s of payload");
     assert!(
         (0.8 * want..=1.05 * want).contains(&a_udp),
         "a's UDP to b at {a_udp:.1} Mbit/s, limit {want:.1}: {:?}",
