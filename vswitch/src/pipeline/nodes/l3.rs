@@ -293,7 +293,8 @@ impl L3 {
     }
 
     /// The route pass over the packets marked `ROUTED`. Runs after L2. Packets whose next hop
-    /// is unresolved are marked `Held`; [`L3::hold`] takes them.
+    /// is unresolved are marked `Held`, then taken out of the batch to wait for the neighbour
+    /// (at most `PENDING_MAX`; beyond that they are dropped, counted as `NeighborQueueFull`).
     pub fn route<const N: usize>(&mut self, batch: &mut Batch<N>, pool: &mut Pool, cx: &L3Ctx<'_>) {
         let Some(t) = cx.snap.l3() else { return };
         self.held.clear();
