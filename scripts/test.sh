@@ -26,3 +26,5 @@ cargo test --workspace --lib --bins --tests --exclude vswitch-suite --exclude vs
 cargo test -p vswitch-suite -p vswitch-cni --lib --bins --tests -- --test-threads=1
 step "doc tests"
 cargo test --workspace --doc
+step "cargo doc (a broken or private link fails)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet

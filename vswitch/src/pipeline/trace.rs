@@ -4,7 +4,7 @@
 //!
 //! The tracer calls the stages' own per-packet functions ([`parse::parse`],
 //! `vlan::classify`, the ACL's field extraction and rule lookup, the route table's
-//! `next_hop`, `l2::decide`, [`output::egress_check`]), so it cannot drift from what the
+//! `next_hop`, `l2::decide`, `output::egress_check`), so it cannot drift from what the
 //! workers do. What it cannot see, because it depends on a worker's state at the moment
 //! the packet arrives, is left out: the flow cache (which only memoizes the same decision), the
 //! buffer pool (`no_buffer`, `no_headroom`), transmit rings (`tx_ring_full`) and whether an

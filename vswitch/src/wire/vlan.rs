@@ -13,7 +13,7 @@
 //! ```
 //!
 //! The [`Header`] view covers the TCI and the inner ethertype, i.e. it is the payload of an
-//! [`ethernet::Frame`](super::ethernet::Frame) whose ethertype is a TPID (as in smoltcp and
+//! [`ethernet::Frame`] whose ethertype is a TPID (as in smoltcp and
 //! pnet); its own payload is the next header (possibly another tag).
 //!
 //! # Push and pop in place

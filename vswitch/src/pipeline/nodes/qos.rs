@@ -23,7 +23,7 @@
 //! A class's scheduler sits on the egress of the port its tree shapes (the uplink): a pod's
 //! traffic to another pod of the node never reaches it. [`limit_local`] closes that gap on
 //! the ingress side. For a port whose traffic is a leaf class (its
-//! [`LocalLimit`](crate::pipeline::snapshot::LocalLimit)), every packet received from it whose
+//! [`LocalLimit`]), every packet received from it whose
 //! exit is *not* a port shaped by that class's tree (another pod, an unshaped port, a flood)
 //! goes through a [`LocalLimiter`] at the class's ceiling, burst, pps limit and MPU. Traffic
 //! to the shaped port is left to its scheduler, so nothing is limited twice. The limiter

@@ -3,8 +3,8 @@
 //! Each ring is a `MAP_SHARED` mapping holding a `u32` producer index, a `u32` consumer index,
 //! a `u32` flags word and a power-of-two array of descriptors (`u64` UMEM addresses for the
 //! fill and completion rings, `xdp_desc` for rx and tx). Indices are free-running `u32`s; the
-//! slot is `index & mask`. Userspace is the producer of fill and tx ([`ProducerRing`]) and the
-//! consumer of rx and completion ([`ConsumerRing`]).
+//! slot is `index & mask`. Userspace is the producer of fill and tx (`ProducerRing`) and the
+//! consumer of rx and completion (`ConsumerRing`).
 //!
 //! Both sides cache the other side's index so that the shared cache line is read only when the
 //! cached value says the ring looks full (producer) or empty (consumer). Work is batched:
