@@ -331,7 +331,7 @@ struct Profile {
 
 impl Hot {
     /// Refills both buckets to `now` at the rates of `p`.
-    #[inline]
+    #[inline(always)]
     fn refill(&mut self, p: &Profile, now: u64) {
         if now > self.last_ns {
             let dt = now - self.last_ns;
@@ -495,7 +495,7 @@ impl<T> Scheduler<T> {
 
     // ----- rows and feeds -----
 
-    #[inline]
+    #[inline(always)]
     fn row_insert(&mut self, level: usize, prio: usize, c: u32) {
         if self.rows[level * NPRIO + prio].insert(c) {
             self.row_mask[level] |= 1 << prio;
@@ -503,7 +503,7 @@ impl<T> Scheduler<T> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn row_delete(&mut self, level: usize, prio: usize, c: u32) {
         if self.rows[level * NPRIO + prio].remove(c) {
             self.row_mask[level] &= !(1 << prio);
@@ -530,7 +530,7 @@ impl<T> Scheduler<T> {
     }
 
     /// Puts `c` in its parent's feed for `prio`; returns whether the feed was empty.
-    #[inline]
+    #[inline(always)]
     fn feed_insert(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].insert(c);
         let k = &mut self.inner[self.hot[parent as usize].inner as usize];
@@ -539,7 +539,7 @@ impl<T> Scheduler<T> {
     }
 
     /// Takes `c` out of its parent's feed for `prio`; returns whether the feed is now empty.
-    #[inline]
+    #[inline(always)]
     fn feed_remove(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].remove(c);
         let k = &mut self.inner[self.hot[parent as usize].inner as usize];
@@ -607,7 +607,7 @@ impl<T> Scheduler<T> {
     }
 
     /// Leaf `c` got a backlog: [`Self::gain`] for its one priority, the first step inline.
-    #[inline]
+    #[inline(always)]
     fn leaf_gain(&mut self, c: u32, prio: usize) {
         let h = &mut self.hot[c as usize];
         h.active = 1 << prio;
@@ -626,7 +626,7 @@ impl<T> Scheduler<T> {
 
     /// Leaf `c` ran out of backlog: [`Self::lose`] for its one priority, the first step
     /// inline.
-    #[inline]
+    #[inline(always)]
     fn leaf_lose(&mut self, c: u32, prio: usize) {
         let h = &mut self.hot[c as usize];
         h.active = 0;
@@ -650,7 +650,7 @@ impl<T> Scheduler<T> {
     /// green). Such a leaf is active for its one priority or none, sits in the row of level
     /// 0 when green, and stays in its parent's feed either way, so the change is one row
     /// bit and, turning yellow, one wait entry.
-    #[inline]
+    #[inline(always)]
     fn update_color(&mut self, c: u32, now: u64) {
         let h = &mut self.hot[c as usize];
         let p = &self.profiles[h.profile as usize];

@@ -46,7 +46,7 @@ impl ActiveSet {
     }
 
     /// Adds `i` (not a member); returns whether the set was empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(&mut self, i: u32) -> bool {
         let i = i as usize;
         debug_assert!(!self.contains(i as u32), "{i} is already a member");
@@ -74,7 +74,7 @@ impl ActiveSet {
     }
 
     /// Removes `i` (a member); returns whether the set is now empty.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove(&mut self, i: u32) -> bool {
         let i = i as usize;
         debug_assert!(self.contains(i as u32), "{i} is not a member");

@@ -125,7 +125,7 @@ impl WaitWheel {
     }
 
     /// Adds `slot` at `t`, or moves its entry to `t` if that is earlier. Never allocates.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_earlier(&mut self, slot: u32, t: u64) {
         let l = self.links[slot as usize];
         if l.bucket != NONE {
@@ -137,7 +137,7 @@ impl WaitWheel {
         self.insert(slot, t);
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, slot: u32, t: u64) {
         self.lower = self.lower.min(t);
         self.rest = self.rest.min(t);
@@ -168,7 +168,7 @@ impl WaitWheel {
     }
 
     /// Takes `slot`'s entry out (it has one).
-    #[inline]
+    #[inline(always)]
     fn remove(&mut self, slot: u32) {
         let l = self.links[slot as usize];
         self.links[slot as usize].bucket = NONE;
