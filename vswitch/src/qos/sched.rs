@@ -293,7 +293,7 @@ struct Hot {
     profile: u32,
     /// An inner class's index in `Scheduler::inner`.
     inner: u32,
-    /// The class's id (as `Scheduler::ids`): what dequeue hands out, from the line it has.
+    /// The class's id: what dequeue hands out, from the line it has.
     id: ClassId,
     color: Color,
     /// Priorities with backlog reachable through this class (HTB's `prio_activity`).
@@ -429,7 +429,6 @@ pub struct Scheduler<T> {
     queues: Vec<VecDeque<(T, u32)>>,
     lent: Vec<Lent>,
     cold: Vec<Cold>,
-    ids: Vec<ClassId>,
     inner: Vec<Inner>,
     slot_of: Vec<u32>,
     /// Rows, `level * NPRIO + prio`: the green classes of a level active at a priority.
@@ -459,7 +458,6 @@ impl<T> Scheduler<T> {
             queues: Vec::new(),
             lent: Vec::new(),
             cold: Vec::new(),
-            ids: Vec::new(),
             inner: Vec::new(),
             slot_of: Vec::new(),
             rows: Vec::new(),
@@ -825,12 +823,20 @@ impl<T> Scheduler<T> {
     /// The next packet to send at `now_ns`, with its class and length, or `None` when every
     /// backlogged class must wait (see [`Scheduler::next_wake_ns`]). Allocates nothing.
     pub fn dequeue(&mut self, now_ns: u64) -> Option<(ClassId, T, u32)> {
+        let now = self.ready(now_ns)?;
+        self.pick(now)
+    }
+
+    /// Moves the time to `now_ns` and, if anything is queued, runs the colour changes due
+    /// then and returns the time: what a dequeue or a batch of them starts with.
+    #[inline]
+    fn ready(&mut self, now_ns: u64) -> Option<u64> {
         let now = self.advance(now_ns);
         if self.stats.queued == 0 {
             return None;
         }
         self.run_events(now);
-        self.pick(now)
+        Some(now)
     }
 
     /// The next packet at `now`, the due colour changes run. (Nothing comes due at the
@@ -868,13 +874,9 @@ impl<T> Scheduler<T> {
         max: usize,
         mut out: impl FnMut(ClassId, T, u32),
     ) -> usize {
-        let now = self.advance(now_ns);
-        if self.stats.queued == 0 {
-            return 0;
-        }
-        self.run_events(now);
+        let Some(now) = self.ready(now_ns) else { return 0 };
         let mut n = 0;
-        while n < max && self.stats.queued != 0 {
+        while n < max {
             match self.pick(now) {
                 Some((c, t, l)) => out(c, t, l),
                 None => break,
@@ -1111,15 +1113,14 @@ impl<T> Scheduler<T> {
             std::mem::take(&mut self.cold).into_iter().map(Some).collect();
         let old_lent = std::mem::take(&mut self.lent);
         let old_inner = std::mem::take(&mut self.inner);
-        let old_ids = std::mem::take(&mut self.ids);
 
         // Removed classes hand back their items, in id order.
         let mut handed_back = Vec::new();
-        let mut gone: Vec<(ClassId, usize)> = old_ids
+        let mut gone: Vec<(ClassId, usize)> = old_hot
             .iter()
             .enumerate()
-            .filter(|(_, id)| !want.contains_key(id))
-            .map(|(s, &id)| (id, s))
+            .filter(|(_, h)| !want.contains_key(&h.id))
+            .map(|(s, h)| (h.id, s))
             .collect();
         gone.sort_unstable();
         for (id, s) in gone {
@@ -1221,7 +1222,6 @@ impl<T> Scheduler<T> {
             self.queues.push(queue);
             self.cold.push(k);
             self.lent.push(lent);
-            self.ids.push(id);
         }
 
         // Every list and the wait wheel anew.
@@ -1341,7 +1341,7 @@ impl<T> Scheduler<T> {
 
     /// The running classes' settings.
     pub fn configs(&self) -> BTreeMap<ClassId, ClassConfig> {
-        self.ids.iter().zip(&self.cold).map(|(&id, k)| (id, k.cfg.clone())).collect()
+        self.hot.iter().zip(&self.cold).map(|(h, k)| (h.id, k.cfg.clone())).collect()
     }
 
     /// A class's settings.
