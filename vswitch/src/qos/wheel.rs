@@ -178,7 +178,15 @@ impl WaitWheel {
         }
         let b = l.bucket as usize;
         self.unlink(l, b);
-        if self.heads[b] == NONE && b != DUE {
+        if b != DUE {
+            self.clear_if_empty(b);
+        }
+    }
+
+    /// Clears bucket `b`'s occupancy bits if its list is empty.
+    #[inline(always)]
+    fn clear_if_empty(&mut self, b: usize) {
+        if self.heads[b] == NONE {
             self.occupied[b / 64] &= !(1 << (b % 64));
             if self.occupied[b / 64] == 0 {
                 self.summary &= !(1 << (b / 64));
@@ -205,21 +213,21 @@ impl WaitWheel {
         if now < self.lower {
             return None;
         }
-        let d = self.heads[DUE];
-        if d != NONE {
-            return Some(self.take_due(d));
-        }
-        self.pop_due_slow(now)
+        self.take_due().or_else(|| self.pop_due_slow(now))
     }
 
-    /// Takes `d`, the due list's head, out; the bound is the rest's once the list is empty.
+    /// Takes the due list's head out, if any; the bound is the rest's once the list is empty.
     #[inline]
-    fn take_due(&mut self, d: u32) -> u32 {
+    fn take_due(&mut self) -> Option<u32> {
+        let d = self.heads[DUE];
+        if d == NONE {
+            return None;
+        }
         self.remove(d);
         if self.heads[DUE] == NONE {
             self.lower = self.rest;
         }
-        d
+        Some(d)
     }
 
     fn pop_due_slow(&mut self, now: u64) -> Option<u32> {
@@ -241,20 +249,13 @@ impl WaitWheel {
                     }
                     i = l.next;
                 }
-                if self.heads[b] == NONE {
-                    self.occupied[b / 64] &= !(1 << (b % 64));
-                    if self.occupied[b / 64] == 0 {
-                        self.summary &= !(1 << (b / 64));
-                    }
-                }
+                self.clear_if_empty(b);
                 self.rest = later;
-                let d = self.heads[DUE];
-                if d != NONE {
-                    return Some(self.take_due(d));
+                // Nothing due: the bound is the rest's, and the next call returns at once.
+                if self.heads[DUE] == NONE {
+                    self.lower = later;
                 }
-                // Nothing due: the next call returns at once.
-                self.lower = later;
-                return None;
+                return self.take_due();
             }
             // The first bucket is empty: move `base` to the next time with entries, or to
             // `now`'s bucket if that comes first.
