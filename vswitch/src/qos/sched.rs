@@ -14,7 +14,9 @@
 //!   children are a contiguous range of slots. Rows and feeds are bitmaps over the slots
 //!   (`ActiveSet`: one per row, one per priority for all feeds, a parent's feed being its
 //!   children's range), so joining or leaving a list touches no other class; each list is a
-//!   round robin in slot order from a cursor (O(1) word operations to find the next member);
+//!   round robin in slot order from a cursor (O(1) word operations to find the next member).
+//!   As HTB's pointer into its lists, the cursor stands at the class last served, moves
+//!   past it when it spends its quantum, and wraps to the first member when nothing follows;
 //! * every class that is not green waits in a timing wheel (`WaitWheel`: buckets of 1 µs,
 //!   4 ms ahead, a heap beyond) at a time at or before the one its colour will change (O(1);
 //!   lazy: see `recolor`). The times are exact nanoseconds: a class waiting for tokens is
@@ -863,6 +865,11 @@ impl<T> Scheduler<T> {
                     continue;
                 }
             }
+            // The round robin stands at the class it serves (HTB's pointer into the list),
+            // also when it wrapped: the next search starts there, not past the list's end.
+            // (Not at a class found in debt, which an eager recolouring would have taken
+            // out of the row.)
+            self.row_cursor[level][prio] = first;
             return Some(self.dequeue_from(first, level, prio, now));
         }
     }
@@ -966,8 +973,9 @@ impl<T> Scheduler<T> {
             if !self.prof(c).inner_class {
                 break;
             }
-            let k = &self.inner[self.hot[c as usize].inner as usize];
+            let k = &mut self.inner[self.hot[c as usize].inner as usize];
             c = self.feeds[prio].next_in(k.lo, k.hi, k.cursor[prio]).expect("active feed");
+            k.cursor[prio] = c;
         }
         let leaf = c;
         let (item, len, empty) = self.pop(leaf);
