@@ -9,7 +9,9 @@
 //!
 //! One [`Scheduler`] per port, on its egress: the pipeline classifies each packet to a leaf
 //! class (a pod), [`Scheduler::enqueue`]s it, and the port's transmit step pulls packets with
-//! [`Scheduler::dequeue`] / [`Scheduler::dequeue_batch`] for as long as the port has room. When
+//! [`Scheduler::dequeue`] / [`Scheduler::dequeue_batch`] for as long as the port has room
+//! ([`Scheduler::enqueue_or_pass`] hands back at once, charged, a packet that the next
+//! dequeue would hand out first, so an unthrottled port queues nothing). When
 //! dequeue returns nothing while packets are queued, [`Scheduler::next_wake_ns`] says when a
 //! class can send again. The [`DdosGuard`] sits on the uplink's ingress, before
 //! classification. The library knows nothing of packets: the queued item is a type parameter

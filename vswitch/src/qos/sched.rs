@@ -778,48 +778,118 @@ impl<T> Scheduler<T> {
         now_ns: u64,
     ) -> Result<(), (T, DropReason)> {
         let now = self.advance(now_ns);
+        match self.admit(class, len, now) {
+            Ok(s) => {
+                self.push(s, item, len);
+                Ok(())
+            }
+            Err(r) => Err((item, r)),
+        }
+    }
+
+    /// As [`Scheduler::enqueue`], but a packet that the next dequeue would hand out first is
+    /// handed back at once (`Ok(Some(item))`, to send now) instead of queued (`Ok(None)`).
+    ///
+    /// That is the case when no leaf waits to send on its own rate (no class is in a row of
+    /// level 0, which dequeue serves before any borrower) and `class` may send on its own
+    /// rate now (green, its queue empty). The packet is then charged exactly as a dequeue
+    /// right after the enqueue would charge it (tokens of the leaf and its ancestors, DRR
+    /// deficit and round robin, counters, colours), so decisions are those of
+    /// `enqueue` + `dequeue`; only the queue, the activity bookkeeping it would undo at once
+    /// and the search for the class are skipped. A port whose classes are all under their
+    /// limits (the common case) sends without queueing at all.
+    #[inline]
+    pub fn enqueue_or_pass(
+        &mut self,
+        class: ClassId,
+        item: T,
+        len: u32,
+        now_ns: u64,
+    ) -> Result<Option<T>, (T, DropReason)> {
+        let now = self.advance(now_ns);
+        let s = match self.admit(class, len, now) {
+            Ok(s) => s,
+            Err(r) => return Err((item, r)),
+        };
+        if self.row_mask[0] == 0 && self.queues[s as usize].is_empty() {
+            // What dequeue starts with: the colour changes due now (one comparison when none
+            // is; they may put a leaf in a row of level 0).
+            self.run_events(now);
+            if self.row_mask[0] == 0 && self.may_send_own(s, now) {
+                let prio = usize::from(self.prof(s).prio);
+                // As `pick` and `dequeue_from` would serve it from the row of level 0.
+                self.row_cursor[0][prio] = s;
+                if self.drr(s, prio, 0, len) {
+                    self.row_cursor[0][prio] = s + 1;
+                }
+                self.stats.enqueued += 1;
+                self.stats.dequeued += 1;
+                self.charge::<true>(s, 0, len, now);
+                return Ok(Some(item));
+            }
+        }
+        self.push(s, item, len);
+        Ok(None)
+    }
+
+    /// Whether leaf `s` is green at `now`, recoloured first if it is in debt (as `pick`
+    /// checks a class it finds in a row).
+    #[inline(always)]
+    fn may_send_own(&mut self, s: u32, now: u64) -> bool {
+        let h = &self.hot[s as usize];
+        if (h.rate_tokens | h.ceil_tokens) < 0 {
+            self.update_color(s, now);
+        }
+        self.hot[s as usize].color == Color::Green
+    }
+
+    /// Admission of a packet of `len` bytes to leaf `class` at `now`: its slot, or why it is
+    /// dropped (counted).
+    #[inline(always)]
+    fn admit(&mut self, class: ClassId, len: u32, now: u64) -> Result<u32, DropReason> {
         let Some(s) = self.slot(class) else {
             self.stats.dropped += 1;
             self.stats.dropped_unknown_class += 1;
-            return Err((item, DropReason::UnknownClass));
+            return Err(DropReason::UnknownClass);
         };
-        let h = &mut self.hot[s as usize];
-        let p = &self.profiles[h.profile as usize];
+        let p = self.prof(s);
         let reason = if p.inner_class {
-            Some(DropReason::NotLeaf)
+            DropReason::NotLeaf
         } else if self.queues[s as usize].len() >= p.queue_limit as usize {
             self.cold[s as usize].dropped_queue_full += 1;
-            Some(DropReason::QueueFull)
+            DropReason::QueueFull
         } else if p.police {
             let k = &mut self.cold[s as usize];
             match k.policer.as_mut().expect("policing class").check(len, now) {
-                Ok(()) => None,
+                Ok(()) => return Ok(s),
                 Err(PoliceVerdict::Bytes) => {
                     k.dropped_policed += 1;
-                    Some(DropReason::Policed)
+                    DropReason::Policed
                 }
                 Err(PoliceVerdict::Packets) => {
                     k.dropped_pps += 1;
-                    Some(DropReason::PpsLimit)
+                    DropReason::PpsLimit
                 }
             }
         } else {
-            None
+            return Ok(s);
         };
-        if let Some(r) = reason {
-            self.stats.dropped += 1;
-            return Err((item, r));
-        }
+        self.stats.dropped += 1;
+        Err(reason)
+    }
+
+    /// Queues an admitted packet on leaf `s`.
+    #[inline(always)]
+    fn push(&mut self, s: u32, item: T, len: u32) {
         let q = &mut self.queues[s as usize];
         debug_assert!(q.len() < q.capacity(), "queue would grow");
         q.push_back((item, len));
         self.stats.enqueued += 1;
         self.stats.queued += 1;
         if q.len() == 1 {
-            let prio = usize::from(p.prio);
+            let prio = usize::from(self.prof(s).prio);
             self.leaf_gain(s, prio);
         }
-        Ok(())
     }
 
     /// The next packet to send at `now_ns`, with its class and length, or `None` when every
@@ -1543,6 +1613,43 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_passes_only_when_dequeue_would_send_it_first() {
+        // y sends 500-byte packets at 1 Mbit/s from a 600-byte burst; x is idle.
+        let (y, x) = (ClassId(2), ClassId(3));
+        let classes =
+            [(y, ClassConfig { burst_bytes: 600, ..leaf(M, M) }), (x, leaf(10 * M, 10 * M))];
+        let (mut a, mut b) = (sched(100 * M, &classes), sched(100 * M, &classes));
+        for s in [&mut a, &mut b] {
+            (0..3).for_each(|i| s.enqueue(y, i, 500, 0).unwrap());
+            // Two packets, then y is 400 bytes in debt (red for 3.2 ms) with one queued. It
+            // has not spent its DRR quantum: the round robin stays at it.
+            assert_eq!(s.dequeue(0), Some((y, 0, 500)));
+            assert_eq!(s.dequeue(0), Some((y, 1, 500)));
+            assert_eq!(s.dequeue(0), None);
+        }
+        let wake = a.next_wake_ns().unwrap();
+        assert_eq!(wake, 3_200_000);
+        // Nothing waits to send on its own rate: x's packet passes, charged as a dequeue.
+        assert_eq!(b.enqueue_or_pass(x, 10, 100, 1), Ok(Some(10)));
+        a.enqueue(x, 10, 100, 1).unwrap();
+        assert_eq!(a.dequeue(1), Some((x, 10, 100)));
+        // At y's wake-up y is green again, and first in the round robin: x queues behind it.
+        assert_eq!(b.enqueue_or_pass(x, 11, 100, wake), Ok(None));
+        a.enqueue(x, 11, 100, wake).unwrap();
+        for s in [&mut a, &mut b] {
+            assert_eq!(s.dequeue(wake), Some((y, 2, 500)));
+            assert_eq!(s.dequeue(wake), Some((x, 11, 100)));
+            assert_eq!(s.class_stats(x).unwrap().sent_packets, 2);
+        }
+        assert_eq!(a.stats(), b.stats());
+        // A refused packet comes back with its reason, as from `enqueue`.
+        assert_eq!(
+            b.enqueue_or_pass(ClassId(9), 12, 100, wake),
+            Err((12, DropReason::UnknownClass))
+        );
+    }
+
+    #[test]
     fn guarantee_held_under_contention() {
         let mut s = sched(100 * M, &[(A, leaf(30 * M, 100 * M)), (B, leaf(70 * M, 100 * M))]);
         let (bytes, _) = run(&mut s, &[(A, 1500), (B, 1500)], 1000 * M, 0, NS_PER_SEC);
@@ -2170,7 +2277,11 @@ mod tests {
             s.apply(changes.clone(), 0).unwrap();
             // A twin fed the same, that dequeues in batches: it must hand out the same.
             let mut twin: Scheduler<u64> = Scheduler::new();
-            twin.apply(changes, 0).unwrap();
+            twin.apply(changes.clone(), 0).unwrap();
+            // Another that sends what it may at once (`enqueue_or_pass`): what it passes
+            // must be what `s` hands out right after the enqueue, and all else the same.
+            let mut pass: Scheduler<u64> = Scheduler::new();
+            pass.apply(changes, 0).unwrap();
 
             let mut t = 0u64;
             let mut seq = 0u64;
@@ -2185,12 +2296,25 @@ mod tests {
                             seq += 1;
                             let id = ClassId(100 + leaf as u32);
                             let twin_ok = twin.enqueue(id, seq, len, t).is_ok();
+                            let passed = pass.enqueue_or_pass(id, seq, len, t);
                             let r = s.enqueue(id, seq, len, t);
                             prop_assert_eq!(r.is_ok(), twin_ok);
+                            prop_assert_eq!(r.is_ok(), passed.is_ok());
                             match r {
                                 Ok(()) => {
                                     ok += 1;
                                     expect[leaf].push_back(seq);
+                                    if let Ok(Some(item)) = passed {
+                                        prop_assert_eq!(item, seq);
+                                        let one = s.dequeue(t);
+                                        prop_assert_eq!(one, Some((id, seq, len)));
+                                        let mut batch = None;
+                                        twin.dequeue_batch(t, 1, |c, i, l| batch = Some((c, i, l)));
+                                        prop_assert_eq!(batch, one);
+                                        expect[leaf].pop_back();
+                                        out += 1;
+                                        log.push((t, id, len));
+                                    }
                                 }
                                 Err((item, _)) => {
                                     prop_assert_eq!(item, seq);
@@ -2206,7 +2330,9 @@ mod tests {
                         });
                         let mut one_by_one = Vec::new();
                         for _ in 0..n {
-                            let Some((c, item, len)) = s.dequeue(t) else { break };
+                            let one = s.dequeue(t);
+                            prop_assert_eq!(pass.dequeue(t), one);
+                            let Some((c, item, len)) = one else { break };
                             one_by_one.push((c, item, len));
                             out += 1;
                             let i = (c.0 - 100) as usize;
@@ -2228,11 +2354,16 @@ mod tests {
                         };
                         let set = Change::Set(ClassId(100 + leaf as u32), cfgs[leaf].clone());
                         let twin_set = [set.clone(), toggle.clone()];
-                        prop_assert_eq!(twin.apply(twin_set, t).map(|b| b.len()), Ok(0));
+                        prop_assert_eq!(twin.apply(twin_set.clone(), t).map(|b| b.len()), Ok(0));
+                        prop_assert_eq!(pass.apply(twin_set, t).map(|b| b.len()), Ok(0));
                         prop_assert_eq!(s.apply([set, toggle], t).map(|b| b.len()), Ok(0));
                     }
                 }
                 let st = s.stats();
+                prop_assert_eq!(pass.stats(), st);
+                for id in s.configs().keys() {
+                    prop_assert_eq!(pass.class_stats(*id), s.class_stats(*id));
+                }
                 prop_assert_eq!(st.enqueued, ok);
                 prop_assert_eq!(st.dropped, dropped);
                 prop_assert_eq!(st.dequeued, out);
@@ -2248,6 +2379,7 @@ mod tests {
                     twin.dequeue_batch(t, 1, |c, item, len| twin_out = Some((c, item, len)));
                     let one = s.dequeue(t);
                     prop_assert_eq!(twin_out, one);
+                    prop_assert_eq!(pass.dequeue(t), one);
                     match twin_out {
                         None => prop_assert!(s.next_wake_ns().is_some_and(|w| w > t)),
                         Some((c, item, len)) => {

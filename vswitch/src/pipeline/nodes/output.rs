@@ -14,7 +14,8 @@
 //! A port with a QoS plan queues on its scheduler instead ([`super::qos`]): the packet is
 //! classified and enqueued (or dropped and counted on the egress port: `qos_queue_full`,
 //! `qos_policed`, `qos_pps_limit`), and each flush moves what the scheduler releases at the
-//! iteration's time into the output batch.
+//! iteration's time into the output batch. A packet the scheduler would release first anyway
+//! is charged to its class and joins the output batch at once.
 
 use super::qos::EgressQos;
 use super::reply;
@@ -357,24 +358,25 @@ fn enqueue<const N: usize>(
     counters: &WorkerCounters,
     now: u64,
 ) {
-    if let Some(q) = e.qos.as_deref_mut() {
-        if let Some(class) = q.classify(&m) {
-            match q.enqueue(class, p, m, now) {
-                Ok(()) => {
-                    // Listed once (not per packet): the list never outgrows its capacity.
-                    if !q.listed && e.queue.is_empty() {
-                        dirty.push(port);
-                    }
-                    q.listed = true;
+    let (p, m) = match e.qos.as_deref_mut().and_then(|q| Some((q.classify(&m)?, q))) {
+        Some((class, q)) => match q.enqueue(class, p, m, now) {
+            // Sent at once (charged to its class): out with the unshaped packets.
+            Ok(Some((p, m))) => (p, m),
+            Ok(None) => {
+                // Listed once (not per packet): the list never outgrows its capacity.
+                if !q.listed && e.queue.is_empty() {
+                    dirty.push(port);
                 }
-                Err((p, r)) => {
-                    counters.drop(port, r);
-                    pool.free(p);
-                }
+                q.listed = true;
+                return;
             }
-            return;
-        }
-    }
+            Err((p, r)) => {
+                counters.drop(port, r);
+                return pool.free(p);
+            }
+        },
+        None => (p, m),
+    };
     if e.queue.is_empty() && !e.qos.as_ref().is_some_and(|q| q.listed) {
         dirty.push(port);
     }

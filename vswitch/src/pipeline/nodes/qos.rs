@@ -3,10 +3,17 @@
 //!
 //! ```text
 //!  output: emit ─► classify (leaf of the ingress port, or the default leaf) ─► enqueue
-//!                                                 │ full / policed: dropped, counted
-//!  worker, every iteration: release ◄─────────────┘ up to a batch, at the iteration's `now`
-//!                            └─► the port's output batch ─► tx
+//!                     │ sent first anyway: charged, passed │ full / policed: dropped, counted
+//!                     ▼                                    │ else queued
+//!  worker, every iteration: release ◄──────────────────────┘ up to a batch, at `now`
+//!                     └─► the port's output batch ─► tx
 //! ```
+//!
+//! A packet that the scheduler would hand out first anyway (no class waits to send on its
+//! own rate, and the packet's class is under its guarantee) is charged and goes straight to
+//! the output batch ([`crate::qos::Scheduler::enqueue_or_pass`]): the decisions are those of
+//! queueing it and releasing at once, and a port whose classes are all under their limits,
+//! the common case, queues nothing.
 //!
 //! The worker that owns the port owns its scheduler (no lock, no sharing); packets other
 //! workers hand over for the port go through it the same way. Time is the worker's iteration
@@ -495,7 +502,10 @@ impl EgressQos {
         self.plan.classify(m.in_port)
     }
 
-    /// Queues a packet on leaf `class`, or hands it back with the counted reason.
+    /// Queues a packet on leaf `class`, or hands it back to send at once when the scheduler
+    /// would send it first anyway (`Ok(Some)`: nothing waits to send on its own rate and the
+    /// class is under its guarantee; see [`Scheduler::enqueue_or_pass`]), or with the counted
+    /// reason it was dropped.
     #[inline]
     pub fn enqueue(
         &mut self,
@@ -503,10 +513,12 @@ impl EgressQos {
         p: Pkt,
         mut m: Meta,
         now: u64,
-    ) -> Result<(), (Pkt, DropReason)> {
+    ) -> Result<Option<(Pkt, Meta)>, (Pkt, DropReason)> {
         m.class = class.0;
         let len = p.len() as u32;
-        self.sched.enqueue(class, (p, m), len, now).map_err(|((p, _), r)| (p, drop_reason(r)))
+        self.sched
+            .enqueue_or_pass(class, (p, m), len, now)
+            .map_err(|((p, _), r)| (p, drop_reason(r)))
     }
 
     /// Moves what the scheduler releases at `now` into `queue`, up to its room; returns how
