@@ -966,7 +966,7 @@ impl<T> Scheduler<T> {
     /// Charges `len` bytes to `c`'s DRR deficit at `prio` in a row (`x` 0) or its parent's
     /// feed (`x` 1); returns whether it spent its quantum (its list's round robin moves past
     /// it, and the deficit gets a new quantum).
-    #[inline]
+    #[inline(always)]
     fn drr(&mut self, c: u32, prio: usize, x: usize, len: u32) -> bool {
         let h = &mut self.hot[c as usize];
         let p = &self.profiles[h.profile as usize];
