@@ -11,6 +11,10 @@
 //!
 //! - `line_rate_batch32`: as `line_rate`, but 32 enqueues then one `dequeue_batch` of 32, as
 //!   a batched data path calls it.
+//! - `half_rate_pass32`: the data path's own calls on a port that is shaped but not
+//!   congested: no initial backlog, packets at half the parent's rate, 32
+//!   `enqueue_or_pass` (a packet the scheduler would send first is charged and handed back
+//!   at once) then one `dequeue_batch` for whatever was queued.
 //!
 //! The items are `u32` handles (what a buffer index costs); no allocation happens per packet.
 //! A summary at the end prints ns per packet (enqueue + dequeue) and million packets per
@@ -22,7 +26,7 @@
 //! Instructions per packet, a figure that does not move with the machine's load: with
 //! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 3 000 000
 //! packets (as the summary does) and then runs PACKETS more of that case (`line_rate`,
-//! `half_rate` or `line_rate_batch32`). Under `valgrind --tool=callgrind`, the difference
+//! `half_rate`, `line_rate_batch32` or `half_rate_pass32`). Under `valgrind --tool=callgrind`, the difference
 //! between the totals of two runs (e.g. 0 and 200 000 packets) divided by the difference in
 //! packets cancels the set-up and the warm-up:
 //!
@@ -51,7 +55,8 @@ struct Rig {
 }
 
 impl Rig {
-    fn new(n: u32, step_ns: u64) -> Self {
+    /// `n` classes with a backlog of 4 packets each (none when `!backlog`).
+    fn new(n: u32, step_ns: u64, backlog: bool) -> Self {
         let mut s = Scheduler::new();
         let root = ClassId(1);
         let mut ch = vec![Change::Set(root, ClassConfig::new(None, ROOT_BPS, ROOT_BPS))];
@@ -63,8 +68,7 @@ impl Rig {
             ch.push(Change::Set(ClassId(100 + i), c));
         }
         s.apply(ch, 0).expect("valid config");
-        // A backlog of 4 packets per class.
-        for k in 0..4 {
+        for k in 0..if backlog { 4 } else { 0 } {
             for i in 0..n {
                 s.enqueue(ClassId(100 + i), k, LEN, 0).expect("room");
             }
@@ -101,6 +105,36 @@ impl Rig {
             black_box((c, x, l));
         });
     }
+
+    /// 32 packets offered with `enqueue_or_pass` (those passed are sent at once), then one
+    /// `dequeue_batch` for what was queued: the output stage's calls.
+    #[inline]
+    fn step_pass32(&mut self) {
+        for _ in 0..32 {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 17;
+            self.x ^= self.x << 5;
+            let class = ClassId(100 + ((u64::from(self.x) * u64::from(self.n)) >> 32) as u32);
+            self.t += self.step_ns;
+            let _ = black_box(self.s.enqueue_or_pass(class, self.x, LEN, self.t));
+        }
+        if self.s.backlog() > 0 {
+            self.s.dequeue_batch(self.t, 32, |c, x, l| {
+                black_box((c, x, l));
+            });
+        }
+    }
+}
+
+/// How a case calls the scheduler.
+#[derive(Clone, Copy)]
+enum Calls {
+    /// One enqueue, one dequeue.
+    Single,
+    /// 32 enqueues, one `dequeue_batch`.
+    Batch32,
+    /// 32 `enqueue_or_pass`, one `dequeue_batch` if anything is queued; no initial backlog.
+    Pass32,
 }
 
 fn line_step() -> u64 {
@@ -113,7 +147,7 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(1));
         for n in SIZES {
             g.bench_function(BenchmarkId::from_parameter(n), |b| {
-                let mut rig = Rig::new(n, step);
+                let mut rig = Rig::new(n, step, true);
                 b.iter(|| rig.step());
             });
         }
@@ -123,28 +157,43 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(32));
     for n in SIZES {
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
-            let mut rig = Rig::new(n, line_step());
+            let mut rig = Rig::new(n, line_step(), true);
             b.iter(|| rig.step_batch32());
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("qos_enqueue_dequeue/half_rate_pass32");
+    g.throughput(Throughput::Elements(32));
+    for n in SIZES {
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            let mut rig = Rig::new(n, 2 * line_step(), false);
+            b.iter(|| rig.step_pass32());
         });
     }
     g.finish();
 }
 
-/// The cases: name, ns between arrivals, batched.
-fn cases() -> [(&'static str, u64, bool); 3] {
+/// The cases: name, ns between arrivals, calls.
+fn cases() -> [(&'static str, u64, Calls); 4] {
     [
-        ("line_rate", line_step(), false),
-        ("half_rate", 2 * line_step(), false),
-        ("line_rate_batch32", line_step(), true),
+        ("line_rate", line_step(), Calls::Single),
+        ("half_rate", 2 * line_step(), Calls::Single),
+        ("line_rate_batch32", line_step(), Calls::Batch32),
+        ("half_rate_pass32", 2 * line_step(), Calls::Pass32),
     ]
 }
 
+/// A rig for a case.
+fn rig(n: u32, step: u64, calls: Calls) -> Rig {
+    Rig::new(n, step, !matches!(calls, Calls::Pass32))
+}
+
 /// Runs `pkts` packets (a multiple of 32 when batched).
-fn run(rig: &mut Rig, pkts: u32, batch: bool) {
-    if batch {
-        (0..pkts / 32).for_each(|_| rig.step_batch32());
-    } else {
-        (0..pkts).for_each(|_| rig.step());
+fn run(rig: &mut Rig, pkts: u32, calls: Calls) {
+    match calls {
+        Calls::Single => (0..pkts).for_each(|_| rig.step()),
+        Calls::Batch32 => (0..pkts / 32).for_each(|_| rig.step_batch32()),
+        Calls::Pass32 => (0..pkts / 32).for_each(|_| rig.step_pass32()),
     }
 }
 
@@ -153,14 +202,14 @@ const WARM_UP: u32 = 3_000_000;
 
 /// ns per packet after the warm-up: the median of 40 runs of 50 000 packets, so that a run
 /// slowed by other work on the machine (a virtual machine's stolen time) does not count.
-fn measure(n: u32, step: u64, batch: bool) -> f64 {
-    let mut rig = Rig::new(n, step);
-    run(&mut rig, WARM_UP, batch);
+fn measure(n: u32, step: u64, calls: Calls) -> f64 {
+    let mut rig = rig(n, step, calls);
+    run(&mut rig, WARM_UP, calls);
     let pkts = 50_000;
     let mut ns: Vec<f64> = (0..40)
         .map(|_| {
             let t0 = Instant::now();
-            run(&mut rig, pkts, batch);
+            run(&mut rig, pkts, calls);
             t0.elapsed().as_nanos() as f64 / f64::from(pkts)
         })
         .collect();
@@ -170,11 +219,11 @@ fn measure(n: u32, step: u64, batch: bool) -> f64 {
 
 fn summary(_c: &mut Criterion) {
     println!("\n== summary: enqueue + dequeue per packet (target < 50 ns at 10 000 classes) ==");
-    for (name, step, batch) in cases() {
+    for (name, step, calls) in cases() {
         let figures: Vec<String> = SIZES
             .iter()
             .map(|&n| {
-                let ns = measure(n, step, batch);
+                let ns = measure(n, step, calls);
                 format!("{n:>6} classes {ns:6.1} ns ({:5.1} Mpps)", 1e3 / ns)
             })
             .collect();
@@ -189,11 +238,11 @@ fn fixed_run(spec: &str) {
         [c, n, p] => (c, n.parse().expect("CLASSES"), p.parse().expect("PACKETS")),
         _ => panic!("QOS_PACKETS={spec}: want CASE:CLASSES:PACKETS"),
     };
-    let (_, step, batch) =
+    let (_, step, calls) =
         cases().into_iter().find(|c| c.0 == case).unwrap_or_else(|| panic!("no case {case}"));
-    let mut rig = Rig::new(n, step);
-    run(&mut rig, WARM_UP, batch);
-    run(&mut rig, pkts, batch);
+    let mut rig = rig(n, step, calls);
+    run(&mut rig, WARM_UP, calls);
+    run(&mut rig, pkts, calls);
     println!("{case}: {n} classes, {pkts} packets after {WARM_UP}, backlog {}", rig.s.backlog());
 }
 
