@@ -779,8 +779,8 @@ impl<T> Scheduler<T> {
     ) -> Result<(), (T, DropReason)> {
         let now = self.advance(now_ns);
         match self.admit(class, len, now) {
-            Ok(s) => {
-                self.push(s, item, len);
+            Ok((s, prio, _)) => {
+                self.push(s, prio, item, len);
                 Ok(())
             }
             Err(r) => Err((item, r)),
@@ -790,14 +790,16 @@ impl<T> Scheduler<T> {
     /// As [`Scheduler::enqueue`], but a packet that the next dequeue would hand out first is
     /// handed back at once (`Ok(Some(item))`, to send now) instead of queued (`Ok(None)`).
     ///
-    /// That is the case when no leaf waits to send on its own rate (no class is in a row of
-    /// level 0, which dequeue serves before any borrower) and `class` may send on its own
-    /// rate now (green, its queue empty). The packet is then charged exactly as a dequeue
-    /// right after the enqueue would charge it (tokens of the leaf and its ancestors, DRR
-    /// deficit and round robin, counters, colours), so decisions are those of
-    /// `enqueue` + `dequeue`; only the queue, the activity bookkeeping it would undo at once
-    /// and the search for the class are skipped. A port whose classes are all under their
-    /// limits (the common case) sends without queueing at all.
+    /// That is the case when no leaf of the same or a higher priority waits to send on its
+    /// own rate (is in a row of level 0, which dequeue serves before any borrower, highest
+    /// priority first) and `class` may send on its own rate now (green, its queue empty).
+    /// The packet is then charged exactly as a dequeue right after the enqueue would charge
+    /// it (tokens of the leaf and its ancestors, DRR deficit and round robin, counters,
+    /// colours), so decisions are those of `enqueue` + `dequeue`; only the queue, the
+    /// activity bookkeeping it would undo at once and the search for the class are skipped.
+    /// A port whose classes are all under their limits (the common case) sends without
+    /// queueing at all, and a class of priority 0 under its guarantee passes even while
+    /// classes of lower priority keep queues.
     #[inline]
     pub fn enqueue_or_pass(
         &mut self,
@@ -807,16 +809,17 @@ impl<T> Scheduler<T> {
         now_ns: u64,
     ) -> Result<Option<T>, (T, DropReason)> {
         let now = self.advance(now_ns);
-        let s = match self.admit(class, len, now) {
-            Ok(s) => s,
+        let (s, prio, idle) = match self.admit(class, len, now) {
+            Ok(a) => a,
             Err(r) => return Err((item, r)),
         };
-        if self.row_mask[0] == 0 && self.queues[s as usize].is_empty() {
+        // The rows of level 0 at this priority and above (bit `p` for priority `p`).
+        let ahead = !(0xfeu8 << prio);
+        if self.row_mask[0] & ahead == 0 && idle {
             // What dequeue starts with: the colour changes due now (one comparison when none
             // is; they may put a leaf in a row of level 0).
             self.run_events(now);
-            if self.row_mask[0] == 0 && self.may_send_own(s, now) {
-                let prio = usize::from(self.prof(s).prio);
+            if self.row_mask[0] & ahead == 0 && self.may_send_own(s, now) {
                 // As `pick` and `dequeue_from` would serve it from the row of level 0.
                 self.row_cursor[0][prio] = s;
                 if self.drr(s, prio, 0, len) {
@@ -828,7 +831,7 @@ impl<T> Scheduler<T> {
                 return Ok(Some(item));
             }
         }
-        self.push(s, item, len);
+        self.push(s, prio, item, len);
         Ok(None)
     }
 
@@ -843,25 +846,32 @@ impl<T> Scheduler<T> {
         self.hot[s as usize].color == Color::Green
     }
 
-    /// Admission of a packet of `len` bytes to leaf `class` at `now`: its slot, or why it is
-    /// dropped (counted).
+    /// Admission of a packet of `len` bytes to leaf `class` at `now`: its slot, priority and
+    /// whether its queue is empty, or why it is dropped (counted).
     #[inline(always)]
-    fn admit(&mut self, class: ClassId, len: u32, now: u64) -> Result<u32, DropReason> {
+    fn admit(
+        &mut self,
+        class: ClassId,
+        len: u32,
+        now: u64,
+    ) -> Result<(u32, usize, bool), DropReason> {
         let Some(s) = self.slot(class) else {
             self.stats.dropped += 1;
             self.stats.dropped_unknown_class += 1;
             return Err(DropReason::UnknownClass);
         };
         let p = self.prof(s);
+        let queued = self.queues[s as usize].len();
+        let ok = Ok((s, usize::from(p.prio), queued == 0));
         let reason = if p.inner_class {
             DropReason::NotLeaf
-        } else if self.queues[s as usize].len() >= p.queue_limit as usize {
+        } else if queued >= p.queue_limit as usize {
             self.cold[s as usize].dropped_queue_full += 1;
             DropReason::QueueFull
         } else if p.police {
             let k = &mut self.cold[s as usize];
             match k.policer.as_mut().expect("policing class").check(len, now) {
-                Ok(()) => return Ok(s),
+                Ok(()) => return ok,
                 Err(PoliceVerdict::Bytes) => {
                     k.dropped_policed += 1;
                     DropReason::Policed
@@ -872,22 +882,21 @@ impl<T> Scheduler<T> {
                 }
             }
         } else {
-            return Ok(s);
+            return ok;
         };
         self.stats.dropped += 1;
         Err(reason)
     }
 
-    /// Queues an admitted packet on leaf `s`.
+    /// Queues an admitted packet on leaf `s` (of priority `prio`).
     #[inline(always)]
-    fn push(&mut self, s: u32, item: T, len: u32) {
+    fn push(&mut self, s: u32, prio: usize, item: T, len: u32) {
         let q = &mut self.queues[s as usize];
         debug_assert!(q.len() < q.capacity(), "queue would grow");
         q.push_back((item, len));
         self.stats.enqueued += 1;
         self.stats.queued += 1;
         if q.len() == 1 {
-            let prio = usize::from(self.prof(s).prio);
             self.leaf_gain(s, prio);
         }
     }
@@ -1647,6 +1656,29 @@ mod tests {
             b.enqueue_or_pass(ClassId(9), 12, 100, wake),
             Err((12, DropReason::UnknownClass))
         );
+    }
+
+    #[test]
+    fn a_higher_priority_passes_a_lower_ones_queue() {
+        // Both under their guarantees; bulk (priority 3) keeps a queue.
+        let (urgent, bulk) = (ClassId(2), ClassId(3));
+        let bulk_cfg = ClassConfig { prio: 3, ..leaf(50 * M, 50 * M) };
+        let classes = [(urgent, ClassConfig { prio: 0, ..leaf(50 * M, 50 * M) }), (bulk, bulk_cfg)];
+        let mut s = sched(100 * M, &classes);
+        (0..4).for_each(|i| s.enqueue(bulk, i, 1000, 0).unwrap());
+        // Dequeue would send urgent's packet before bulk's queue: it passes.
+        assert_eq!(s.enqueue_or_pass(urgent, 10, 1000, 0), Ok(Some(10)));
+        assert_eq!(s.class_stats(urgent).unwrap().sent_packets, 1);
+        // Bulk's own next packet waits behind its queue.
+        assert_eq!(s.enqueue_or_pass(bulk, 4, 1000, 0), Ok(None));
+        assert_eq!(s.dequeue(0), Some((bulk, 0, 1000)));
+        // A class of lower priority than a queue's waits too, even with an empty queue.
+        let mut classes = classes;
+        classes[0].1.prio = 4;
+        let mut t = sched(100 * M, &classes);
+        (0..2).for_each(|i| t.enqueue(bulk, i, 1000, 0).unwrap());
+        assert_eq!(t.enqueue_or_pass(urgent, 10, 1000, 0), Ok(None));
+        assert_eq!(t.dequeue(0), Some((bulk, 0, 1000)));
     }
 
     #[test]
