@@ -76,15 +76,22 @@ impl Rig {
         Rig { s, n, t: 0, step_ns, x: 1 }
     }
 
-    /// One packet in (to a pseudo-random class) and one out.
-    #[inline]
-    fn step(&mut self) {
+    /// The next arrival: the clock moves one step, and a pseudo-random class (the item is
+    /// `self.x`).
+    #[inline(always)]
+    fn arrival(&mut self) -> ClassId {
         self.x ^= self.x << 13;
         self.x ^= self.x >> 17;
         self.x ^= self.x << 5;
-        // Multiply-shift instead of `%`: the harness should not cost a division per packet.
-        let class = ClassId(100 + ((u64::from(self.x) * u64::from(self.n)) >> 32) as u32);
         self.t += self.step_ns;
+        // Multiply-shift instead of `%`: the harness should not cost a division per packet.
+        ClassId(100 + ((u64::from(self.x) * u64::from(self.n)) >> 32) as u32)
+    }
+
+    /// One packet in (to a pseudo-random class) and one out.
+    #[inline]
+    fn step(&mut self) {
+        let class = self.arrival();
         let _ = black_box(self.s.enqueue(class, self.x, LEN, self.t));
         black_box(self.s.dequeue(self.t));
     }
@@ -94,11 +101,7 @@ impl Rig {
     #[inline]
     fn step_batch32(&mut self) {
         for _ in 0..32 {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 17;
-            self.x ^= self.x << 5;
-            let class = ClassId(100 + ((u64::from(self.x) * u64::from(self.n)) >> 32) as u32);
-            self.t += self.step_ns;
+            let class = self.arrival();
             let _ = black_box(self.s.enqueue(class, self.x, LEN, self.t));
         }
         self.s.dequeue_batch(self.t, 32, |c, x, l| {
@@ -111,11 +114,7 @@ impl Rig {
     #[inline]
     fn step_pass32(&mut self) {
         for _ in 0..32 {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 17;
-            self.x ^= self.x << 5;
-            let class = ClassId(100 + ((u64::from(self.x) * u64::from(self.n)) >> 32) as u32);
-            self.t += self.step_ns;
+            let class = self.arrival();
             let _ = black_box(self.s.enqueue_or_pass(class, self.x, LEN, self.t));
         }
         if self.s.backlog() > 0 {
