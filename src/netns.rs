@@ -295,6 +295,26 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
+/// The machine's CPU time so far, in ticks: (steal, all), from `/proc/stat`. On a shared VM
+/// the hypervisor's steal is what a rate measured in a namespace test falls short with.
+pub fn cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is also
+    // counted in user and nice.
+    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    (f.get(7).copied().unwrap_or(0), f.iter().take(8).sum())
+}
+
+/// The share of CPU time stolen between two readings of [`cpu_ticks`].
+pub fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
+    let all = b.1.saturating_sub(a.1);
+    if all == 0 {
+        return 0.0;
+    }
+    b.0.saturating_sub(a.0) as f64 / all as f64
+}
+
 /// A workspace binary, built by `cargo build --workspace --bins` (the test script does that).
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vswitch_api::{Reply, Request};
-use vswitch_suite::netns::{wait_for, Topo};
+use vswitch_suite::netns::{cpu_ticks, steal_share, wait_for, Topo};
 use vswitch_suite::switch::{config_text, NodeSpec, PortSpec, Switch};
 
 const K_ADDR: &str = "10.244.1.100";
@@ -166,25 +166,6 @@ fn measured(what: &str, want: &[f64], mut measure: impl FnMut() -> Vec<f64>) -> 
         }
     }
     got
-}
-
-/// The machine's CPU time so far, in ticks: (steal, all), from `/proc/stat`.
-fn cpu_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
-    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is also
-    // counted in user and nice.
-    let f: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
-    (f.get(7).copied().unwrap_or(0), f.iter().take(8).sum())
-}
-
-/// The share of CPU time stolen between two readings of [`cpu_ticks`].
-fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
-    let all = b.1.saturating_sub(a.1);
-    if all == 0 {
-        return 0.0;
-    }
-    b.0.saturating_sub(a.0) as f64 / all as f64
 }
 
 #[test]
