@@ -295,9 +295,33 @@ pub fn bin_dir() -> PathBuf {
     exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
 }
 
-/// The machine's CPU time so far, in ticks: (steal, all), from `/proc/stat`. On a shared VM
-/// the hypervisor's steal is what a rate measured in a namespace test falls short with.
-pub fn cpu_ticks() -> (u64, u64) {
+/// Measures a rate up to `tries` times, until `enough` accepts the result, and returns the
+/// last result. Each try is printed (`what`, the result as `show` puts it, and the share of
+/// the machine's CPU time the hypervisor stole meanwhile): on a shared VM, steal is what a
+/// rate measured in a namespace test falls short with, so a failure says whether the
+/// machine or the switch fell short.
+pub fn measure_tries<T>(
+    what: &str,
+    tries: u32,
+    mut measure: impl FnMut() -> T,
+    show: impl Fn(&T) -> String,
+    enough: impl Fn(&T) -> bool,
+) -> T {
+    let mut attempt = 1;
+    loop {
+        let before = cpu_ticks();
+        let got = measure();
+        let stolen = steal_share(before, cpu_ticks()) * 100.0;
+        eprintln!("{what}, try {attempt}: {}, {stolen:.0}% of CPU time stolen", show(&got));
+        if attempt >= tries || enough(&got) {
+            return got;
+        }
+        attempt += 1;
+    }
+}
+
+/// The machine's CPU time so far, in ticks: (steal, all), from `/proc/stat`.
+fn cpu_ticks() -> (u64, u64) {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let line = stat.lines().find(|l| l.starts_with("cpu ")).unwrap_or("");
     // user nice system idle iowait irq softirq steal guest guest_nice; guest time is also
@@ -307,7 +331,7 @@ pub fn cpu_ticks() -> (u64, u64) {
 }
 
 /// The share of CPU time stolen between two readings of [`cpu_ticks`].
-pub fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
+fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
     let all = b.1.saturating_sub(a.1);
     if all == 0 {
         return 0.0;

@@ -12,7 +12,7 @@ use vswitch::packet::{Batch, Meta, Pool, PoolConfig};
 use vswitch::port::afpacket::{AfPacketConfig, AfPacketPort};
 use vswitch::port::{netdev, Port};
 use vswitch_api::{Reply, Request};
-use vswitch_suite::netns::{bin, cpu_ticks, steal_share, wait_for, Topo};
+use vswitch_suite::netns::{bin, measure_tries, wait_for, Topo};
 use vswitch_suite::switch::{PortSpec, Switch};
 use vswitch_suite::{mac, raw_frame, udp_frame};
 
@@ -550,16 +550,13 @@ fn a_pods_cni_bandwidth_limits_become_qos_classes() {
     // quiet machine). The lower bound only catches a collapse; when the hypervisor takes the
     // CPU (20% stolen once gave 21 Mbit/s, on the build that gets 38.3 without), measure
     // again, three times at most.
-    let mut into = 0.0;
-    for attempt in 1..=3 {
-        let before = cpu_ticks();
-        into = iperf3(&mut topo, "p2", "p1", &addr(0), false);
-        let stolen = steal_share(before, cpu_ticks()) * 100.0;
-        eprintln!("TCP into the pod, try {attempt}: {into:.0} bit/s, {stolen:.0}% of CPU stolen");
-        if into > 25e6 {
-            break;
-        }
-    }
+    let into = measure_tries(
+        "TCP into the pod",
+        3,
+        || iperf3(&mut topo, "p2", "p1", &addr(0), false),
+        |into| format!("{into:.0} bit/s"),
+        |into| *into > 25e6,
+    );
     assert!(into < 42e6 && into > 25e6, "TCP into the pod at {into} bit/s, shaped at 40M");
     // Out of the pod: not shaped.
     let out = iperf3(&mut topo, "p1", "p2", &addr(1), false);

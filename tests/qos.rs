@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use vswitch_api::{Reply, Request};
-use vswitch_suite::netns::{cpu_ticks, steal_share, wait_for, Topo};
+use vswitch_suite::netns::{measure_tries, wait_for, Topo};
 use vswitch_suite::switch::{config_text, NodeSpec, PortSpec, Switch};
 
 const K_ADDR: &str = "10.244.1.100";
@@ -148,24 +148,16 @@ fn check(what: &str, got: &[f64], want: &[f64]) {
 /// comes with (a run with 20% stolen fell short three times in a row; one with 3% hit
 /// every rate). A scheduling error shows in the shares of a full total, and fails `check` at
 /// once.
-fn measured(what: &str, want: &[f64], mut measure: impl FnMut() -> Vec<f64>) -> Vec<f64> {
+fn measured(what: &str, want: &[f64], measure: impl FnMut() -> Vec<f64>) -> Vec<f64> {
     let want_payload: Vec<f64> = want.iter().map(|w| w * GOODPUT).collect();
     let want_total: f64 = want_payload.iter().sum();
-    let mut got = Vec::new();
-    for attempt in 1..=5 {
-        let before = cpu_ticks();
-        got = measure();
-        let stolen = steal_share(before, cpu_ticks());
-        eprintln!(
-            "{what}, try {attempt}: {got:.1?} Mbit/s of payload (expected {want_payload:.1?}), \
-             {:.0}% of CPU time stolen",
-            stolen * 100.0
-        );
-        if got.iter().sum::<f64>() >= 0.95 * want_total {
-            break;
-        }
-    }
-    got
+    measure_tries(
+        what,
+        5,
+        measure,
+        |got| format!("{got:.1?} Mbit/s of payload (expected {want_payload:.1?})"),
+        |got| got.iter().sum::<f64>() >= 0.95 * want_total,
+    )
 }
 
 #[test]
@@ -354,20 +346,18 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     // falls behind (measured up to 11% short, c then short too). c, not limited, gets all it
     // offers (99.9 Mbit/s) unless the switch lost the cores: then measure again, five times
     // at most (once c got 60 Mbit/s while another tenant had the machine).
-    let (mut a_udp, mut size, mut c_udp) = (0.0, 0.0, 0.0);
-    for attempt in 1..=5 {
-        let before = cpu_ticks();
-        (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
-        (c_udp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b");
-        eprintln!(
-            "UDP to b, try {attempt}: a {a_udp:.1} Mbit/s of payload ({size:.0}-byte \
-             datagrams), c {c_udp:.1}, {:.0}% of CPU time stolen",
-            steal_share(before, cpu_ticks()) * 100.0
-        );
-        if c_udp >= 90.0 {
-            break;
-        }
-    }
+    let ((a_udp, size), (c_udp, _)) = measure_tries(
+        "UDP to b",
+        5,
+        || {
+            let a = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
+            (a, received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b"))
+        },
+        |((a, size), (c, _))| {
+            format!("a {a:.1} Mbit/s of payload ({size:.0}-byte datagrams), c {c:.1}")
+        },
+        |(_, (c, _))| *c >= 90.0,
+    );
     let want = 50.0 * size / udp_frame(size);
     eprintln!("a's limit: 50M of frames is {want:.1} Mbit/s of payload");
     assert!(
