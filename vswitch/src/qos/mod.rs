@@ -71,6 +71,6 @@ pub use bucket::{ByteBucket, PacketBucket, TokenBucket};
 pub use guard::{source_key, DdosGuard, GuardConfig, GuardDrop, GuardStats};
 pub use policer::{PoliceVerdict, Policer};
 pub use sched::{
-    Change, ClassConfig, ClassId, ClassStats, DropReason, Field, Mode, QosError, SchedStats,
-    Scheduler,
+    Admitted, Change, ClassConfig, ClassId, ClassStats, DropReason, Field, Mode, Offer, QosError,
+    SchedStats, Scheduler,
 };

@@ -417,6 +417,33 @@ fn bits(mut m: u8) -> impl Iterator<Item = usize> {
     })
 }
 
+/// What [`Scheduler::offer`] decided for a packet it admitted.
+#[derive(Debug)]
+pub enum Offer<'a, T> {
+    /// Charged to its class: send it now.
+    Pass,
+    /// Queue it on its class with [`Admitted::queue`].
+    Queue(Admitted<'a, T>),
+}
+
+/// A packet admitted to a class's queue, not queued yet: [`Admitted::queue`] queues it. It
+/// borrows the scheduler, so no other call comes between the decision and the queueing.
+#[derive(Debug)]
+pub struct Admitted<'a, T> {
+    sched: &'a mut Scheduler<T>,
+    slot: u32,
+    prio: usize,
+    len: u32,
+}
+
+impl<T> Admitted<'_, T> {
+    /// Queues `item` (the packet admitted).
+    #[inline]
+    pub fn queue(self, item: T) {
+        self.sched.push(self.slot, self.prio, item, self.len);
+    }
+}
+
 /// The hierarchical scheduler of one egress port, generic over the queued item.
 ///
 /// Classes live in slots `0..n`, numbered breadth first from the roots at every
@@ -808,11 +835,31 @@ impl<T> Scheduler<T> {
         len: u32,
         now_ns: u64,
     ) -> Result<Option<T>, (T, DropReason)> {
+        match self.offer(class, len, now_ns) {
+            Ok(Offer::Pass) => Ok(Some(item)),
+            Ok(Offer::Queue(a)) => {
+                a.queue(item);
+                Ok(None)
+            }
+            Err(r) => Err((item, r)),
+        }
+    }
+
+    /// [`Scheduler::enqueue_or_pass`] before the item moves: the decision for a packet of
+    /// `len` bytes to leaf `class` at `now_ns`. A passed packet is charged at once, as there;
+    /// one to queue is queued by [`Admitted::queue`]; a dropped one is counted. The caller
+    /// keeps the item until it knows where it goes, so a packet sent at once is never moved
+    /// into the scheduler and back. (Dropping an `Admitted` queues nothing and counts
+    /// nothing, but a policing class has already spent the packet's tokens.)
+    #[inline]
+    pub fn offer(
+        &mut self,
+        class: ClassId,
+        len: u32,
+        now_ns: u64,
+    ) -> Result<Offer<'_, T>, DropReason> {
         let now = self.advance(now_ns);
-        let (s, prio, idle) = match self.admit(class, len, now) {
-            Ok(a) => a,
-            Err(r) => return Err((item, r)),
-        };
+        let (s, prio, idle) = self.admit(class, len, now)?;
         // The rows of level 0 at this priority and above (bit `p` for priority `p`).
         let ahead = !(0xfeu8 << prio);
         if self.row_mask[0] & ahead == 0 && idle {
@@ -828,11 +875,10 @@ impl<T> Scheduler<T> {
                 self.stats.enqueued += 1;
                 self.stats.dequeued += 1;
                 self.charge::<true>(s, 0, len, now);
-                return Ok(Some(item));
+                return Ok(Offer::Pass);
             }
         }
-        self.push(s, prio, item, len);
-        Ok(None)
+        Ok(Offer::Queue(Admitted { sched: self, slot: s, prio, len }))
     }
 
     /// Whether leaf `s` is green at `now`, recoloured first if it is in debt (as `pick`
@@ -1681,6 +1727,33 @@ mod tests {
         (0..2).for_each(|i| t.enqueue(bulk, i, 1000, 0).unwrap());
         assert_eq!(t.enqueue_or_pass(urgent, 10, 1000, 0), Ok(None));
         assert_eq!(t.dequeue(0), Some((bulk, 0, 1000)));
+    }
+
+    #[test]
+    fn an_offer_leaves_the_item_with_the_caller_until_it_is_queued() {
+        let (urgent, bulk) = (ClassId(2), ClassId(3));
+        let bulk_cfg = ClassConfig { prio: 3, ..leaf(50 * M, 50 * M) };
+        let classes = [(urgent, ClassConfig { prio: 0, ..leaf(50 * M, 50 * M) }), (bulk, bulk_cfg)];
+        let mut s = sched(100 * M, &classes);
+        s.enqueue(bulk, 0, 1000, 0).unwrap();
+        // Passed: charged at once, nothing queued.
+        assert!(matches!(s.offer(urgent, 1000, 0), Ok(Offer::Pass)));
+        assert_eq!(s.class_stats(urgent).unwrap().sent_packets, 1);
+        assert_eq!(s.backlog(), 1);
+        // To queue: an `Admitted` dropped queues and counts nothing (the pass counted as
+        // enqueued and dequeued).
+        assert_eq!((s.stats().enqueued, s.stats().dequeued), (2, 1));
+        assert!(matches!(s.offer(bulk, 1000, 0), Ok(Offer::Queue(_))));
+        assert_eq!((s.backlog(), s.stats().enqueued), (1, 2));
+        // Queued: behind the first, in order.
+        match s.offer(bulk, 1000, 0) {
+            Ok(Offer::Queue(a)) => a.queue(1),
+            other => panic!("want a queue, got {other:?}"),
+        }
+        assert_eq!((s.backlog(), s.stats().enqueued), (2, 3));
+        assert_eq!(s.dequeue(0), Some((bulk, 0, 1000)));
+        assert_eq!(s.dequeue(0), Some((bulk, 1, 1000)));
+        assert!(matches!(s.offer(ClassId(99), 1000, 0), Err(DropReason::UnknownClass)));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::packet::{flags, gso, Batch, GsoType, Meta, Offload, Pkt, Pool, Verdic
 use crate::pipeline::snapshot::Snapshot;
 use crate::pmd::handoff::{Handoff, Outbox};
 use crate::port::Port;
+use crate::qos::Offer;
 use crate::tables::neigh::Neighbors;
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::PortId;
@@ -358,11 +359,14 @@ fn enqueue<const N: usize>(
     counters: &WorkerCounters,
     now: u64,
 ) {
-    let (p, m) = match e.qos.as_deref_mut().and_then(|q| Some((q.classify(&m)?, q))) {
-        Some((class, q)) => match q.enqueue(class, p, m, now) {
+    let mut m = m;
+    if let Some((class, q)) = e.qos.as_deref_mut().and_then(|q| Some((q.classify(&m)?, q))) {
+        m.class = class.0;
+        match q.offer(class, p.len() as u32, now) {
             // Sent at once (charged to its class): out with the unshaped packets.
-            Ok(Some((p, m))) => (p, m),
-            Ok(None) => {
+            Ok(Offer::Pass) => {}
+            Ok(Offer::Queue(a)) => {
+                a.queue((p, m));
                 // Listed once (not per packet): the list never outgrows its capacity.
                 if !q.listed && e.queue.is_empty() {
                     dirty.push(port);
@@ -370,13 +374,12 @@ fn enqueue<const N: usize>(
                 q.listed = true;
                 return;
             }
-            Err((p, r)) => {
+            Err(r) => {
                 counters.drop(port, r);
                 return pool.free(p);
             }
-        },
-        None => (p, m),
-    };
+        }
+    }
     if e.queue.is_empty() && !e.qos.as_ref().is_some_and(|q| q.listed) {
         dirty.push(port);
     }

@@ -11,9 +11,9 @@
 //!
 //! A packet that the scheduler would hand out first anyway (no class waits to send on its
 //! own rate, and the packet's class is under its guarantee) is charged and goes straight to
-//! the output batch ([`crate::qos::Scheduler::enqueue_or_pass`]): the decisions are those of
-//! queueing it and releasing at once, and a port whose classes are all under their limits,
-//! the common case, queues nothing.
+//! the output batch ([`crate::qos::Scheduler::offer`], the decision taken before the packet
+//! moves): the decisions are those of queueing it and releasing at once, and a port whose
+//! classes are all under their limits, the common case, queues nothing.
 //!
 //! The worker that owns the port owns its scheduler (no lock, no sharing); packets other
 //! workers hand over for the port go through it the same way. Time is the worker's iteration
@@ -502,23 +502,19 @@ impl EgressQos {
         self.plan.classify(m.in_port)
     }
 
-    /// Queues a packet on leaf `class`, or hands it back to send at once when the scheduler
-    /// would send it first anyway (`Ok(Some)`: nothing waits to send on its own rate and the
-    /// class is under its guarantee; see [`Scheduler::enqueue_or_pass`]), or with the counted
-    /// reason it was dropped.
+    /// The scheduler's decision for a packet of `len` bytes to leaf `class` (see
+    /// [`Scheduler::offer`]): send it at once (`Offer::Pass`, charged: nothing waits to send
+    /// on its own rate and the class is under its guarantee), queue it with
+    /// [`qos::Admitted::queue`], or drop it for the counted reason. The packet stays with the
+    /// caller until then, so one sent at once never moves into the scheduler and back.
     #[inline]
-    pub fn enqueue(
+    pub fn offer(
         &mut self,
         class: ClassId,
-        p: Pkt,
-        mut m: Meta,
+        len: u32,
         now: u64,
-    ) -> Result<Option<(Pkt, Meta)>, (Pkt, DropReason)> {
-        m.class = class.0;
-        let len = p.len() as u32;
-        self.sched
-            .enqueue_or_pass(class, (p, m), len, now)
-            .map_err(|((p, _), r)| (p, drop_reason(r)))
+    ) -> Result<qos::Offer<'_, (Pkt, Meta)>, DropReason> {
+        self.sched.offer(class, len, now).map_err(drop_reason)
     }
 
     /// Moves what the scheduler releases at `now` into `queue`, up to its room; returns how
