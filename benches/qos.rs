@@ -21,7 +21,7 @@
 //! second for each case, once the case has settled (after 3 million packets; at 10 000
 //! classes the leaves' initial bursts carry them through the first million, and until then
 //! few classes change colour): the median of 40 runs of 50 000 packets, so that stolen time
-//! on a virtual machine does not count.
+//! on a virtual machine does not count, and the best of them.
 //!
 //! Instructions per packet, a figure that does not move with the machine's load: with
 //! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 3 000 000
@@ -199,9 +199,11 @@ fn run(rig: &mut Rig, pkts: u32, calls: Calls) {
 /// Packets run before measuring (see the module docs).
 const WARM_UP: u32 = 3_000_000;
 
-/// ns per packet after the warm-up: the median of 40 runs of 50 000 packets, so that a run
-/// slowed by other work on the machine (a virtual machine's stolen time) does not count.
-fn measure(n: u32, step: u64, calls: Calls) -> f64 {
+/// ns per packet after the warm-up, over 40 runs of 50 000 packets: the median, so that a
+/// run slowed by other work on the machine (a virtual machine's stolen time) does not count,
+/// and the best run (on this VM the median of a case at 10 000 classes moves by half between
+/// runs, with the caches shared with other guests).
+fn measure(n: u32, step: u64, calls: Calls) -> (f64, f64) {
     let mut rig = rig(n, step, calls);
     run(&mut rig, WARM_UP, calls);
     let pkts = 50_000;
@@ -213,7 +215,7 @@ fn measure(n: u32, step: u64, calls: Calls) -> f64 {
         })
         .collect();
     ns.sort_by(f64::total_cmp);
-    ns[ns.len() / 2]
+    (ns[ns.len() / 2], ns[0])
 }
 
 fn summary(_c: &mut Criterion) {
@@ -222,8 +224,8 @@ fn summary(_c: &mut Criterion) {
         let figures: Vec<String> = SIZES
             .iter()
             .map(|&n| {
-                let ns = measure(n, step, calls);
-                format!("{n:>6} classes {ns:6.1} ns ({:5.1} Mpps)", 1e3 / ns)
+                let (ns, best) = measure(n, step, calls);
+                format!("{n:>6} classes {ns:6.1} ns ({:5.1} Mpps, best {best:5.1} ns)", 1e3 / ns)
             })
             .collect();
         println!("{name:<18} {}", figures.join("   "));
