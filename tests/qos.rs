@@ -255,6 +255,34 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
     check("p3 capped", &one, &[60.0]);
     let text = String::from_utf8_lossy(&sw.ctl(&["show", "qos"]).stdout).to_string();
     assert!(text.contains("port uplink"), "{text}");
+
+    // Every other setting changes live too, and a bad value is refused naming the field.
+    let p3 = |sw: &Switch| qos(sw)[0].classes.iter().find(|c| c.name == "p3").cloned();
+    let set = |args: &[&str]| {
+        let o = sw.ctl(&[&["qos", "set", "p3"], args].concat());
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (code, err) = set(&["--burst", "30000", "--mpu", "128", "--queue-limit", "256"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = set(&["--mode", "police", "--pps", "50k", "--pps-burst", "500"]);
+    assert_eq!(code, Some(0), "{err}");
+    let c = wait_for(Duration::from_secs(2), || {
+        p3(&sw).filter(|c| c.mode == "police" && c.pps == Some(50_000))
+    })
+    .unwrap_or_else(|| panic!("changes not applied: {:?}", p3(&sw)));
+    assert_eq!((c.burst_bytes, c.mpu, c.queue_limit), (30_000, 128, 256), "{c:?}");
+    let (code, err) = set(&["--pps", "none", "--mode", "shape"]);
+    assert_eq!(code, Some(0), "{err}");
+    let c = wait_for(Duration::from_secs(2), || p3(&sw).filter(|c| c.pps.is_none()));
+    assert!(c.is_some_and(|c| c.mode == "shape"), "pps not removed: {:?}", p3(&sw));
+    let (code, err) = set(&["--queue-limit", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("(\"p3\").queue_limit: 0 is"), "{err}");
+    let (code, err) = set(&["--pps", "none", "--pps-burst", "5"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("(\"p3\").pps_burst: no pps limit"), "{err}");
+    assert_eq!(set(&["--mode", "fast"]).0, Some(2), "a usage error");
+    assert_eq!(p3(&sw).map(|c| c.queue_limit), Some(256), "refused changes left it as it was");
 }
 
 /// A receiver's rate from iperf3's `end` object, Mbit/s of payload, and the payload bytes per
@@ -401,9 +429,17 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
         class(&sw).filter(|c| c.ceil_bps == 20_000_000).map(|_| ())
     });
     assert!(ceil.is_some(), "ceil change not applied: {:?}", class(&sw));
-    let (a_udp, size) = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b, 20M");
-    let want = 20.0 * size / udp_frame(size);
-    eprintln!("UDP to b after the change: a {a_udp:.1} Mbit/s of payload (limit {want:.1})");
+    // Short of the limit can be stolen CPU (once 3.3 Mbit/s with another test beside it):
+    // measured again then, three times at most.
+    let want = |size: f64| 20.0 * size / udp_frame(size);
+    let (a_udp, size) = measure_tries(
+        "UDP to b after the change",
+        3,
+        || received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b, 20M"),
+        |&(a, size)| format!("a {a:.1} Mbit/s of payload (limit {:.1})", want(size)),
+        |&(a, size)| a >= 0.8 * want(size),
+    );
+    let want = want(size);
     assert!(
         (0.8 * want..=1.05 * want).contains(&a_udp),
         "a's UDP to b at {a_udp:.1} Mbit/s after the change, limit {want:.1}"

@@ -507,9 +507,25 @@ pub struct QosClassUpdate {
     /// Weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
-    /// Packets-per-second limit.
+    /// Packets-per-second limit; `none` removes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pps: Option<String>,
+    /// Burst of the pps limit, packets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pps_burst: Option<u64>,
+    /// Burst of the rate and ceiling buckets, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Minimum bytes charged per packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mpu: Option<u32>,
+    /// Queue bound of a leaf, packets (a bound lowered below the backlog keeps the queue
+    /// and admits nothing until it drains below).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_limit: Option<u32>,
+    /// `shape` (delay what is above the limits) or `police` (drop it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// A packet capture on one port, `POST /v1/capture`. The request returns when a bound is

@@ -536,7 +536,7 @@ pub fn parse_request(
             let upd: QosClassUpdate = body_json(
                 body,
                 "PATCH /v1/qos/classes/{name}",
-                "fields rate, ceil, priority, weight, pps",
+                "fields rate, ceil, priority, weight, pps, pps_burst, burst, mpu, queue_limit, mode",
             )?;
             Request::SetQosClass(name, upd)
         }

@@ -32,8 +32,10 @@
 //! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
 //! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight, and
 //!   counters (sent, queued, dropped by reason, borrowed).
-//! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N]`: change a
-//!   class live (its queue is kept); rates as in the configuration (`300M`, `1G`, `500k`).
+//! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N|none]
+//!   [--pps-burst N] [--burst BYTES] [--mpu BYTES] [--queue-limit N] [--mode shape|police]`:
+//!   change a class live (its queue is kept); rates as in the configuration (`300M`, `1G`,
+//!   `500k`).
 //!   Refused whole (exit 1, the message naming the class and field) if the result does not
 //!   fit, e.g. a ceiling below the guarantee or children's guarantees above the parent's.
 //! - `trace`, `top`, `metrics`: a packet's path stage by stage; live rates; Prometheus text.
@@ -383,10 +385,11 @@ enum Show {
 
 #[derive(Debug, Subcommand)]
 enum QosCommand {
-    /// Change a class's guarantee, ceiling, priority, weight or pps limit, live; refused
-    /// whole if the result does not fit.
+    /// Change a class's settings live (its queue is kept); refused whole if the result does
+    /// not fit.
     #[command(group(ArgGroup::new("change").required(true).multiple(true)
-        .args(["rate", "ceil", "priority", "weight", "pps"])))]
+        .args(["rate", "ceil", "priority", "weight", "pps", "pps_burst", "burst", "mpu",
+               "queue_limit", "mode"])))]
     Set {
         /// The class's name.
         class: String,
@@ -402,9 +405,24 @@ enum QosCommand {
         /// Share of spare capacity among borrowers of the same priority.
         #[arg(long, value_name = "W")]
         weight: Option<u32>,
-        /// Packets-per-second limit.
+        /// Packets-per-second limit (`none` removes it).
         #[arg(long, value_name = "N")]
         pps: Option<String>,
+        /// Burst of the pps limit, packets.
+        #[arg(long, value_name = "N")]
+        pps_burst: Option<u64>,
+        /// Burst of the rate and ceiling buckets, bytes.
+        #[arg(long, value_name = "BYTES")]
+        burst: Option<u64>,
+        /// Minimum bytes charged per packet.
+        #[arg(long, value_name = "BYTES")]
+        mpu: Option<u32>,
+        /// Queue bound of a leaf, packets.
+        #[arg(long, value_name = "N")]
+        queue_limit: Option<u32>,
+        /// shape (delay what is above the limits) or police (drop it).
+        #[arg(long, value_name = "MODE", value_parser = ["shape", "police"])]
+        mode: Option<String>,
     },
 }
 
@@ -685,9 +703,33 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Flow(FlowCommand::Add(add)) => Request::AddFlow(add.rule()),
         Command::Flow(FlowCommand::Del { name }) => Request::DelFlow(name),
         Command::Flow(FlowCommand::Dump) => Request::ListFlows,
-        Command::Qos(QosCommand::Set { class, rate, ceil, priority, weight, pps }) => {
-            Request::SetQosClass(class, QosClassUpdate { rate, ceil, priority, weight, pps })
-        }
+        Command::Qos(QosCommand::Set {
+            class,
+            rate,
+            ceil,
+            priority,
+            weight,
+            pps,
+            pps_burst,
+            burst,
+            mpu,
+            queue_limit,
+            mode,
+        }) => Request::SetQosClass(
+            class,
+            QosClassUpdate {
+                rate,
+                ceil,
+                priority,
+                weight,
+                pps,
+                pps_burst,
+                burst,
+                mpu,
+                queue_limit,
+                mode,
+            },
+        ),
         Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
             Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
         }

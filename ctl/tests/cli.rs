@@ -887,8 +887,28 @@ fn qos_table_and_live_class_changes() {
     let o = d.ctl(&["qos", "set", "pod-a", "--ceil", "1M"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("(\"pod-a\").ceil: 1000000 is below"), "{}", stderr(&o));
-    // Nothing to change is a usage error.
+    // The other settings, and removing the pps limit.
+    let o = d.ctl(&[
+        "qos",
+        "set",
+        "pod-a",
+        "--burst",
+        "30000",
+        "--mpu",
+        "128",
+        "--queue-limit",
+        "256",
+        "--mode",
+        "shape",
+        "--pps",
+        "none",
+        "--pps-burst",
+        "9",
+    ]);
+    assert_eq!(ok(&o), "QoS class \"pod-a\" changed\n");
+    // Nothing to change is a usage error, and so is an unknown mode.
     assert_eq!(d.ctl(&["qos", "set", "pod-a"]).status.code(), Some(2));
+    assert_eq!(d.ctl(&["qos", "set", "pod-a", "--mode", "fast"]).status.code(), Some(2));
     assert_eq!(
         d.log(),
         vec![
@@ -905,6 +925,18 @@ fn qos_table_and_live_class_changes() {
             Request::SetQosClass(
                 "pod-a".into(),
                 QosClassUpdate { ceil: Some("1M".into()), ..Default::default() }
+            ),
+            Request::SetQosClass(
+                "pod-a".into(),
+                QosClassUpdate {
+                    pps: Some("none".into()),
+                    pps_burst: Some(9),
+                    burst: Some(30_000),
+                    mpu: Some(128),
+                    queue_limit: Some(256),
+                    mode: Some("shape".into()),
+                    ..Default::default()
+                }
             ),
         ]
     );

@@ -375,14 +375,32 @@ impl<const N: usize> Daemon<N> {
     /// validates the whole of it and applies it live, or refuses it whole (the message names
     /// the class and field, e.g. `qos_class[2] ("pod-b").ceil: ...`).
     fn set_qos_api(&mut self, name: &str, upd: QosClassUpdate) -> Response {
-        use super::qos::RateSpec;
-        if !self.config().qos_classes.iter().any(|c| c.name == name) {
+        use super::qos::{QosMode, RateSpec};
+        let Some(i) = self.config().qos_classes.iter().position(|c| c.name == name) else {
             return Err(ApiError::not_found(format!("no QoS class {name:?}")));
-        }
+        };
         if upd == QosClassUpdate::default() {
             return Err(ApiError::invalid(
-                "nothing to change: give rate, ceil, priority, weight or pps",
+                "nothing to change: give rate, ceil, priority, weight, pps, pps_burst, burst, \
+                 mpu, queue_limit or mode",
             ));
+        }
+        let mode = match upd.mode.as_deref() {
+            None => None,
+            Some("shape") => Some(QosMode::Shape),
+            Some("police") => Some(QosMode::Police),
+            Some(m) => {
+                return Err(ApiError::invalid(format!(
+                    "qos_class[{i}] ({name:?}).mode: {m:?} is not shape or police"
+                )))
+            }
+        };
+        // "none" removes the pps limit (and its burst, which has no meaning without it).
+        let no_pps = upd.pps.as_deref() == Some("none");
+        if no_pps && upd.pps_burst.is_some() {
+            return Err(ApiError::invalid(format!(
+                "qos_class[{i}] ({name:?}).pps_burst: no pps limit to burst (pps none)"
+            )));
         }
         let mut what = Vec::new();
         for (k, v) in [("rate", &upd.rate), ("ceil", &upd.ceil), ("pps", &upd.pps)] {
@@ -390,11 +408,21 @@ impl<const N: usize> Daemon<N> {
                 what.push(format!("{k} {v}"));
             }
         }
-        if let Some(p) = upd.priority {
-            what.push(format!("priority {p}"));
+        let numbers = [
+            ("priority", upd.priority.map(u64::from)),
+            ("weight", upd.weight.map(u64::from)),
+            ("pps_burst", upd.pps_burst),
+            ("burst", upd.burst),
+            ("mpu", upd.mpu.map(u64::from)),
+            ("queue_limit", upd.queue_limit.map(u64::from)),
+        ];
+        for (k, v) in numbers {
+            if let Some(v) = v {
+                what.push(format!("{k} {v}"));
+            }
         }
-        if let Some(w) = upd.weight {
-            what.push(format!("weight {w}"));
+        if let Some(m) = &upd.mode {
+            what.push(format!("mode {m}"));
         }
         self.set_qos_class(name, |c| {
             if let Some(r) = upd.rate {
@@ -409,8 +437,26 @@ impl<const N: usize> Daemon<N> {
             if let Some(w) = upd.weight {
                 c.weight = w;
             }
-            if let Some(p) = upd.pps {
+            if no_pps {
+                c.pps = None;
+                c.pps_burst = None;
+            } else if let Some(p) = upd.pps {
                 c.pps = Some(RateSpec::Text(p));
+            }
+            if let Some(b) = upd.pps_burst {
+                c.pps_burst = Some(b);
+            }
+            if let Some(b) = upd.burst {
+                c.burst = Some(b);
+            }
+            if let Some(m) = upd.mpu {
+                c.mpu = m;
+            }
+            if let Some(q) = upd.queue_limit {
+                c.queue_limit = q;
+            }
+            if let Some(m) = mode {
+                c.mode = m;
             }
         })
         .map_err(ApiError::invalid)?;
