@@ -387,43 +387,65 @@ enum Show {
 enum QosCommand {
     /// Change a class's settings live (its queue is kept); refused whole if the result does
     /// not fit.
-    #[command(group(ArgGroup::new("change").required(true).multiple(true)
-        .args(["rate", "ceil", "priority", "weight", "pps", "pps_burst", "burst", "mpu",
-               "queue_limit", "mode"])))]
     Set {
         /// The class's name.
         class: String,
-        /// Guaranteed rate, bits/s (300M, 1G, 500k, or digits).
-        #[arg(long, value_name = "RATE")]
-        rate: Option<String>,
-        /// Ceiling, bits/s.
-        #[arg(long, value_name = "RATE")]
-        ceil: Option<String>,
-        /// Borrowing priority, 0 (first) to 7.
-        #[arg(long, value_name = "P")]
-        priority: Option<u8>,
-        /// Share of spare capacity among borrowers of the same priority.
-        #[arg(long, value_name = "W")]
-        weight: Option<u32>,
-        /// Packets-per-second limit (`none` removes it).
-        #[arg(long, value_name = "N")]
-        pps: Option<String>,
-        /// Burst of the pps limit, packets.
-        #[arg(long, value_name = "N")]
-        pps_burst: Option<u64>,
-        /// Burst of the rate and ceiling buckets, bytes.
-        #[arg(long, value_name = "BYTES")]
-        burst: Option<u64>,
-        /// Minimum bytes charged per packet.
-        #[arg(long, value_name = "BYTES")]
-        mpu: Option<u32>,
-        /// Queue bound of a leaf, packets.
-        #[arg(long, value_name = "N")]
-        queue_limit: Option<u32>,
-        /// shape (delay what is above the limits) or police (drop it).
-        #[arg(long, value_name = "MODE", value_parser = ["shape", "police"])]
-        mode: Option<String>,
+        #[command(flatten)]
+        change: QosChange,
     },
+}
+
+/// The settings `qos set` changes (at least one).
+#[derive(Debug, Args)]
+#[group(id = "change", required = true, multiple = true)]
+struct QosChange {
+    /// Guaranteed rate, bits/s (300M, 1G, 500k, or digits).
+    #[arg(long, value_name = "RATE")]
+    rate: Option<String>,
+    /// Ceiling, bits/s.
+    #[arg(long, value_name = "RATE")]
+    ceil: Option<String>,
+    /// Borrowing priority, 0 (first) to 7.
+    #[arg(long, value_name = "P")]
+    priority: Option<u8>,
+    /// Share of spare capacity among borrowers of the same priority.
+    #[arg(long, value_name = "W")]
+    weight: Option<u32>,
+    /// Packets-per-second limit (`none` removes it).
+    #[arg(long, value_name = "N")]
+    pps: Option<String>,
+    /// Burst of the pps limit, packets.
+    #[arg(long, value_name = "N")]
+    pps_burst: Option<u64>,
+    /// Burst of the rate and ceiling buckets, bytes.
+    #[arg(long, value_name = "BYTES")]
+    burst: Option<u64>,
+    /// Minimum bytes charged per packet.
+    #[arg(long, value_name = "BYTES")]
+    mpu: Option<u32>,
+    /// Queue bound of a leaf, packets.
+    #[arg(long, value_name = "N")]
+    queue_limit: Option<u32>,
+    /// shape (delay what is above the limits) or police (drop it).
+    #[arg(long, value_name = "MODE", value_parser = ["shape", "police"])]
+    mode: Option<String>,
+}
+
+impl From<QosChange> for QosClassUpdate {
+    fn from(c: QosChange) -> Self {
+        QosClassUpdate {
+            rate: c.rate,
+            ceil: c.ceil,
+            priority: c.priority,
+            weight: c.weight,
+            pps: c.pps,
+            pps_burst: c.pps_burst,
+            burst: c.burst,
+            mpu: c.mpu,
+            queue_limit: c.queue_limit,
+            mode: c.mode,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -703,33 +725,9 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Flow(FlowCommand::Add(add)) => Request::AddFlow(add.rule()),
         Command::Flow(FlowCommand::Del { name }) => Request::DelFlow(name),
         Command::Flow(FlowCommand::Dump) => Request::ListFlows,
-        Command::Qos(QosCommand::Set {
-            class,
-            rate,
-            ceil,
-            priority,
-            weight,
-            pps,
-            pps_burst,
-            burst,
-            mpu,
-            queue_limit,
-            mode,
-        }) => Request::SetQosClass(
-            class,
-            QosClassUpdate {
-                rate,
-                ceil,
-                priority,
-                weight,
-                pps,
-                pps_burst,
-                burst,
-                mpu,
-                queue_limit,
-                mode,
-            },
-        ),
+        Command::Qos(QosCommand::Set { class, change }) => {
+            Request::SetQosClass(class, change.into())
+        }
         Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
             Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
         }
