@@ -283,6 +283,39 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
     assert!(err.contains("(\"p3\").pps_burst: no pps limit"), "{err}");
     assert_eq!(set(&["--mode", "fast"]).0, Some(2), "a usage error");
     assert_eq!(p3(&sw).map(|c| c.queue_limit), Some(256), "refused changes left it as it was");
+
+    // Classes come and go live: refused while they do not fit or are still named.
+    let ctl = |args: &[&str]| {
+        let o = sw.ctl(args);
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let (code, err) = ctl(&["qos", "add", "team", "--parent", "node", "--rate", "10M"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("(\"node\").rate: 300000000 is below the sum 310000000"), "{err}");
+    assert_eq!(ctl(&["qos", "set", "p3", "--rate", "40M"]).0, Some(0));
+    let (code, err) = ctl(&["qos", "add", "team", "--parent", "node", "--rate", "10M"]);
+    assert_eq!(code, Some(0), "{err}");
+    let names = |sw: &Switch| -> Vec<String> {
+        qos(sw).iter().flat_map(|p| p.classes.iter().map(|c| c.name.clone())).collect()
+    };
+    let added =
+        wait_for(Duration::from_secs(2), || names(&sw).contains(&"team".to_string()).then_some(()));
+    assert!(added.is_some(), "team not shown: {:?}", names(&sw));
+    let (code, err) = ctl(&["qos", "add", "team", "--parent", "node", "--rate", "1M"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("QoS class \"team\" exists"), "{err}");
+    let (code, err) = ctl(&["qos", "del", "node"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is the parent of"), "{err}");
+    let (code, err) = ctl(&["qos", "del", "p1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("named by port(s) [\"p1\"]"), "{err}");
+    assert_eq!(ctl(&["qos", "del", "team"]).0, Some(0));
+    let gone = wait_for(Duration::from_secs(2), || {
+        (!names(&sw).contains(&"team".to_string())).then_some(())
+    });
+    assert!(gone.is_some(), "team still shown: {:?}", names(&sw));
+    assert_eq!(ctl(&["qos", "del", "team"]).0, Some(1), "not found");
 }
 
 /// A receiver's rate from iperf3's `end` object, Mbit/s of payload, and the payload bytes per

@@ -36,6 +36,8 @@
 //! | GET | `/v1/neighbors` | [`Request::ListNeighbors`] | `[`[`NeighborInfo`]`]` |
 //! | GET | `/v1/qos` | [`Request::ListQos`] | `[`[`QosPortInfo`]`]` |
 //! | PATCH | `/v1/qos/classes/{name}` (body [`QosClassUpdate`]) | [`Request::SetQosClass`] | `{"message": "..."}` |
+//! | POST | `/v1/qos/classes` (body [`QosClassSpec`]) | [`Request::AddQosClass`] | `{"message": "..."}` |
+//! | DELETE | `/v1/qos/classes/{name}` | [`Request::DelQosClass`] | `{"message": "..."}` |
 //! | POST | `/v1/capture` (body [`CaptureRequest`]) | [`Request::Capture`] | [`CaptureResult`], when a bound is reached |
 //! | GET | `/v1/flow-cache` | [`Request::ListFlowCache`] | `[`[`CachedFlow`]`]` |
 //! | GET | `/v1/flows` | [`Request::ListFlows`] | `[`[`FlowRuleInfo`]`]` |
@@ -85,7 +87,7 @@ mod server;
 pub use types::{
     ApiError, Bandwidth, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket, DropReasonInfo,
     ErrorBody, ErrorKind, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo,
-    PeerSpec, PodAttachment, PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo,
+    PeerSpec, PodAttachment, PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo, QosClassSpec,
     QosClassUpdate, QosPortInfo, Reply, Request, Response, RouteInfo, RouteSpec, StaticMac, Status,
     TraceRequest, TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };

@@ -528,6 +528,14 @@ pub struct QosClassUpdate {
     pub mode: Option<String>,
 }
 
+/// A QoS class to add, `POST /v1/qos/classes`: the fields of a `[[qos_class]]` section of
+/// the configuration (see `config/vswitchd.toml`), checked by the daemon exactly as the
+/// file's are. Kept as a JSON object so that the daemon's schema stays the one source of the
+/// fields and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QosClassSpec(pub serde_json::Map<String, serde_json::Value>);
+
 /// A packet capture on one port, `POST /v1/capture`. The request returns when a bound is
 /// reached: `count` packets (at most 100 000), `seconds` (at most 60; 60 when absent), or 32 MiB
 /// of captured bytes.
@@ -868,6 +876,12 @@ pub enum Request {
     ListQos,
     /// `PATCH /v1/qos/classes/{name}` -> [`Reply::Done`]: change a class live.
     SetQosClass(String, QosClassUpdate),
+    /// `POST /v1/qos/classes` -> [`Reply::Done`]: add a class, live; conflict when the name
+    /// is taken.
+    AddQosClass(QosClassSpec),
+    /// `DELETE /v1/qos/classes/{name}` -> [`Reply::Done`]: remove a class, live (refused
+    /// while a port, a pod or a child class still names it).
+    DelQosClass(String),
     /// `POST /v1/capture` -> [`Reply::Capture`] once a bound is reached.
     Capture(CaptureRequest),
     /// `GET /v1/flow-cache` -> [`Reply::FlowCache`]: every worker's cached L2 flows.

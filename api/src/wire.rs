@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{
     ApiError, CaptureRequest, ErrorBody, ErrorKind, FlowRule, PeerSpec, PodAttachment, PortInfo,
-    PortSpec, PortUpdate, QosClassUpdate, Reply, Request, RouteSpec, StaticMac, TraceRequest,
+    PortSpec, PortUpdate, QosClassSpec, QosClassUpdate, Reply, Request, RouteSpec, StaticMac,
+    TraceRequest,
 };
 
 /// Content type of JSON bodies.
@@ -140,6 +141,12 @@ impl Request {
             Request::SetQosClass(name, upd) => {
                 ("PATCH", format!("/v1/qos/classes/{}", segment(name)), Some(json_body(upd)))
             }
+            Request::AddQosClass(spec) => {
+                ("POST", "/v1/qos/classes".to_string(), Some(json_body(spec)))
+            }
+            Request::DelQosClass(name) => {
+                ("DELETE", format!("/v1/qos/classes/{}", segment(name)), None)
+            }
             Request::Capture(c) => ("POST", "/v1/capture".to_string(), Some(json_body(c))),
             Request::ListFlowCache => ("GET", "/v1/flow-cache".to_string(), None),
             Request::ListFlows => ("GET", "/v1/flows".to_string(), None),
@@ -180,6 +187,8 @@ impl Request {
             Request::ListNeighbors => "GET /v1/neighbors",
             Request::ListQos => "GET /v1/qos",
             Request::SetQosClass(..) => "PATCH /v1/qos/classes/{name}",
+            Request::AddQosClass(_) => "POST /v1/qos/classes",
+            Request::DelQosClass(_) => "DELETE /v1/qos/classes/{name}",
             Request::Capture(_) => "POST /v1/capture",
             Request::ListFlowCache => "GET /v1/flow-cache",
             Request::ListFlows => "GET /v1/flows",
@@ -242,6 +251,7 @@ enum Resource {
     Route(String),
     Neighbors,
     Qos,
+    QosClasses,
     QosClass(String),
     Capture,
     FlowCache,
@@ -262,7 +272,8 @@ impl Resource {
             Resource::Pods => "GET, POST",
             Resource::Pod(..) => "DELETE",
             Resource::Peer(_) => "PUT, DELETE",
-            Resource::QosClass(_) => "PATCH",
+            Resource::QosClasses => "POST",
+            Resource::QosClass(_) => "PATCH, DELETE",
             Resource::Capture => "POST",
             Resource::Flows => "GET, POST",
             Resource::Flow(_) => "DELETE",
@@ -311,6 +322,7 @@ fn resource(method: &str, path: &str) -> Result<Resource, RouteError> {
         ["v1", "routes", prefix] => Resource::Route(decode_segment(prefix, "route prefix")?),
         ["v1", "neighbors"] => Resource::Neighbors,
         ["v1", "qos"] => Resource::Qos,
+        ["v1", "qos", "classes"] => Resource::QosClasses,
         ["v1", "qos", "classes", name] => Resource::QosClass(decode_segment(name, "class name")?),
         ["v1", "capture"] => Resource::Capture,
         ["v1", "flow-cache"] => Resource::FlowCache,
@@ -540,6 +552,19 @@ pub fn parse_request(
             )?;
             Request::SetQosClass(name, upd)
         }
+        ("POST", Resource::QosClasses) => {
+            query_params(query, &[])?;
+            let spec: QosClassSpec = body_json(
+                body,
+                "POST /v1/qos/classes",
+                "an object with the fields of a [[qos_class]] section: name, parent, rate, ...",
+            )?;
+            Request::AddQosClass(spec)
+        }
+        ("DELETE", Resource::QosClass(name)) => {
+            query_params(query, &[])?;
+            Request::DelQosClass(name)
+        }
         ("POST", Resource::Capture) => {
             query_params(query, &[])?;
             let c: CaptureRequest = body_json(
@@ -617,6 +642,8 @@ pub fn reply_fits(request: &Request, reply: &Reply) -> bool {
             | (Request::ListNeighbors, Reply::Neighbors(_))
             | (Request::ListQos, Reply::Qos(_))
             | (Request::SetQosClass(..), Reply::Done { .. })
+            | (Request::AddQosClass(_), Reply::Done { .. })
+            | (Request::DelQosClass(_), Reply::Done { .. })
             | (Request::Capture(_), Reply::Capture(_))
             | (Request::ListFlowCache, Reply::FlowCache(_))
             | (Request::ListFlows, Reply::Flows(_))
@@ -715,7 +742,7 @@ pub fn decode_reply(request: &Request, body: &[u8]) -> Result<Reply, String> {
         Request::ListRoutes => Reply::Routes(json(body)?),
         Request::ListNeighbors => Reply::Neighbors(json(body)?),
         Request::ListQos => Reply::Qos(json(body)?),
-        Request::SetQosClass(..) => done(body)?,
+        Request::SetQosClass(..) | Request::AddQosClass(_) | Request::DelQosClass(_) => done(body)?,
         Request::Capture(_) => Reply::Capture(json(body)?),
         Request::ListFlowCache => Reply::FlowCache(json(body)?),
         Request::ListFlows => Reply::Flows(json(body)?),
@@ -823,6 +850,14 @@ mod tests {
             Request::DelPeer("n2".into()),
             Request::DelPeer("node b/c%?#".into()),
             Request::ListQos,
+            Request::AddQosClass(QosClassSpec(
+                serde_json::json!({"name": "team a", "parent": "node", "rate": "100M",
+                    "mode": "police"})
+                .as_object()
+                .unwrap()
+                .clone(),
+            )),
+            Request::DelQosClass("team a/b%".into()),
             Request::SetQosClass(
                 "pod a/b".into(),
                 QosClassUpdate {

@@ -217,6 +217,10 @@ fn canned(request: &Request) -> Response {
             }],
         }]),
         Request::SetQosClass(name, _) => Reply::Done { message: format!("class {name:?} changed") },
+        Request::AddQosClass(spec) => {
+            Reply::Done { message: format!("class {:?} added", spec.0["name"]) }
+        }
+        Request::DelQosClass(name) => Reply::Done { message: format!("class {name:?} removed") },
         Request::Capture(c) => Reply::Capture(vswitch_api::CaptureResult {
             port: c.port.clone(),
             direction: "both".into(),
@@ -349,6 +353,13 @@ fn all_requests() -> Vec<Request> {
             "pod a".into(),
             QosClassUpdate { ceil: Some("1G".into()), weight: Some(3), ..Default::default() },
         ),
+        Request::AddQosClass(vswitch_api::QosClassSpec(
+            serde_json::json!({"name": "team a", "parent": "node", "rate": "10M"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        )),
+        Request::DelQosClass("team a".into()),
     ]
 }
 

@@ -35,7 +35,8 @@
 //! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N|none]
 //!   [--pps-burst N] [--burst BYTES] [--mpu BYTES] [--queue-limit N] [--mode shape|police]`:
 //!   change a class live (its queue is kept); rates as in the configuration (`300M`, `1G`,
-//!   `500k`).
+//!   `500k`). `qos add CLASS [--parent P] --rate R [the same settings]` and `qos del CLASS`
+//!   add and remove a class (a class still named by a port or a child is not removed).
 //!   Refused whole (exit 1, the message naming the class and field) if the result does not
 //!   fit, e.g. a ceiling below the guarantee or children's guarantees above the parent's.
 //! - `trace`, `top`, `metrics`: a packet's path stage by stage; live rates; Prometheus text.
@@ -75,7 +76,7 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 use serde::Serialize;
 use vswitch_api::{
     Client, ClientError, DropReasonInfo, NodeInfo, PeerSpec, PortInfo, PortSpec, PortUpdate,
-    QosClassUpdate, QosPortInfo, Reply, Request, RouteSpec, StaticMac, TraceRequest,
+    QosClassSpec, QosClassUpdate, QosPortInfo, Reply, Request, RouteSpec, StaticMac, TraceRequest,
     DEFAULT_SOCKET,
 };
 
@@ -392,6 +393,23 @@ enum QosCommand {
         class: String,
         #[command(flatten)]
         change: QosChange,
+    },
+    /// Add a class (a group, say, for pods to name as their parent), live; refused whole if
+    /// it does not fit the tree (its parent unknown, its guarantee above the parent's spare).
+    Add {
+        /// The class's name.
+        class: String,
+        /// Its parent class (none: a root, for a port's qos_root).
+        #[arg(long, value_name = "CLASS")]
+        parent: Option<String>,
+        /// Its settings: --rate at least (the others default as in the configuration file).
+        #[command(flatten)]
+        settings: QosChange,
+    },
+    /// Remove a class, live; refused while a child class or a port names it.
+    Del {
+        /// The class's name.
+        class: String,
     },
 }
 
@@ -728,6 +746,20 @@ fn run(client: &Client, as_json: bool, command: Command) -> Result<String, Clien
         Command::Qos(QosCommand::Set { class, change }) => {
             Request::SetQosClass(class, change.into())
         }
+        Command::Qos(QosCommand::Add { class, parent, settings }) => {
+            let update = QosClassUpdate::from(settings);
+            // The update's fields are the section's, by the same names.
+            let mut spec = match serde_json::to_value(&update) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            spec.insert("name".into(), class.into());
+            if let Some(p) = parent {
+                spec.insert("parent".into(), p.into());
+            }
+            Request::AddQosClass(QosClassSpec(spec))
+        }
+        Command::Qos(QosCommand::Del { class }) => Request::DelQosClass(class),
         Command::Peer(PeerCommand::Add { name, underlay_ip, pod_cidr, mode, vtep_mac }) => {
             Request::SetPeer(name, PeerSpec { underlay_ip, pod_cidr, mode, vtep_mac })
         }

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use vswitch_api::{
     ApiError, ApiListener, Backend, CachedFlow, CaptureRequest, CaptureResult, CapturedPacket,
     DropReasonInfo, FdbEntry, FlowRule, FlowRuleInfo, NeighborInfo, NodeInfo, PeerInfo, PeerSpec,
-    PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo, QosClassUpdate, QosPortInfo, Reply,
-    Request, Response, RouteInfo, RouteSpec, StaticMac, Status, TraceRequest, TraceResult,
-    TraceStep, VlanInfo, WorkerInfo,
+    PortInfo, PortSpec, PortStats, PortUpdate, QosClassInfo, QosClassSpec, QosClassUpdate,
+    QosPortInfo, Reply, Request, Response, RouteInfo, RouteSpec, StaticMac, Status, TraceRequest,
+    TraceResult, TraceStep, VlanInfo, WorkerInfo,
 };
 
 struct Fake {
@@ -270,6 +270,13 @@ fn answer(request: &Request) -> Response {
         Request::SetQosClass(name, _) => {
             Reply::Done { message: format!("QoS class {name:?} changed") }
         }
+        Request::AddQosClass(_) => Reply::Done { message: "QoS class added".into() },
+        Request::DelQosClass(name) if name == "pod-a" => {
+            return Err(ApiError::conflict(format!(
+                "QoS class {name:?} is named by port(s) [\"pod-a\"] (qos_class or qos_root)"
+            )))
+        }
+        Request::DelQosClass(name) => Reply::Done { message: format!("QoS class {name:?} removed") },
         Request::Capture(c) if c.port != "pod-a" => {
             return Err(ApiError::not_found(format!("unknown port {:?}", c.port)))
         }
@@ -909,6 +916,15 @@ fn qos_table_and_live_class_changes() {
     // Nothing to change is a usage error, and so is an unknown mode.
     assert_eq!(d.ctl(&["qos", "set", "pod-a"]).status.code(), Some(2));
     assert_eq!(d.ctl(&["qos", "set", "pod-a", "--mode", "fast"]).status.code(), Some(2));
+    // A class added with its settings under the name and parent given; removed; refused.
+    let o = d.ctl(&["qos", "add", "team-a", "--parent", "node", "--rate", "100M", "--weight", "3"]);
+    assert_eq!(ok(&o), "QoS class added\n");
+    assert_eq!(ok(&d.ctl(&["qos", "del", "team-a"])), "QoS class \"team-a\" removed\n");
+    let o = d.ctl(&["qos", "del", "pod-a"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("named by port(s) [\"pod-a\"]"), "{}", stderr(&o));
+    // A class needs at least a setting (its rate).
+    assert_eq!(d.ctl(&["qos", "add", "team-b"]).status.code(), Some(2));
     assert_eq!(
         d.log(),
         vec![
@@ -938,6 +954,14 @@ fn qos_table_and_live_class_changes() {
                     ..Default::default()
                 }
             ),
+            Request::AddQosClass(QosClassSpec(
+                serde_json::json!({"name": "team-a", "parent": "node", "rate": "100M", "weight": 3})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            )),
+            Request::DelQosClass("team-a".into()),
+            Request::DelQosClass("pod-a".into()),
         ]
     );
 }

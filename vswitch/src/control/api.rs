@@ -267,6 +267,8 @@ impl<const N: usize> Daemon<N> {
             )),
             Request::ListQos => Ok(Reply::Qos(self.qos_info())),
             Request::SetQosClass(name, upd) => self.set_qos_api(&name, upd),
+            Request::AddQosClass(spec) => self.add_qos_class(spec),
+            Request::DelQosClass(name) => self.del_qos_class(&name),
             Request::ListFlowCache => Ok(Reply::FlowCache(self.flow_cache_info())),
             Request::ListFlows => Ok(Reply::Flows(self.flows_info())),
             Request::AddFlow(rule) => self.add_flow(rule),

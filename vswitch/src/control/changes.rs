@@ -1,5 +1,5 @@
-//! Live changes to ports and static routes through the API (`vswitchctl port add|del`,
-//! `vswitchctl route add|del`).
+//! Live changes to ports, static routes and QoS classes through the API (`vswitchctl port
+//! add|del`, `vswitchctl route add|del`, `vswitchctl qos add|del`).
 //!
 //! Each change edits a copy of the running configuration, validates the whole of it as a file
 //! would be, and applies it as a diff (new snapshot, port commands); anything wrong is refused
@@ -8,7 +8,7 @@
 //! rules.
 
 use tracing::info;
-use vswitch_api::{ApiError, PortSpec, Reply, Response, RouteInfo, RouteSpec};
+use vswitch_api::{ApiError, PortSpec, QosClassSpec, Reply, Response, RouteInfo, RouteSpec};
 
 use super::config::Config;
 use super::daemon::Daemon;
@@ -64,6 +64,62 @@ impl<const N: usize> Daemon<N> {
         self.apply_api(cfg)?;
         info!(port = %name, "port removed through the API");
         Ok(Reply::Done { message: format!("port {name:?} removed") })
+    }
+
+    /// `POST /v1/qos/classes`: a `[[qos_class]]` section as JSON, checked with the daemon's
+    /// own schema and then with the whole tree (its parent must exist, the guarantees of a
+    /// parent's children fit its rate, ...). The shaped ports' schedulers take it at once.
+    pub(super) fn add_qos_class(&mut self, spec: QosClassSpec) -> Response {
+        let section: super::qos::QosClassSection =
+            serde_json::from_value(serde_json::Value::Object(spec.0))
+                .map_err(|e| ApiError::invalid(format!("qos_class: {e}")))?;
+        let name = section.name.clone();
+        if self.config().qos_classes.iter().any(|c| c.name == name) {
+            return Err(ApiError::conflict(format!(
+                "QoS class {name:?} exists (vswitchctl qos set changes it)"
+            )));
+        }
+        let mut cfg = self.config().clone();
+        cfg.qos_classes.push(section);
+        self.apply_api(cfg)?;
+        info!(class = %name, "QoS class added through the API");
+        Ok(Reply::Done { message: format!("QoS class {name:?} added") })
+    }
+
+    /// `DELETE /v1/qos/classes/{name}`: removes a class live. Refused, naming who, while a
+    /// child class or a port still names it (a pod's classes go with its CNI DEL).
+    pub(super) fn del_qos_class(&mut self, name: &str) -> Response {
+        let cfg = self.config();
+        if !cfg.qos_classes.iter().any(|c| c.name == name) {
+            return Err(ApiError::not_found(format!("no QoS class {name:?}")));
+        }
+        let kids: Vec<&str> = cfg
+            .qos_classes
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(name))
+            .map(|c| c.name.as_str())
+            .collect();
+        if !kids.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "QoS class {name:?} is the parent of {kids:?}: remove them first"
+            )));
+        }
+        let ports: Vec<&str> = cfg
+            .ports
+            .iter()
+            .filter(|p| [&p.qos_class, &p.qos_root].iter().any(|c| c.as_deref() == Some(name)))
+            .map(|p| p.name.as_str())
+            .collect();
+        if !ports.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "QoS class {name:?} is named by port(s) {ports:?} (qos_class or qos_root)"
+            )));
+        }
+        let mut cfg = cfg.clone();
+        cfg.qos_classes.retain(|c| c.name != name);
+        self.apply_api(cfg)?;
+        info!(class = %name, "QoS class removed through the API");
+        Ok(Reply::Done { message: format!("QoS class {name:?} removed") })
     }
 
     /// `POST /v1/routes`: adds a static route; a route of the same prefix is a conflict.
