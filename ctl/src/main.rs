@@ -30,8 +30,9 @@
 //!   [--vtep-mac MAC]`: add a peer node, or replace the one of that name, live; refused whole
 //!   (exit 1, the message naming the field and value) if it does not fit.
 //! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
-//! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight, and
-//!   counters (sent, queued, dropped by reason, borrowed).
+//! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight,
+//!   burst, mode (with the pps limit and MPU when set), and counters (sent, queued against
+//!   the leaf's bound, dropped by reason, borrowed).
 //! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N|none]
 //!   [--pps-burst N] [--burst BYTES] [--mpu BYTES] [--queue-limit N] [--mode shape|police]`:
 //!   change a class live (its queue is kept); rates as in the configuration (`300M`, `1G`,
@@ -1054,7 +1055,8 @@ fn rate_text(bps: u64) -> String {
     bps.to_string()
 }
 
-/// `show qos`: one table per shaped port.
+/// `show qos`: one table per shaped port. A leaf's QUEUED is `packets/bound`; MODE adds the
+/// pps limit and the MPU when set.
 fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
     if ports.is_empty() {
         return "no shaped ports (no [[port]] has a qos_root)\n".into();
@@ -1070,6 +1072,7 @@ fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
             "CEIL",
             "PRIO",
             "WEIGHT",
+            "BURST",
             "MODE",
             "SENT-BYTES",
             "SENT-PKTS",
@@ -1077,8 +1080,17 @@ fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
             "DROPS",
             "BORROWED",
         ]);
+        let parents: Vec<String> = p.classes.iter().filter_map(|c| c.parent.clone()).collect();
         for c in p.classes {
             let drops: Vec<String> = c.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut mode = c.mode;
+            if let Some(pps) = c.pps {
+                let _ = write!(mode, " pps<={pps}");
+            }
+            if c.mpu > 0 {
+                let _ = write!(mode, " mpu={}", c.mpu);
+            }
+            let leaf = !parents.contains(&c.name);
             t.row(vec![
                 c.name,
                 c.parent.unwrap_or_else(|| "-".into()),
@@ -1087,13 +1099,15 @@ fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
                 rate_text(c.ceil_bps),
                 c.priority.to_string(),
                 c.weight.to_string(),
-                match c.pps {
-                    Some(pps) => format!("{} pps<={pps}", c.mode),
-                    None => c.mode,
-                },
+                c.burst_bytes.to_string(),
+                mode,
                 c.sent_bytes.to_string(),
                 c.sent_packets.to_string(),
-                c.queued_packets.to_string(),
+                if leaf {
+                    format!("{}/{}", c.queued_packets, c.queue_limit)
+                } else {
+                    c.queued_packets.to_string()
+                },
                 if drops.is_empty() { "0".into() } else { drops.join(",") },
                 c.borrowed_bytes.to_string(),
             ]);

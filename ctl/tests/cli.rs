@@ -254,7 +254,10 @@ fn answer(request: &Request) -> Response {
                     priority: 1,
                     weight: 2,
                     pps: Some(1000),
+                    mpu: 64,
                     mode: "police".into(),
+                    queue_limit: 512,
+                    burst_bytes: 15_000,
                     queued_packets: 3,
                     drops: [("policed".to_string(), 7)].into(),
                     borrowed_bytes: 1000,
@@ -880,10 +883,15 @@ fn qos_table_and_live_class_changes() {
         "{out}"
     );
     assert!(
-        out.contains("pod-a  node    pod-a  150M  1.50G  1     2       police pps<=1000"),
+        out.contains(
+            "pod-a  node    pod-a  150M  1.50G  1     2       15000   police pps<=1000 mpu=64"
+        ),
         "{out}"
     );
     assert!(out.contains("policed=7"), "{out}");
+    // A leaf's queue against its bound; an inner class has no queue of its own.
+    assert!(out.contains(" 3/512 "), "{out}");
+    assert!(!out.contains("0/512"), "{out}");
     let v: serde_json::Value =
         serde_json::from_str(&ok(&d.ctl(&["--json", "show", "qos"]))).unwrap();
     assert_eq!(v[0]["classes"][1]["drops"]["policed"], 7);
