@@ -43,6 +43,26 @@ use crate::tables::neigh::{NeighEvent, Neighbors};
 use crate::telemetry::{DropReason, WorkerCounters};
 use crate::types::{PortId, MAX_PORTS};
 
+/// The pipeline's context over the worker's state: a macro rather than a method, so that the
+/// caller can borrow `self.pipeline` and `self.batch` beside it.
+macro_rules! ctx {
+    ($w:ident, $snap:expr, $neigh:expr, $now:expr, $guard:expr, $local:expr) => {
+        Ctx {
+            now: $now,
+            pool: &mut $w.pool,
+            snap: $snap,
+            fdb: &$w.fdb,
+            ports: &mut $w.ports,
+            counters: &$w.counters,
+            me: $w.cfg.id,
+            outboxes: &mut $w.outboxes,
+            neigh: $neigh,
+            guard: $guard,
+            local: $local,
+        }
+    };
+}
+
 /// A worker's tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerConfig {
@@ -292,19 +312,7 @@ impl<const N: usize> Worker<N> {
         if self.limiters.iter().all(|l| l.backlog() == 0) {
             return;
         }
-        let mut cx = Ctx {
-            now,
-            pool: &mut self.pool,
-            snap,
-            fdb: &self.fdb,
-            ports: &mut self.ports,
-            counters: &self.counters,
-            me: self.cfg.id,
-            outboxes: &mut self.outboxes,
-            neigh,
-            guard: None,
-            local: None,
-        };
+        let mut cx = ctx!(self, snap, neigh, now, None, None);
         for lim in self.limiters.iter_mut().filter(|l| l.backlog() > 0) {
             let n = self.pipeline.release_local(lim, N, &mut cx);
             self.local_more |= n == N;
@@ -546,19 +554,7 @@ impl<const N: usize> Worker<N> {
             self.run_batch(&snap, &neigh, now, Some(id));
         }
         if self.pipeline.l3.busy() {
-            let mut cx = Ctx {
-                now,
-                pool: &mut self.pool,
-                snap: &snap,
-                fdb: &self.fdb,
-                ports: &mut self.ports,
-                counters: &self.counters,
-                me: self.cfg.id,
-                outboxes: &mut self.outboxes,
-                neigh: &neigh,
-                guard: None,
-                local: None,
-            };
+            let mut cx = ctx!(self, &snap, &neigh, now, None, None);
             self.pipeline.service(&mut cx);
         }
         if !self.limiters.is_empty() {
@@ -589,19 +585,7 @@ impl<const N: usize> Worker<N> {
             Some(&i) if i != NO_LIMITER => self.limiters.get_mut(i as usize),
             _ => None,
         };
-        let mut cx = Ctx {
-            now,
-            pool: &mut self.pool,
-            snap,
-            fdb: &self.fdb,
-            ports: &mut self.ports,
-            counters: &self.counters,
-            me: self.cfg.id,
-            outboxes: &mut self.outboxes,
-            neigh,
-            guard,
-            local,
-        };
+        let mut cx = ctx!(self, snap, neigh, now, guard, local);
         if rx.is_none() {
             self.pipeline.dispatch(&mut self.batch, &mut cx);
         } else {
