@@ -278,9 +278,11 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
     let (code, err) = set(&["--queue-limit", "0"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("(\"p3\").queue_limit: 0 is"), "{err}");
-    let (code, err) = set(&["--pps", "none", "--pps-burst", "5"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("(\"p3\").pps_burst: no pps limit"), "{err}");
+    for args in [&["--pps", "none", "--pps-burst", "5"][..], &["--pps-burst", "5"]] {
+        let (code, err) = set(args);
+        assert_eq!(code, Some(1), "{args:?}");
+        assert!(err.contains("(\"p3\").pps_burst: the class has no pps limit"), "{err}");
+    }
     assert_eq!(set(&["--mode", "fast"]).0, Some(2), "a usage error");
     assert_eq!(p3(&sw).map(|c| c.queue_limit), Some(256), "refused changes left it as it was");
 

@@ -399,9 +399,11 @@ impl<const N: usize> Daemon<N> {
         };
         // "none" removes the pps limit (and its burst, which has no meaning without it).
         let no_pps = upd.pps.as_deref() == Some("none");
-        if no_pps && upd.pps_burst.is_some() {
+        let pps_after =
+            !no_pps && (upd.pps.is_some() || self.config().qos_classes[i].pps.is_some());
+        if upd.pps_burst.is_some() && !pps_after {
             return Err(ApiError::invalid(format!(
-                "qos_class[{i}] ({name:?}).pps_burst: no pps limit to burst (pps none)"
+                "qos_class[{i}] ({name:?}).pps_burst: the class has no pps limit to burst"
             )));
         }
         let mut what = Vec::new();
