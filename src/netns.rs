@@ -4,7 +4,7 @@
 //! namespace: addresses exist only inside the test's namespaces (10.244.0.0/16 for pods,
 //! 198.18.0.0/15 for node underlays).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -340,28 +340,11 @@ fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
 }
 
 /// A workspace binary, built by `cargo build --workspace --bins` (the test script does that).
-///
-/// `cargo test` alone does not rebuild another package's binaries, so a binary older than
-/// the running test (which links the `vswitch` library) may predate a change under test: it
-/// is said on stderr (once), which a failing test shows.
+/// `cargo test` alone does not rebuild another package's binaries: after a change to the
+/// switch, build them again before running a namespace test by itself.
 pub fn bin(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
     assert!(p.exists(), "{} is missing: run `cargo build --workspace --bins` first", p.display());
-    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let test = std::env::current_exe().ok().and_then(|e| modified(&e));
-    // Said once per binary and test process.
-    static NOTED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    if let (Some(b), Some(t)) = (modified(&p), test) {
-        let mut noted = NOTED.lock().unwrap_or_else(|e| e.into_inner());
-        if b < t && !noted.iter().any(|n| n == name) {
-            noted.push(name.to_string());
-            eprintln!(
-                "note: {} is older than this test binary; if the switch changed since, \
-                 run `cargo build --workspace --bins` (the test script does)",
-                p.display()
-            );
-        }
-    }
     p
 }
 
