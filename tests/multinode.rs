@@ -728,9 +728,10 @@ fn tap_uplink_keeps_vxlan_segments_whole() {
     offload_tcp("mu", "vxlan", 1450, Uplink::Tap);
 }
 
-/// A pod attached through the API (as the CNI plugin does) with an egress limit and a
-/// guarantee gets a leaf under the tree that shapes its node's uplink: its TCP to another node
-/// is held to the limit, measured with iperf3.
+/// A pod attached through the API (as the CNI plugin does) with an egress limit, a guarantee
+/// and a group gets a leaf under that group in the tree that shapes its node's uplink: its
+/// TCP to another node is held to the limit, measured with iperf3. A group outside that tree
+/// is refused.
 #[test]
 fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
     let mut topo = Topo::new("mh");
@@ -776,18 +777,33 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
             egress_rate: Some(30_000_000),
             egress_guaranteed_rate: Some(10_000_000),
             egress_priority: Some(2),
+            egress_group: Some("team".into()),
             ..Default::default()
         }),
         port_type: None,
     };
+    // The group does not exist yet: refused, naming the annotation; then made live.
+    match sw1.call(Request::AttachPod(a.clone())) {
+        Err(e) => assert!(
+            e.to_string().contains("vswitch.io/egress-qos-group \"team\": no such QoS class"),
+            "{e:?}"
+        ),
+        other => panic!("attach a1 to a missing group: {other:?}"),
+    }
+    let o = sw1.ctl(&["qos", "add", "team", "--parent", "node", "--rate", "100M", "--ceil", "1G"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     match sw1.call(Request::AttachPod(a)) {
         Ok(Reply::Port(_)) => {}
         other => panic!("attach a1: {other:?}{}", sw1.log()),
     }
     let sws = [&sw1, &sw2];
     reach(&topo, "a1", "10.244.2.11", &sws);
-    let qos = sw1.ctl_json(&["show", "qos"]).to_string();
-    assert!(qos.contains("eeeeeeeeeeee-eth0-out"), "{qos}");
+    let qos = sw1.ctl_json(&["show", "qos"]);
+    let leaf = qos[0]["classes"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == "eeeeeeeeeeee-eth0-out"))
+        .unwrap_or_else(|| panic!("no leaf for a1: {qos}"));
+    assert_eq!(leaf["parent"], "team", "{qos}");
     let out = iperf3(&mut topo, "a1", "b1", "10.244.2.11", false);
     assert!(
         out < 31.5e6 && out > 18e6,

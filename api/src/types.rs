@@ -262,6 +262,11 @@ pub struct Bandwidth {
     /// Packets per second out of the pod (`vswitch.io/egress-pps`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_pps: Option<u64>,
+    /// The class the pod's egress class hangs under, a group in the tree of the uplink's
+    /// root (`vswitch.io/egress-qos-group`, e.g. one per namespace made with `vswitchctl qos
+    /// add`); the root itself when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_group: Option<String>,
 }
 
 /// A pod wired to the switch by the CNI plugin, `POST /v1/pods`, and as `GET /v1/pods` lists

@@ -195,11 +195,13 @@ pub struct NetConf {
 }
 
 /// The pod annotations for QoS beyond the `bandwidth` capability: a guaranteed egress rate
-/// (bits/s, plain digits or with a k/M/G suffix), a borrowing priority (0..=7), and an egress
-/// packets-per-second limit.
+/// (bits/s, plain digits or with a k/M/G suffix), a borrowing priority (0..=7), an egress
+/// packets-per-second limit, and the group class to hang under.
 pub const EGRESS_GUARANTEE_ANNOTATION: &str = "vswitch.io/egress-guaranteed-rate";
 pub const EGRESS_PRIORITY_ANNOTATION: &str = "vswitch.io/egress-priority";
 pub const EGRESS_PPS_ANNOTATION: &str = "vswitch.io/egress-pps";
+/// The group class (in the tree of the uplink's root) the pod's egress class hangs under.
+pub const EGRESS_GROUP_ANNOTATION: &str = "vswitch.io/egress-qos-group";
 
 /// A rate like Kubernetes' bandwidth annotations write it: digits with an optional k, M or G
 /// (decimal), e.g. "10M".
@@ -238,10 +240,21 @@ fn qos_annotations(a: &serde_json::Map<String, Value>) -> Result<Bandwidth> {
             })
         })
         .transpose()?;
+    let group = text(EGRESS_GROUP_ANNOTATION)?
+        .map(|s| {
+            let ok = !s.is_empty() && s.len() <= 64 && !s.chars().any(char::is_control);
+            ok.then(|| s.to_string()).ok_or_else(|| {
+                invalid(format!(
+                    "annotation {EGRESS_GROUP_ANNOTATION} {s:?} is not a class name (1 to 64 characters)"
+                ))
+            })
+        })
+        .transpose()?;
     Ok(Bandwidth {
         egress_guaranteed_rate: rate(EGRESS_GUARANTEE_ANNOTATION)?,
         egress_priority: priority,
         egress_pps: rate(EGRESS_PPS_ANNOTATION)?,
+        egress_group: group,
         ..Bandwidth::default()
     })
 }
@@ -462,6 +475,7 @@ impl NetConf {
             b.egress_guaranteed_rate = qos.egress_guaranteed_rate;
             b.egress_priority = qos.egress_priority;
             b.egress_pps = qos.egress_pps;
+            b.egress_group = qos.egress_group;
         }
         let mut port_type = match opt_str(&raw, "portType", "")? {
             Some(t) => PortType::parse(t, "portType")?,
@@ -583,17 +597,21 @@ mod tests {
         let ann = r#"{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni","runtimeConfig":{
             "bandwidth":{"egressRate":30000000},
             "io.kubernetes.cri.pod-annotations":{"vswitch.io/egress-guaranteed-rate":"10M",
-              "vswitch.io/egress-priority":"2","vswitch.io/egress-pps":"50k"}}}"#;
+              "vswitch.io/egress-priority":"2","vswitch.io/egress-pps":"50k",
+              "vswitch.io/egress-qos-group":"team-a"}}}"#;
         let c = NetConf::parse(ann.as_bytes()).unwrap();
         let b = c.bandwidth.unwrap();
         assert_eq!(b.egress_rate, Some(30_000_000));
         assert_eq!(b.egress_guaranteed_rate, Some(10_000_000));
         assert_eq!(b.egress_priority, Some(2));
         assert_eq!(b.egress_pps, Some(50_000));
+        assert_eq!(b.egress_group.as_deref(), Some("team-a"));
         for (key, bad) in [
             ("vswitch.io/egress-guaranteed-rate", "\"ten\""),
             ("vswitch.io/egress-priority", "\"9\""),
             ("vswitch.io/egress-pps", "\"0\""),
+            ("vswitch.io/egress-qos-group", "\"\""),
+            ("vswitch.io/egress-qos-group", "7"),
         ] {
             let text = format!(
                 r#"{{"cniVersion":"1.1.0","name":"n","type":"vswitch-cni","runtimeConfig":{{"io.kubernetes.cri.pod-annotations":{{"{key}":{bad}}}}}}}"#

@@ -197,15 +197,17 @@ impl<const N: usize> Daemon<N> {
     ///   same ceiling by the worker receiving from the pod (`pipeline::nodes::qos::limit_local`).
     ///   A node whose uplink is not shaped cannot enforce it: the limit is recorded and a note
     ///   returned (the pod still starts, as with the reference bandwidth plugin's absent
-    ///   qdisc).
+    ///   qdisc). With a group (`vswitch.io/egress-qos-group`) the leaf hangs under that class,
+    ///   which must be in the uplink root's tree and not a pod's own class: otherwise the ADD
+    ///   is refused, naming the annotation.
     fn pod_qos(
         &self,
         a: &PodAttachment,
         section: &mut PortSection,
         cfg: &mut Config,
-    ) -> Vec<String> {
+    ) -> Result<Vec<String>, ApiError> {
         let mut notes = Vec::new();
-        let Some(bw) = &a.bandwidth else { return notes };
+        let Some(bw) = &a.bandwidth else { return Ok(notes) };
         let class = |name: String,
                      parent: Option<String>,
                      rate: u64,
@@ -234,13 +236,22 @@ impl<const N: usize> Daemon<N> {
         let wants_egress = bw.egress_rate.is_some_and(|r| r > 0)
             || bw.egress_guaranteed_rate.is_some()
             || bw.egress_pps.is_some()
-            || bw.egress_priority.is_some();
+            || bw.egress_priority.is_some()
+            || bw.egress_group.is_some();
         if wants_egress {
             let uplink_root = cfg.node.as_ref().and_then(|n| {
                 cfg.ports.iter().find(|p| p.name == n.uplink).and_then(|p| p.qos_root.clone())
             });
             match uplink_root {
-                Some(parent) => {
+                Some(root) => {
+                    let parent = match &bw.egress_group {
+                        None => root,
+                        Some(g) => {
+                            let pods: Vec<String> =
+                                self.pod_qos_classes().into_iter().map(|c| c.name).collect();
+                            group_under(cfg, g, &root, &pods)?
+                        }
+                    };
                     let leaf = format!("{}{EGRESS_SUFFIX}", section.name);
                     // Without an egressRate the pod may borrow up to what its parent may.
                     let parent_ceil = cfg.qos_classes.iter().find(|c| c.name == parent).and_then(
@@ -263,6 +274,7 @@ impl<const N: usize> Daemon<N> {
                         bw.egress_rate.map(|r| format!("egressRate {r} bit/s")),
                         bw.egress_guaranteed_rate.map(|r| format!("guarantee {r} bit/s")),
                         bw.egress_pps.map(|r| format!("{r} pps")),
+                        bw.egress_group.as_ref().map(|g| format!("group {g:?}")),
                     ]
                     .into_iter()
                     .flatten()
@@ -271,7 +283,7 @@ impl<const N: usize> Daemon<N> {
                 )),
             }
         }
-        notes
+        Ok(notes)
     }
 
     /// The QoS classes made from the attached pods' bandwidth limits (kept across reloads, like
@@ -378,7 +390,7 @@ impl<const N: usize> Daemon<N> {
             )));
         }
         let mut section = section;
-        let notes = self.pod_qos(&a, &mut section, &mut cfg);
+        let notes = self.pod_qos(&a, &mut section, &mut cfg)?;
         cfg.ports.push(section);
         let errors = cfg.validate();
         if !errors.is_empty() {
@@ -485,6 +497,35 @@ fn ms(d: std::time::Duration) -> f64 {
 /// Whether the pod's interface is a TAP the switch creates (`port_type = "tap"`).
 fn is_tap(a: &PodAttachment) -> bool {
     a.port_type.as_deref() == Some("tap")
+}
+
+/// The group class `group` a pod's egress leaf may hang under: a class in the tree of the
+/// uplink's root `root` (the root itself included) that is not one of the pods' own
+/// (`pods`). Errors name the annotation.
+fn group_under(cfg: &Config, group: &str, root: &str, pods: &[String]) -> Result<String, ApiError> {
+    const ANN: &str = "annotation vswitch.io/egress-qos-group";
+    let find = |name: &str| cfg.qos_classes.iter().find(|c| c.name == name);
+    let Some(mut c) = find(group) else {
+        return Err(ApiError::invalid(format!(
+            "{ANN} {group:?}: no such QoS class (vswitchctl qos add {group} --parent {root} --rate ...)"
+        )));
+    };
+    if pods.iter().any(|p| p == group) {
+        return Err(ApiError::invalid(format!("{ANN} {group:?}: that is a pod's own class")));
+    }
+    // Up to the root (the tree is validated: no cycles, so at most one pass per class).
+    for _ in 0..=cfg.qos_classes.len() {
+        if c.name == root {
+            return Ok(group.to_string());
+        }
+        match c.parent.as_deref().and_then(find) {
+            Some(p) => c = p,
+            None => break,
+        }
+    }
+    Err(ApiError::invalid(format!(
+        "{ANN} {group:?}: not in the tree of the uplink's root {root:?}"
+    )))
 }
 
 #[cfg(test)]
