@@ -813,4 +813,20 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
     // Into a1 nothing is limited.
     let back = iperf3(&mut topo, "b1", "a1", "10.244.1.11", false);
     assert!(back > 100e6, "TCP into a1 at {back} bit/s{}", dump(&sws));
+
+    // The group was made live, not in the file: a reload is refused whole, naming it, and
+    // the pod keeps its place.
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &sw1.pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let refused = wait_for(Duration::from_secs(5), || {
+        let log = sw1.log();
+        log.contains("refused, running configuration kept").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("reload not refused:\n{}", sw1.log()));
+    assert!(refused.contains("\"team\" is not a [[qos_class]]"), "{refused}");
+    let qos = sw1.ctl_json(&["show", "qos"]).to_string();
+    assert!(qos.contains("\"team\"") && qos.contains("eeeeeeeeeeee-eth0-out"), "{qos}");
 }

@@ -557,10 +557,12 @@ impl<const N: usize> Daemon<N> {
         if self.reload.swap(false, Ordering::Relaxed) {
             match Config::load(&self.path) {
                 Ok(mut cfg) => {
-                    // Pods attached through the API are not in the file; keep them.
+                    // Pods attached through the API are not in the file; keep them, and
+                    // check them with it (a pod's class may hang under a group the file
+                    // lacks).
                     cfg.ports.extend(self.pod_sections());
                     cfg.qos_classes.extend(self.pod_qos_classes());
-                    if let Err(e) = self.apply(cfg) {
+                    if let Err(e) = self.apply_checked(cfg) {
                         error!(
                             "reload of {} refused, running configuration kept: {e}",
                             self.path.display()
