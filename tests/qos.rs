@@ -432,11 +432,19 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
 
     // TCP: a gets its ceiling and no more (a queue holds what is over it, so TCP's window
     // finds the rate); c is not limited at all.
-    let (a_tcp, _) = received(&topo.iperf3("a", "b", "10.244.1.12", false), "tcp a -> b");
-    let (c_tcp, _) = received(&topo.iperf3("c", "b", "10.244.1.12", false), "tcp c -> b");
-    eprintln!(
-        "TCP to b: a {a_tcp:.1} Mbit/s of payload (ceiling {:.1}), c {c_tcp:.1}",
-        50.0 * GOODPUT
+    // Short can be stolen CPU (once a at 11.8 and c at 771 Mbit/s, a quarter of c's usual):
+    // measured again then, five times at most.
+    let ((a_tcp, _), (c_tcp, _)) = measure_tries(
+        "TCP to b",
+        5,
+        || {
+            let a = received(&topo.iperf3("a", "b", "10.244.1.12", false), "tcp a -> b");
+            (a, received(&topo.iperf3("c", "b", "10.244.1.12", false), "tcp c -> b"))
+        },
+        |((a, _), (c, _))| {
+            format!("a {a:.1} Mbit/s of payload (ceiling {:.1}), c {c:.1}", 50.0 * GOODPUT)
+        },
+        |((a, _), (c, _))| *a >= 0.6 * 50.0 * GOODPUT && *c > 3.0 * a,
     );
     assert!(
         (0.6 * 50.0 * GOODPUT..=1.05 * 50.0 * GOODPUT).contains(&a_tcp),
@@ -465,11 +473,11 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     });
     assert!(ceil.is_some(), "ceil change not applied: {:?}", class(&sw));
     // Short of the limit can be stolen CPU (once 3.3 Mbit/s with another test beside it):
-    // measured again then, three times at most.
+    // measured again then, five times at most.
     let want = |size: f64| 20.0 * size / udp_frame(size);
     let (a_udp, size) = measure_tries(
         "UDP to b after the change",
-        3,
+        5,
         || received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b, 20M"),
         |&(a, size)| format!("a {a:.1} Mbit/s of payload (limit {:.1})", want(size)),
         |&(a, size)| a >= 0.8 * want(size),
