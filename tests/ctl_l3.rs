@@ -335,5 +335,10 @@ fn static_routes_and_ports_live() {
     // Not one packet of the unrelated flow was lost.
     let done = topo.stop_wait(steady, Duration::from_secs(40)).expect("ping output");
     let text = String::from_utf8_lossy(&done.stdout);
-    assert!(text.contains(" 0% packet loss"), "{text}");
+    assert!(
+        text.contains(" 0% packet loss"),
+        "{text}\nping's stderr: {}\nping's exit: {:?}",
+        String::from_utf8_lossy(&done.stderr),
+        done.status
+    );
 }
