@@ -211,14 +211,24 @@ impl Topo {
         child.wait_with_output().ok()
     }
 
-    /// Waits for a process started with [`Topo::spawn`] to end by itself (killing it after
-    /// `timeout`) and returns its output.
+    /// Waits for a process started with [`Topo::spawn`] to end by itself and returns its
+    /// output. After `timeout` it gets SIGINT, so that a ping still running (its timers
+    /// slowed on a starved machine) prints its summary of what it sent, and 2 s later SIGKILL.
     pub fn stop_wait(&mut self, pid: u32, timeout: Duration) -> Option<Output> {
         let i = self.children.iter().position(|c| c.id() == pid)?;
         let mut child = self.children.remove(i);
+        let running = |c: &mut std::process::Child| c.try_wait().ok().flatten().is_none();
         let deadline = Instant::now() + timeout;
-        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+        while running(&mut child) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
+        }
+        if running(&mut child) {
+            eprintln!("stop_wait: pid {pid} still running after {timeout:?}: SIGINT");
+            let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
+            let grace = Instant::now() + Duration::from_secs(2);
+            while running(&mut child) && Instant::now() < grace {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let _ = child.kill();
         child.wait_with_output().ok()
