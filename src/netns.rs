@@ -199,14 +199,8 @@ impl Topo {
         let child = self.children.remove(i);
         // ip netns exec execs the command, so the PID is the command's own.
         let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
         let mut child = child;
-        loop {
-            if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut child, Duration::from_secs(10));
         let _ = child.kill();
         child.wait_with_output().ok()
     }
@@ -217,18 +211,10 @@ impl Topo {
     pub fn stop_wait(&mut self, pid: u32, timeout: Duration) -> Option<Output> {
         let i = self.children.iter().position(|c| c.id() == pid)?;
         let mut child = self.children.remove(i);
-        let running = |c: &mut std::process::Child| c.try_wait().ok().flatten().is_none();
-        let deadline = Instant::now() + timeout;
-        while running(&mut child) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if running(&mut child) {
+        if !wait_exit(&mut child, timeout) {
             eprintln!("stop_wait: pid {pid} still running after {timeout:?}: SIGINT");
             let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
-            let grace = Instant::now() + Duration::from_secs(2);
-            while running(&mut child) && Instant::now() < grace {
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_exit(&mut child, Duration::from_secs(2));
         }
         let _ = child.kill();
         child.wait_with_output().ok()
@@ -347,6 +333,20 @@ fn steal_share(a: (u64, u64), b: (u64, u64)) -> f64 {
         return 0.0;
     }
     b.0.saturating_sub(a.0) as f64 / all as f64
+}
+
+/// Polls `child` every 20 ms until it exits or `timeout` passes; whether it exited.
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().ok().flatten().is_some() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A workspace binary, built by `cargo build --workspace --bins` (the test script does that).
