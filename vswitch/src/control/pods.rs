@@ -246,11 +246,7 @@ impl<const N: usize> Daemon<N> {
                 Some(root) => {
                     let parent = match &bw.egress_group {
                         None => root,
-                        Some(g) => {
-                            let pods: Vec<String> =
-                                self.pod_qos_classes().into_iter().map(|c| c.name).collect();
-                            group_under(cfg, g, &root, &pods)?
-                        }
+                        Some(g) => group_under(cfg, g, &root, &self.pod_qos_class_names())?,
                     };
                     let leaf = format!("{}{EGRESS_SUFFIX}", section.name);
                     // Without an egressRate the pod may borrow up to what its parent may.
@@ -289,15 +285,19 @@ impl<const N: usize> Daemon<N> {
     /// The QoS classes made from the attached pods' bandwidth limits (kept across reloads, like
     /// their ports).
     pub(super) fn pod_qos_classes(&self) -> Vec<QosClassSection> {
-        let names: Vec<String> = self
-            .pods()
+        let names = self.pod_qos_class_names();
+        self.config().qos_classes.iter().filter(|c| names.contains(&c.name)).cloned().collect()
+    }
+
+    /// The names the attached pods' QoS classes have (or would have).
+    fn pod_qos_class_names(&self) -> Vec<String> {
+        self.pods()
             .values()
             .flat_map(|a| {
                 let port = port_name(&a.container_id, &a.ifname);
                 [format!("{port}{INGRESS_SUFFIX}"), format!("{port}{EGRESS_SUFFIX}")]
             })
-            .collect();
-        self.config().qos_classes.iter().filter(|c| names.contains(&c.name)).cloned().collect()
+            .collect()
     }
 
     fn section_for(&self, a: &PodAttachment) -> PortSection {
@@ -504,8 +504,8 @@ fn is_tap(a: &PodAttachment) -> bool {
 /// (`pods`). Errors name the annotation.
 fn group_under(cfg: &Config, group: &str, root: &str, pods: &[String]) -> Result<String, ApiError> {
     const ANN: &str = "annotation vswitch.io/egress-qos-group";
-    let find = |name: &str| cfg.qos_classes.iter().find(|c| c.name == name);
-    let Some(mut c) = find(group) else {
+    let classes = &cfg.qos_classes;
+    let Some(i) = classes.iter().position(|c| c.name == group) else {
         return Err(ApiError::invalid(format!(
             "{ANN} {group:?}: no such QoS class (vswitchctl qos add {group} --parent {root} --rate ...)"
         )));
@@ -513,15 +513,8 @@ fn group_under(cfg: &Config, group: &str, root: &str, pods: &[String]) -> Result
     if pods.iter().any(|p| p == group) {
         return Err(ApiError::invalid(format!("{ANN} {group:?}: that is a pod's own class")));
     }
-    // Up to the root (the tree is validated: no cycles, so at most one pass per class).
-    for _ in 0..=cfg.qos_classes.len() {
-        if c.name == root {
-            return Ok(group.to_string());
-        }
-        match c.parent.as_deref().and_then(find) {
-            Some(p) => c = p,
-            None => break,
-        }
+    if super::qos::root_of(classes, i).is_some_and(|r| classes[r].name == root) {
+        return Ok(group.to_string());
     }
     Err(ApiError::invalid(format!(
         "{ANN} {group:?}: not in the tree of the uplink's root {root:?}"

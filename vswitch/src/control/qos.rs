@@ -247,7 +247,7 @@ fn field_name(f: Field) -> &'static str {
 }
 
 /// The root of class `i` (following parents; `None` on a cycle or unknown parent).
-fn root_of(classes: &[QosClassSection], i: usize) -> Option<usize> {
+pub(super) fn root_of(classes: &[QosClassSection], i: usize) -> Option<usize> {
     let mut c = i;
     for _ in 0..=MAX_DEPTH {
         match &classes[c].parent {
