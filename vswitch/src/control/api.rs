@@ -406,28 +406,22 @@ impl<const N: usize> Daemon<N> {
                 "qos_class[{i}] ({name:?}).pps_burst: the class has no pps limit to burst"
             )));
         }
-        let mut what = Vec::new();
-        for (k, v) in [("rate", &upd.rate), ("ceil", &upd.ceil), ("pps", &upd.pps)] {
-            if let Some(v) = v {
-                what.push(format!("{k} {v}"));
-            }
-        }
-        let numbers = [
-            ("priority", upd.priority.map(u64::from)),
-            ("weight", upd.weight.map(u64::from)),
-            ("pps_burst", upd.pps_burst),
-            ("burst", upd.burst),
-            ("mpu", upd.mpu.map(u64::from)),
-            ("queue_limit", upd.queue_limit.map(u64::from)),
-        ];
-        for (k, v) in numbers {
-            if let Some(v) = v {
-                what.push(format!("{k} {v}"));
-            }
-        }
-        if let Some(m) = &upd.mode {
-            what.push(format!("mode {m}"));
-        }
+        // The message: each setting given, in the order of the update's fields.
+        let what: Vec<String> = [
+            ("rate", upd.rate.clone()),
+            ("ceil", upd.ceil.clone()),
+            ("pps", upd.pps.clone()),
+            ("priority", upd.priority.map(|v| v.to_string())),
+            ("weight", upd.weight.map(|v| v.to_string())),
+            ("pps_burst", upd.pps_burst.map(|v| v.to_string())),
+            ("burst", upd.burst.map(|v| v.to_string())),
+            ("mpu", upd.mpu.map(|v| v.to_string())),
+            ("queue_limit", upd.queue_limit.map(|v| v.to_string())),
+            ("mode", upd.mode.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k} {}", v?)))
+        .collect();
         self.set_qos_class(name, |c| {
             if let Some(r) = upd.rate {
                 c.rate = RateSpec::Text(r);
