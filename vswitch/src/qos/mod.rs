@@ -49,20 +49,22 @@
 //!
 //! # Cost
 //!
-//! Nothing is allocated on enqueue or dequeue (queues are reserved at their bound, the wait wheel
-//! and the bitmaps at [`Scheduler::apply`]). Enqueue is O(1) (O(depth) when a class becomes
+//! Nothing is allocated on enqueue or dequeue (room for every queue to fill to its bound, the
+//! wait wheel and the bitmaps are reserved at [`Scheduler::apply`]). Enqueue is O(1) (O(depth) when a class becomes
 //! backlogged); dequeue is O(depth) to pick and charge the packet (row and priority found by bit
 //! masks; rows and feeds are bitmaps over the class slots, each a round robin from a cursor, so
 //! joining or leaving one touches no other class) plus O(1) when a class starts waiting for tokens
 //! or its wait ends (a timing wheel of exact times; it is lazy: more debt on a waiting class does
 //! not touch it). No operation scans the classes; only [`Scheduler::apply`] is O(n log n) (it
 //! renumbers the classes breadth first, so each parent's children are a range of slots). A packet
-//! touches one cache line of its class and of each ancestor, and its queue (see `benches/qos.rs`
-//! for the cost per packet at 10, 1 000 and 10 000 classes).
+//! touches one cache line of its class and of each ancestor, and its node in the one pool of
+//! queued packets that all classes share (see `benches/qos.rs` for the cost per packet at 10,
+//! 1 000 and 10 000 classes).
 
 pub mod bucket;
 pub mod guard;
 pub mod policer;
+mod queue;
 pub mod sched;
 mod sets;
 mod wheel;

@@ -37,21 +37,24 @@
 //! * the sent packet is charged to the leaf and every ancestor: ceil always, rate only at and
 //!   above the level it was served from (below it, the bytes were borrowed).
 //!
-//! Per class, what a packet reads and writes is one cache line (`Hot`: tokens, DRR deficits,
-//! send counters, colour) and its queue (a `VecDeque` in an array of its own, so `apply`
-//! moves queues without copying items); what it only reads (rates, burst, tree, flags) is in
-//! a `Profile` shared by the classes with equal settings. At 10 000 classes that is about
-//! 2 MB in all, this machine's L2 cache. Settings, policers and drop counters are apart (`Cold`).
-//! Nothing on the fast path allocates: each queue is reserved at its bound, the
-//! wheel and the bitmaps at `apply`.
+//! Per class, what a packet reads and writes is one cache line (`Hot`: tokens, DRR deficit,
+//! send counters, colour, the ends of its queue) and the packet's node in the scheduler's
+//! pool of queued packets (`queue::Pool`: one pool for all queues, whose freed nodes are
+//! reused first, so the memory packets go through follows the backlog, not the classes'
+//! bounds); what it only reads (rates, burst, tree, flags) is in a `Profile` shared by the
+//! classes with equal settings. At 10 000 classes the hot lines are 640 KiB. What only
+//! borrowing writes is apart (`Lent`), and so are settings, policers and drop counters
+//! (`Cold`). Nothing on the fast path allocates: the pool is reserved at `apply` for every
+//! queue's bound (address space only, until used), the wheel and the bitmaps too.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 #[cfg(doc)]
 use super::bucket::ByteBucket;
 use super::bucket::{refilled, PacketBucket, BYTE_UNIT, MAX_BURST_BYTES, MAX_BURST_PACKETS};
 use super::policer::{PoliceVerdict, Policer};
+use super::queue::{Fifo, Pool};
 use super::sets::ActiveSet;
 use super::wheel::WaitWheel;
 
@@ -66,8 +69,9 @@ pub const QUANTUM_PER_WEIGHT: u32 = 1514;
 
 /// The largest weight (keeps the quantum in an `i32`).
 pub const MAX_WEIGHT: u32 = 1_000_000;
-/// The largest queue limit, packets (what one class may reserve; the config's bound too).
-pub const MAX_QUEUE_LIMIT: u32 = 1 << 16;
+/// The largest queue limit, packets (the config's bound too; a queue's length is 16 bits of its
+/// class's hot line).
+pub const MAX_QUEUE_LIMIT: u32 = u16::MAX as u32;
 
 const NONE: u32 = u32::MAX;
 /// A leaf that keeps a backlog and whose debt takes longer than this to repay turns yellow
@@ -273,10 +277,10 @@ enum Color {
 }
 
 /// A class's scheduling state: one cache line, all a packet reads and writes of its class
-/// on the common path but the queue (tokens, DRR deficits, send counters, colour). What a
-/// class only reads (rates, burst, tree, flags) is in its [`Profile`], shared by the classes
-/// whose settings are equal; the queues are in `Scheduler::queues`. At 10 000 classes the
-/// hot state is 640 KiB.
+/// on the common path but the packet's own node (tokens, DRR deficit, send counters, colour,
+/// the ends and length of its queue). What a class only reads (rates, burst, tree, flags) is
+/// in its [`Profile`], shared by the classes whose settings are equal; the queued packets
+/// are in `Scheduler::pool`. At 10 000 classes the hot state is 640 KiB.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(64))]
 struct Hot {
@@ -287,16 +291,17 @@ struct Hot {
     /// Bytes and packets sent by or through the class.
     sent_bytes: u64,
     sent_packets: u64,
-    /// A leaf's DRR deficits: in its row ([0]) and in its parent's feed ([1]), kept apart so
-    /// sends on its own rate do not spend its borrowing turns (an inner class's are per
-    /// priority, in [`Inner`]).
-    deficit: [i32; 2],
+    /// A leaf's DRR deficit in its row (in its parent's feed: [`Lent::feed_deficit`], apart
+    /// so that sends on its own rate do not spend its borrowing turns; an inner class's are
+    /// per priority, in [`Inner`]).
+    deficit: i32,
     /// Index in `Scheduler::profiles`.
     profile: u32,
-    /// An inner class's index in `Scheduler::inner`.
-    inner: u32,
     /// The class's id: what dequeue hands out, from the line it has.
     id: ClassId,
+    /// A leaf's queue (its nodes are in `Scheduler::pool`) and its length.
+    queue: Fifo,
+    queued: u16,
     color: Color,
     /// Priorities with backlog reachable through this class (HTB's `prio_activity`).
     active: u8,
@@ -329,6 +334,9 @@ struct Profile {
     has_pps: bool,
     /// Whether the class has children (only leaves queue).
     inner_class: bool,
+    /// An inner class's index in `Scheduler::inner` (`NONE` for a leaf; inner classes are
+    /// few, so their profiles need not be shared).
+    inner: u32,
 }
 
 impl Hot {
@@ -371,11 +379,13 @@ fn ns_until(tokens: i64, rate: u64) -> u64 {
     }
 }
 
-/// What a class lent and borrowed (written only on the borrowing path).
+/// What a class lent and borrowed, and a leaf's DRR deficit in its parent's feed (written
+/// only on the borrowing path).
 #[derive(Clone, Copy, Debug, Default)]
 struct Lent {
     borrowed: u64,
     lent: u64,
+    feed_deficit: i32,
 }
 
 /// What the fast path reads only for policing or pps classes, and the settings.
@@ -453,9 +463,9 @@ pub struct Scheduler<T> {
     hot: Vec<Hot>,
     /// The distinct profiles (see [`Profile`]).
     profiles: Vec<Profile>,
-    /// Each leaf's queue, reserved at its bound (inner classes: empty, unreserved). Apart
-    /// from `hot` so that `apply` moves queues without copying their items.
-    queues: Vec<VecDeque<(T, u32)>>,
+    /// The queued packets of every leaf (see [`Pool`]), with room reserved for every queue
+    /// to fill to its bound. `apply` moves no packet: a queue's ends move with its class.
+    pool: Pool<T>,
     lent: Vec<Lent>,
     cold: Vec<Cold>,
     inner: Vec<Inner>,
@@ -484,7 +494,7 @@ impl<T> Scheduler<T> {
         Scheduler {
             hot: Vec::new(),
             profiles: Vec::new(),
-            queues: Vec::new(),
+            pool: Pool::default(),
             lent: Vec::new(),
             cold: Vec::new(),
             inner: Vec::new(),
@@ -560,7 +570,8 @@ impl<T> Scheduler<T> {
     #[inline(always)]
     fn feed_insert(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].insert(c);
-        let k = &mut self.inner[self.hot[parent as usize].inner as usize];
+        let i = self.prof(parent).inner as usize;
+        let k = &mut self.inner[i];
         k.count[prio] += 1;
         k.count[prio] == 1
     }
@@ -569,7 +580,8 @@ impl<T> Scheduler<T> {
     #[inline(always)]
     fn feed_remove(&mut self, parent: u32, prio: usize, c: u32) -> bool {
         self.feeds[prio].remove(c);
-        let k = &mut self.inner[self.hot[parent as usize].inner as usize];
+        let i = self.prof(parent).inner as usize;
+        let k = &mut self.inner[i];
         k.count[prio] -= 1;
         k.count[prio] == 0
     }
@@ -908,12 +920,15 @@ impl<T> Scheduler<T> {
             self.stats.dropped_unknown_class += 1;
             return Err(DropReason::UnknownClass);
         };
-        let p = self.prof(s);
-        let queued = self.queues[s as usize].len();
+        let h = &self.hot[s as usize];
+        let p = &self.profiles[h.profile as usize];
+        let queued = u32::from(h.queued);
         let ok = Ok((s, usize::from(p.prio), queued == 0));
         let reason = if p.inner_class {
             DropReason::NotLeaf
-        } else if queued >= p.queue_limit as usize {
+        } else if queued >= p.queue_limit || !self.pool.has_room() {
+            // (The pool has room for every queue's bound, reserved at `apply`: the second
+            // test only keeps a broken invariant from allocating here.)
             self.cold[s as usize].dropped_queue_full += 1;
             DropReason::QueueFull
         } else if p.police {
@@ -939,12 +954,13 @@ impl<T> Scheduler<T> {
     /// Queues an admitted packet on leaf `s` (of priority `prio`).
     #[inline(always)]
     fn push(&mut self, s: u32, prio: usize, item: T, len: u32) {
-        let q = &mut self.queues[s as usize];
-        debug_assert!(q.len() < q.capacity(), "queue would grow");
-        q.push_back((item, len));
+        let h = &mut self.hot[s as usize];
+        self.pool.push(&mut h.queue, item, len);
+        h.queued += 1;
+        let first = h.queued == 1;
         self.stats.enqueued += 1;
         self.stats.queued += 1;
-        if q.len() == 1 {
+        if first {
             self.leaf_gain(s, prio);
         }
     }
@@ -1029,9 +1045,11 @@ impl<T> Scheduler<T> {
         let p = &self.profiles[h.profile as usize];
         let quantum = p.quantum;
         let d = if p.inner_class {
-            &mut self.inner[h.inner as usize].deficit[prio][x]
+            &mut self.inner[p.inner as usize].deficit[prio][x]
+        } else if x == 0 {
+            &mut h.deficit
         } else {
-            &mut h.deficit[x]
+            &mut self.lent[c as usize].feed_deficit
         };
         *d = d.saturating_sub(i32::try_from(len).unwrap_or(i32::MAX));
         let spent = *d < 0;
@@ -1044,11 +1062,12 @@ impl<T> Scheduler<T> {
     /// Takes the head of leaf `c`'s queue.
     #[inline(always)]
     fn pop(&mut self, c: u32) -> (T, u32, bool) {
-        let q = &mut self.queues[c as usize];
-        let (item, len) = q.pop_front().expect("active leaf has a backlog");
+        let h = &mut self.hot[c as usize];
+        let (item, len) = self.pool.pop(&mut h.queue).expect("active leaf has a backlog");
+        h.queued -= 1;
         self.stats.dequeued += 1;
         self.stats.queued -= 1;
-        (item, len, q.is_empty())
+        (item, len, h.queued == 0)
     }
 
     /// Serves `first`, a green class in the row of `level` at `prio`.
@@ -1100,7 +1119,8 @@ impl<T> Scheduler<T> {
             if !self.prof(c).inner_class {
                 break;
             }
-            let k = &mut self.inner[self.hot[c as usize].inner as usize];
+            let i = self.prof(c).inner as usize;
+            let k = &mut self.inner[i];
             c = self.feeds[prio].next_in(k.lo, k.hi, k.cursor[prio]).expect("active feed");
             k.cursor[prio] = c;
         }
@@ -1114,7 +1134,7 @@ impl<T> Scheduler<T> {
                 if i == 0 {
                     self.row_cursor[level][prio] = c + 1;
                 } else {
-                    let p = self.hot[path[i - 1] as usize].inner as usize;
+                    let p = self.prof(path[i - 1]).inner as usize;
                     self.inner[p].cursor[prio] = c + 1;
                 }
             }
@@ -1243,7 +1263,6 @@ impl<T> Scheduler<T> {
         }
         let old_hot = std::mem::take(&mut self.hot);
         let old_profiles = std::mem::take(&mut self.profiles);
-        let mut old_queues = std::mem::take(&mut self.queues);
         let mut old_cold: Vec<Option<Cold>> =
             std::mem::take(&mut self.cold).into_iter().map(Some).collect();
         let old_lent = std::mem::take(&mut self.lent);
@@ -1260,10 +1279,16 @@ impl<T> Scheduler<T> {
         gone.sort_unstable();
         for (id, s) in gone {
             self.slot_of[id.0 as usize] = NONE;
-            let q = std::mem::take(&mut old_queues[s]);
-            self.stats.removed += q.len() as u64;
-            self.stats.queued -= q.len() as u64;
-            handed_back.extend(q.into_iter().map(|(t, _)| t));
+            let mut q = old_hot[s].queue;
+            while let Some((t, _)) = self.pool.pop(&mut q) {
+                self.stats.removed += 1;
+                self.stats.queued -= 1;
+                handed_back.push(t);
+            }
+        }
+        if self.stats.queued == 0 {
+            // Nothing queued: the room of the bounds of removed classes is given back.
+            self.pool = Pool::default();
         }
 
         // Structure: each class's old slot, parent slot and depth (parents come before their
@@ -1289,7 +1314,9 @@ impl<T> Scheduler<T> {
                 let deficit = old_slot[p]
                     .map(|o| &old_hot[o as usize])
                     .filter(|h| old_profiles[h.profile as usize].inner_class)
-                    .map_or([[0; 2]; NPRIO], |h| old_inner[h.inner as usize].deficit);
+                    .map_or([[0; 2]; NPRIO], |h| {
+                        old_inner[old_profiles[h.profile as usize].inner as usize].deficit
+                    });
                 inner[p] = self.inner.len() as u32;
                 let lo = s as u32;
                 self.inner.push(Inner {
@@ -1304,17 +1331,18 @@ impl<T> Scheduler<T> {
             }
         }
 
-        // State, profiles and queues, slot by slot.
+        // State and profiles, slot by slot (a queue moves with its class's state).
         let mut interned: HashMap<Profile, u32> = HashMap::new();
+        let mut room = 0usize;
         for (s, &id) in order.iter().enumerate() {
             let cfg = &want[&id];
-            let (mut h, mut k, lent, mut queue) = match old_slot[s] {
+            let (mut h, mut k, lent) = match old_slot[s] {
                 Some(o) => {
                     let o = o as usize;
                     let k = old_cold[o].take().expect("live slot");
-                    (old_hot[o], k, old_lent[o], std::mem::take(&mut old_queues[o]))
+                    (old_hot[o], k, old_lent[o])
                 }
-                None => (new_hot(cfg, now), new_cold(cfg, now), Lent::default(), VecDeque::new()),
+                None => (new_hot(cfg, now), new_cold(cfg, now), Lent::default()),
             };
             let cap = cap_for(cfg.burst_bytes);
             if touched.contains(&id) {
@@ -1337,6 +1365,7 @@ impl<T> Scheduler<T> {
                 police: cfg.mode == Mode::Police,
                 has_pps: k.pps.is_some(),
                 inner_class,
+                inner: inner[s],
             };
             h.profile = *interned.entry(prof).or_insert_with(|| {
                 self.profiles.push(prof);
@@ -1344,20 +1373,17 @@ impl<T> Scheduler<T> {
             });
             h.color = Color::Green;
             h.active = 0;
-            h.inner = inner[s];
             h.id = id;
-            if inner_class {
-                queue = VecDeque::new(); // empty (validated): its room is freed
-            } else if queue.capacity() < cfg.queue_limit as usize {
+            if !inner_class {
                 // Room for the whole bound, so enqueue never allocates; a limit lowered below
-                // the backlog keeps the queue.
-                queue.reserve_exact(cfg.queue_limit as usize - queue.len());
+                // the backlog keeps the queue. (An inner class has none: validated.)
+                room += usize::from(h.queued).max(cfg.queue_limit as usize);
             }
             self.hot.push(h);
-            self.queues.push(queue);
             self.cold.push(k);
             self.lent.push(lent);
         }
+        self.pool.reserve(room);
 
         // Every list and the wait wheel anew.
         self.rows = vec![ActiveSet::new(n); MAX_DEPTH * NPRIO];
@@ -1370,7 +1396,7 @@ impl<T> Scheduler<T> {
             self.update_color(s, now);
         }
         for s in 0..n as u32 {
-            if !self.queues[s as usize].is_empty() {
+            if self.hot[s as usize].queued != 0 {
                 let prio = usize::from(self.prof(s).prio);
                 self.leaf_gain(s, prio);
             }
@@ -1451,7 +1477,7 @@ impl<T> Scheduler<T> {
             // A leaf with a backlog cannot become a parent.
             if let Some(p) = c.parent {
                 if let Some(s) = self.slot(p) {
-                    if !self.queues[s as usize].is_empty() {
+                    if self.hot[s as usize].queued != 0 {
                         let r = format!("parent {p} is a leaf with queued packets");
                         return Err(err(id, Field::Parent, r));
                     }
@@ -1488,12 +1514,11 @@ impl<T> Scheduler<T> {
     pub fn class_stats(&self, id: ClassId) -> Option<ClassStats> {
         self.slot(id).map(|s| {
             let (h, k, t) = (&self.hot[s as usize], &self.cold[s as usize], self.lent[s as usize]);
-            let queue = &self.queues[s as usize];
-            let queued_bytes = queue.iter().map(|&(_, len)| u64::from(len)).sum();
+            let queued_bytes = self.pool.lens(h.queue).map(u64::from).sum();
             ClassStats {
                 sent_bytes: h.sent_bytes,
                 sent_packets: h.sent_packets,
-                queued_packets: queue.len() as u64,
+                queued_packets: u64::from(h.queued),
                 queued_bytes,
                 dropped_queue_full: k.dropped_queue_full,
                 dropped_policed: k.dropped_policed,
@@ -1551,10 +1576,11 @@ fn new_hot(cfg: &ClassConfig, now: u64) -> Hot {
         last_ns: now,
         sent_bytes: 0,
         sent_packets: 0,
-        deficit: [0; 2],
+        deficit: 0,
         profile: 0,
-        inner: NONE,
         id: ClassId(0),
+        queue: Fifo::EMPTY,
+        queued: 0,
         color: Color::Green,
         active: 0,
     }
@@ -1600,7 +1626,7 @@ fn update_class(k: &mut Cold, cfg: &ClassConfig, now: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, VecDeque};
 
     use proptest::prelude::*;
 
@@ -1990,7 +2016,7 @@ mod tests {
         let too_long = ClassConfig { queue_limit: MAX_QUEUE_LIMIT + 1, ..leaf(M, M) };
         let e = s.set_class(B, too_long, 0).unwrap_err();
         assert_eq!((e.class, e.field), (B, Field::QueueLimit));
-        assert_eq!(e.reason, "queue_limit 65537 is not in 1..=65536");
+        assert_eq!(e.reason, "queue_limit 65536 is not in 1..=65535");
     }
 
     #[test]
@@ -2094,16 +2120,34 @@ mod tests {
 
     #[test]
     fn no_allocation_queue_keeps_its_capacity() {
-        let mut s = sched(100 * M, &[(A, ClassConfig { queue_limit: 16, ..leaf(M, M) })]);
-        let cap = s.queues[s.slot(A).unwrap() as usize].capacity();
-        assert!(cap >= 16);
+        let bounded = |limit| ClassConfig { queue_limit: limit, ..leaf(M, M) };
+        let mut s = sched(100 * M, &[(A, bounded(16)), (B, bounded(8))]);
+        let cap = s.pool.capacity();
+        assert!(cap >= 24);
         for round in 0..4u64 {
             for i in 0..20 {
                 let _ = s.enqueue(A, i, 64, round * NS_PER_SEC);
+                let _ = s.enqueue(B, i, 64, round * NS_PER_SEC);
             }
+            assert_eq!(s.backlog(), 24);
             while s.dequeue(round * NS_PER_SEC + NS_PER_SEC / 2).is_some() {}
         }
-        assert_eq!(s.queues[s.slot(A).unwrap() as usize].capacity(), cap);
+        assert_eq!(s.pool.capacity(), cap);
+        // A limit lowered below the backlog keeps it, and a new class still finds room for
+        // its whole bound beside the others' bounds.
+        let t = 10 * NS_PER_SEC;
+        (0..16).for_each(|i| s.enqueue(A, i, 64, t).unwrap());
+        let c = ClassId(12);
+        s.apply([Change::Set(A, bounded(4)), Change::Set(c, bounded(8))], t).unwrap();
+        let cap = s.pool.capacity();
+        assert!(cap >= 32, "16 queued on A, 8 for B and for C: {cap}");
+        for i in 0..20 {
+            let _ = s.enqueue(A, i, 64, t);
+            let _ = s.enqueue(B, i, 64, t);
+            let _ = s.enqueue(c, i, 64, t);
+        }
+        assert_eq!(s.backlog(), 32);
+        assert_eq!(s.pool.capacity(), cap);
     }
 
     /// Each of many classes, in debt, is served at exactly the nanosecond its rate pays the
