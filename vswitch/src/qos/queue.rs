@@ -14,8 +14,8 @@
 //! Room: [`Pool::reserve`] reserves (at `Scheduler::apply`) room for every queue to fill to
 //! its bound, and a node is written only when first used, so room never used costs address
 //! space, not memory. Nothing allocates afterwards: [`Pool::push`] takes a free node or one
-//! from the reserved room, and the scheduler checks [`Pool::has_room`] before it admits a
-//! packet.
+//! from the reserved room (only a pool without room, which the scheduler's bounds rule out,
+//! would grow, as a full `VecDeque` does).
 
 /// No node (the end of a list).
 pub(super) const NIL: u32 = u32::MAX;
@@ -69,7 +69,7 @@ impl<T> Pool<T> {
     }
 
     /// Whether a push would not allocate.
-    #[inline(always)]
+    #[inline]
     pub fn has_room(&self) -> bool {
         self.free != NIL || self.nodes.len() < self.nodes.capacity()
     }

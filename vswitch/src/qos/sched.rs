@@ -809,6 +809,7 @@ impl<T> Scheduler<T> {
 
     /// Queues `item` (a packet of `len` bytes) on leaf `class` at `now_ns`, or hands it back
     /// with the reason it was dropped (counted). Allocates nothing.
+    #[inline]
     pub fn enqueue(
         &mut self,
         class: ClassId,
@@ -926,9 +927,7 @@ impl<T> Scheduler<T> {
         let ok = Ok((s, usize::from(p.prio), queued == 0));
         let reason = if p.inner_class {
             DropReason::NotLeaf
-        } else if queued >= p.queue_limit || !self.pool.has_room() {
-            // (The pool has room for every queue's bound, reserved at `apply`: the second
-            // test only keeps a broken invariant from allocating here.)
+        } else if queued >= p.queue_limit {
             self.cold[s as usize].dropped_queue_full += 1;
             DropReason::QueueFull
         } else if p.police {
@@ -954,6 +953,8 @@ impl<T> Scheduler<T> {
     /// Queues an admitted packet on leaf `s` (of priority `prio`).
     #[inline(always)]
     fn push(&mut self, s: u32, prio: usize, item: T, len: u32) {
+        // `apply` reserved room for every queue's bound.
+        debug_assert!(self.pool.has_room(), "the pool would grow");
         let h = &mut self.hot[s as usize];
         self.pool.push(&mut h.queue, item, len);
         h.queued += 1;
