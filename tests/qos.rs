@@ -408,7 +408,8 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     // shared 2-core VM, with compilers or the other QoS test running, the debug vswitchd
     // falls behind (measured up to 11% short, c then short too). c, not limited, gets all it
     // offers (99.9 Mbit/s) unless the switch lost the cores: then measure again, five times
-    // at most (once c got 60 Mbit/s while another tenant had the machine).
+    // at most (once c got 60 Mbit/s while another tenant had the machine), as when a falls
+    // short of the lower bound.
     let ((a_udp, size), (c_udp, _)) = measure_tries(
         "UDP to b",
         5,
@@ -419,7 +420,9 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
         |((a, size), (c, _))| {
             format!("a {a:.1} Mbit/s of payload ({size:.0}-byte datagrams), c {c:.1}")
         },
-        |(_, (c, _))| *c >= 90.0,
+        // A short a is measured again too (the upper bound, the limit, is never retried away:
+        // a try over it with c at its rate ends the tries and fails below).
+        |((a, size), (c, _))| *c >= 90.0 && *a >= 0.8 * 50.0 * size / udp_frame(*size),
     );
     let want = 50.0 * size / udp_frame(size);
     eprintln!("a's limit: 50M of frames is {want:.1} Mbit/s of payload");
@@ -463,7 +466,15 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
         (c.drops.get("local_queue_full").copied().unwrap_or(0) >= full).then_some(c)
     });
     assert!(shown.is_some(), "class drops: {:?}, port drops {full}", class(&sw));
-    assert_eq!(sw.port("c").stats.dropped, 0, "{:?}", sw.port("c").stats);
+    // c is not limited: no QoS drop on its port. (A switch starved of CPU by the hypervisor
+    // can still drop at c's receive ring, rx_ring_full: once 142 packets with a fifth of the
+    // CPU stolen. That is the machine, not QoS; c's rate above says what c got.)
+    let c_stats = sw.port("c").stats;
+    let qos_drops: Vec<_> = c_stats.drops.iter().filter(|(r, _)| r.starts_with("qos_")).collect();
+    assert!(qos_drops.is_empty(), "c's port dropped for QoS: {c_stats:?}");
+    if c_stats.dropped > 0 {
+        eprintln!("c's port dropped {} packets, none for QoS: {c_stats:?}", c_stats.dropped);
+    }
 
     // A live change of the class reaches the policer.
     let o = sw.ctl(&["qos", "set", class_a, "--ceil", "20M"]);
