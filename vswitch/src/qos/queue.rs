@@ -17,6 +17,8 @@
 //! from the reserved room (only a pool without room, which the scheduler's bounds rule out,
 //! would grow, as a full `VecDeque` does).
 
+use std::collections::TryReserveError;
+
 /// No node (the end of a list).
 pub(super) const NIL: u32 = u32::MAX;
 
@@ -56,10 +58,15 @@ impl<T> Default for Pool<T> {
 }
 
 impl<T> Pool<T> {
-    /// Makes room for `total` packets queued at once, allocating now so that no push does.
-    /// (Never shrinks: nodes in use stay where they are.)
-    pub fn reserve(&mut self, total: usize) {
-        self.nodes.reserve_exact(total.saturating_sub(self.nodes.len()));
+    /// Makes room for `total` packets queued at once, allocating now so that no push does,
+    /// or fails changing nothing. (Never shrinks: nodes in use stay where they are.)
+    pub fn try_reserve(&mut self, total: usize) -> Result<(), TryReserveError> {
+        self.nodes.try_reserve_exact(total.saturating_sub(self.nodes.len()))
+    }
+
+    /// The bytes a queued packet takes.
+    pub fn node_size(&self) -> usize {
+        std::mem::size_of::<Node<T>>()
     }
 
     /// Packets that can be queued at once without allocating.
@@ -131,7 +138,7 @@ mod tests {
     #[test]
     fn queues_are_fifo_and_share_freed_nodes() {
         let mut pool = Pool::default();
-        pool.reserve(4);
+        pool.try_reserve(4).unwrap();
         let (mut a, mut b) = (Fifo::EMPTY, Fifo::EMPTY);
         pool.push(&mut a, 'a', 1);
         pool.push(&mut b, 'x', 10);
@@ -164,14 +171,14 @@ mod tests {
     #[test]
     fn reserve_makes_room_without_moving_queued_packets() {
         let mut pool = Pool::default();
-        pool.reserve(1);
+        pool.try_reserve(1).unwrap();
         let mut q = Fifo::EMPTY;
         pool.push(&mut q, 7u64, 70);
         assert!(!pool.has_room());
-        pool.reserve(3);
+        pool.try_reserve(3).unwrap();
         assert!(pool.capacity() >= 3 && pool.has_room());
         pool.push(&mut q, 8, 80);
-        pool.reserve(1); // never shrinks
+        pool.try_reserve(1).unwrap(); // never shrinks
         assert!(pool.capacity() >= 3);
         assert_eq!(pool.pop(&mut q), Some((7, 70)));
         assert_eq!(pool.pop(&mut q), Some((8, 80)));

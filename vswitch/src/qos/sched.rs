@@ -1237,6 +1237,7 @@ impl<T> Scheduler<T> {
             }
         }
         self.validate(&want)?;
+        self.make_room(&want)?;
 
         // Commit. The new slots: breadth first from the roots, children in id order, so each
         // class's children are contiguous.
@@ -1287,10 +1288,6 @@ impl<T> Scheduler<T> {
                 handed_back.push(t);
             }
         }
-        if self.stats.queued == 0 {
-            // Nothing queued: the room of the bounds of removed classes is given back.
-            self.pool = Pool::default();
-        }
 
         // Structure: each class's old slot, parent slot and depth (parents come before their
         // children), whether it has children.
@@ -1334,7 +1331,6 @@ impl<T> Scheduler<T> {
 
         // State and profiles, slot by slot (a queue moves with its class's state).
         let mut interned: HashMap<Profile, u32> = HashMap::new();
-        let mut room = 0usize;
         for (s, &id) in order.iter().enumerate() {
             let cfg = &want[&id];
             let (mut h, mut k, lent) = match old_slot[s] {
@@ -1375,16 +1371,10 @@ impl<T> Scheduler<T> {
             h.color = Color::Green;
             h.active = 0;
             h.id = id;
-            if !inner_class {
-                // Room for the whole bound, so enqueue never allocates; a limit lowered below
-                // the backlog keeps the queue. (An inner class has none: validated.)
-                room += usize::from(h.queued).max(cfg.queue_limit as usize);
-            }
             self.hot.push(h);
             self.cold.push(k);
             self.lent.push(lent);
         }
-        self.pool.reserve(room);
 
         // Every list and the wait wheel anew.
         self.rows = vec![ActiveSet::new(n); MAX_DEPTH * NPRIO];
@@ -1403,6 +1393,35 @@ impl<T> Scheduler<T> {
             }
         }
         Ok(handed_back)
+    }
+
+    /// Reserves room in the pool for every leaf of `want` to fill its queue to its bound (a
+    /// limit lowered below a backlog keeps the backlog), so that enqueue never allocates; an
+    /// idle pool is laid out anew first, which gives back the room of removed classes. Fails,
+    /// changing nothing, when the memory cannot be had (naming the leaf with the largest
+    /// bound): one allocation for all queues, where a queue each could have overcommitted.
+    fn make_room(&mut self, want: &BTreeMap<ClassId, ClassConfig>) -> Result<(), QosError> {
+        let parents: HashSet<ClassId> = want.values().filter_map(|c| c.parent).collect();
+        let leaves = want.iter().filter(|(id, _)| !parents.contains(id));
+        let mut room = 0usize;
+        let mut largest = None;
+        for (&id, cfg) in leaves {
+            let queued = self.slot(id).map_or(0, |s| self.hot[s as usize].queued);
+            room = room.saturating_add(usize::from(queued).max(cfg.queue_limit as usize));
+            largest = largest.max(Some((cfg.queue_limit, id)));
+        }
+        if self.stats.queued == 0 {
+            self.pool = Pool::default();
+        }
+        self.pool.try_reserve(room).map_err(|e| {
+            let (limit, id) = largest.unwrap_or((0, ClassId(0)));
+            let r = format!(
+                "queue_limit {limit}: room for {room} queued packets in all ({} bytes each) \
+                 cannot be allocated: {e}",
+                self.pool.node_size()
+            );
+            err(id, Field::QueueLimit, r)
+        })
     }
 
     /// Creates or changes one class (see [`Scheduler::apply`]); a queue is kept.
@@ -2102,6 +2121,38 @@ mod tests {
             n += 1;
         });
         assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn queue_bounds_whose_room_cannot_be_allocated_are_refused_whole() {
+        // Linux refuses one allocation larger than memory and swap unless it overcommits
+        // always (vm.overcommit_memory = 1): bounds that need twice that must be refused.
+        let overcommit = std::fs::read_to_string("/proc/sys/vm/overcommit_memory");
+        if overcommit.is_ok_and(|o| o.trim() == "1") {
+            eprintln!("skipped: this kernel grants any allocation (vm.overcommit_memory = 1)");
+            return;
+        }
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+        let kib = |key: &str| -> u64 {
+            let line = meminfo.lines().find(|l| l.starts_with(key)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        let memory = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+        let mut s: Scheduler<[u8; 4096]> = Scheduler::new();
+        let per_leaf = u64::from(MAX_QUEUE_LIMIT) * s.pool.node_size() as u64;
+        let leaves = (2 * memory).div_ceil(per_leaf) as u32;
+        let rate = u64::from(leaves + 1) * M;
+        let root = ClassConfig::new(None, rate, rate);
+        let small = |limit| ClassConfig { queue_limit: limit, ..leaf(M, M) };
+        s.apply([Change::Set(ROOT, root), Change::Set(A, small(1))], 0).unwrap();
+        let before = s.configs();
+        let big = (0..leaves).map(|i| Change::Set(ClassId(100 + i), small(MAX_QUEUE_LIMIT)));
+        let e = s.apply(big, 0).unwrap_err();
+        assert_eq!((e.class.0, e.field), (100 + leaves - 1, Field::QueueLimit), "{e}");
+        let room = u64::from(leaves) * u64::from(MAX_QUEUE_LIMIT) + 1;
+        let want = format!("queue_limit 65535: room for {room} queued packets in all");
+        assert!(e.reason.starts_with(&want), "{e}");
+        assert_eq!(s.configs(), before, "nothing changed");
     }
 
     #[test]
