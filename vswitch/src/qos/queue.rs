@@ -65,7 +65,7 @@ impl<T> Pool<T> {
     }
 
     /// The bytes a queued packet takes.
-    pub fn node_size(&self) -> usize {
+    pub fn node_size() -> usize {
         std::mem::size_of::<Node<T>>()
     }
 

@@ -1410,18 +1410,23 @@ impl<T> Scheduler<T> {
             room = room.saturating_add(usize::from(queued).max(cfg.queue_limit as usize));
             largest = largest.max(Some((cfg.queue_limit, id)));
         }
-        if self.stats.queued == 0 {
-            self.pool = Pool::default();
-        }
-        self.pool.try_reserve(room).map_err(|e| {
+        let refused = |e| {
             let (limit, id) = largest.unwrap_or((0, ClassId(0)));
             let r = format!(
                 "queue_limit {limit}: room for {room} queued packets in all ({} bytes each) \
                  cannot be allocated: {e}",
-                self.pool.node_size()
+                Pool::<T>::node_size()
             );
             err(id, Field::QueueLimit, r)
-        })
+        };
+        if self.stats.queued == 0 {
+            let mut fresh = Pool::default();
+            fresh.try_reserve(room).map_err(refused)?;
+            self.pool = fresh;
+            Ok(())
+        } else {
+            self.pool.try_reserve(room).map_err(refused)
+        }
     }
 
     /// Creates or changes one class (see [`Scheduler::apply`]); a queue is kept.
@@ -2139,7 +2144,7 @@ mod tests {
         };
         let memory = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
         let mut s: Scheduler<[u8; 4096]> = Scheduler::new();
-        let per_leaf = u64::from(MAX_QUEUE_LIMIT) * s.pool.node_size() as u64;
+        let per_leaf = u64::from(MAX_QUEUE_LIMIT) * Pool::<[u8; 4096]>::node_size() as u64;
         let leaves = (2 * memory).div_ceil(per_leaf) as u32;
         let rate = u64::from(leaves + 1) * M;
         let root = ClassConfig::new(None, rate, rate);
@@ -2153,6 +2158,7 @@ mod tests {
         let want = format!("queue_limit 65535: room for {room} queued packets in all");
         assert!(e.reason.starts_with(&want), "{e}");
         assert_eq!(s.configs(), before, "nothing changed");
+        assert!(s.pool.capacity() >= 1, "A keeps the room for its bound");
     }
 
     #[test]
