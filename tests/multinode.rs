@@ -746,7 +746,7 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
         topo.name("u1")
     );
     let spec1 = node_spec(1, "198.18.0.1/24");
-    let sw1 = Switch::start_with(
+    let mut sw1 = Switch::start_with(
         &mut topo,
         "n1",
         &[],
@@ -829,4 +829,25 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
     assert!(refused.contains("\"team\" is not a [[qos_class]]"), "{refused}");
     let qos = sw1.ctl_json(&["show", "qos"]).to_string();
     assert!(qos.contains("\"team\"") && qos.contains("eeeeeeeeeeee-eth0-out"), "{qos}");
+
+    // Nor does the group survive a restart: the pod comes back under the uplink's root, with
+    // its own limits and a note naming the group, and keeps its network.
+    sw1.restart(&mut topo, "n1");
+    sw1.wait_attached();
+    // (The worker publishes class figures a moment after the change.)
+    let leaf = wait_for(Duration::from_secs(3), || {
+        let qos = sw1.ctl_json(&["show", "qos"]);
+        let classes = qos[0]["classes"].as_array()?.clone();
+        classes.into_iter().find(|c| c["name"] == "eeeeeeeeeeee-eth0-out")
+    })
+    .unwrap_or_else(|| panic!("a1 not re-attached: {}", sw1.log()));
+    let (parent, ceil) = (&leaf["parent"], &leaf["ceil_bps"]);
+    assert_eq!((parent, ceil), (&"node".into(), &30_000_000.into()), "{leaf}");
+    let log = sw1.log();
+    assert!(
+        log.contains("\"team\": no such QoS class")
+            && log.contains("hangs under the uplink's root"),
+        "{log}"
+    );
+    reach(&topo, "a1", "10.244.2.11", &[&sw1, &sw2]);
 }

@@ -199,12 +199,16 @@ impl<const N: usize> Daemon<N> {
     ///   returned (the pod still starts, as with the reference bandwidth plugin's absent
     ///   qdisc). With a group (`vswitch.io/egress-qos-group`) the leaf hangs under that class,
     ///   which must be in the uplink root's tree and not a pod's own class: otherwise the ADD
-    ///   is refused, naming the annotation.
+    ///   is refused, naming the annotation. A pod `restoring` after a restart (see
+    ///   [`Daemon::restore_pods`]) whose group is gone (made with `qos add`, not in the file)
+    ///   hangs under the uplink's root instead, with a note: it keeps its network and its own
+    ///   limits, and its stored attachment keeps the group for the next restart.
     fn pod_qos(
         &self,
         a: &PodAttachment,
         section: &mut PortSection,
         cfg: &mut Config,
+        restoring: bool,
     ) -> Result<Vec<String>, ApiError> {
         let mut notes = Vec::new();
         let Some(bw) = &a.bandwidth else { return Ok(notes) };
@@ -246,7 +250,17 @@ impl<const N: usize> Daemon<N> {
                 Some(root) => {
                     let parent = match &bw.egress_group {
                         None => root,
-                        Some(g) => group_under(cfg, g, &root, &self.pod_qos_class_names())?,
+                        Some(g) => match group_under(cfg, g, &root, &self.pod_qos_class_names()) {
+                            Ok(group) => group,
+                            Err(e) if restoring => {
+                                notes.push(format!(
+                                    "{}: the pod hangs under the uplink's root {root:?} until it is attached again with the group in place",
+                                    e.message
+                                ));
+                                root
+                            }
+                            Err(e) => return Err(e),
+                        },
                     };
                     let leaf = format!("{}{EGRESS_SUFFIX}", section.name);
                     // Without an egressRate the pod may borrow up to what its parent may.
@@ -336,6 +350,11 @@ impl<const N: usize> Daemon<N> {
     /// Attaches a pod: validates, adds its port live, persists. Attaching the same pod
     /// interface again with the same host interface answers with the existing port.
     pub fn attach_pod(&mut self, a: PodAttachment) -> Response {
+        self.attach(a, false)
+    }
+
+    /// [`Daemon::attach_pod`]; `restoring`: re-attaching a stored pod after a restart.
+    fn attach(&mut self, a: PodAttachment, restoring: bool) -> Response {
         let t0 = std::time::Instant::now();
         let key = pod_key(&a);
         if a.container_id.is_empty() || a.ifname.is_empty() {
@@ -390,7 +409,7 @@ impl<const N: usize> Daemon<N> {
             )));
         }
         let mut section = section;
-        let notes = self.pod_qos(&a, &mut section, &mut cfg)?;
+        let notes = self.pod_qos(&a, &mut section, &mut cfg, restoring)?;
         cfg.ports.push(section);
         let errors = cfg.validate();
         if !errors.is_empty() {
@@ -480,7 +499,7 @@ impl<const N: usize> Daemon<N> {
         }
         for a in saved {
             let what = format!("{} {}", a.container_id, a.ifname);
-            match self.attach_pod(a) {
+            match self.attach(a, true) {
                 Ok(_) => info!(pod = %what, "pod re-attached after restart"),
                 Err(e) => warn!(pod = %what, "pod not re-attached: {}", e.message),
             }
