@@ -8,9 +8,13 @@
 //!
 //! * times are split into buckets of [`GRAIN_NS`]; [`BUCKETS`] of them from `base` (the
 //!   bucket of the latest time looked at) form the wheel, a ring indexed by
-//!   `(t / GRAIN_NS) % BUCKETS`. Each bucket is an intrusive doubly linked list over the
-//!   slots (no allocation, O(1) insert and removal), and a two-level bitmap finds the next
-//!   bucket with entries in two word operations;
+//!   `(t / GRAIN_NS) % BUCKETS`. Each bucket is an intrusive singly linked list over the
+//!   slots (no allocation; O(1) insert at the head, and an insert writes only the new
+//!   entry, not a neighbour's line), and a two-level bitmap finds the next bucket with
+//!   entries in two word operations. Removing an entry from the middle of a list walks its
+//!   bucket, which only moving an entry earlier does (rare: the scheduler's wake times only
+//!   grow while a class keeps its colour), and a bucket holds few entries (those of one
+//!   microsecond);
 //! * an entry keeps its exact time, so [`WaitWheel::pop_due`] hands out exactly the entries
 //!   at or before `now`. The first call that finds the first bucket due walks its list once
 //!   and moves every due entry to a *due list* (one more list, after the buckets), which the
@@ -38,17 +42,16 @@ const NONE: u32 = u32::MAX;
 /// `Link::bucket` of a slot waiting in the far heap.
 const FAR: u32 = u32::MAX - 1;
 
-/// A slot's entry: its time and its place in a bucket's list.
+/// A slot's entry: its time and its place in a bucket's list (16 bytes).
 #[derive(Clone, Copy, Debug)]
 struct Link {
     when: u64,
     next: u32,
-    prev: u32,
     /// The bucket, `DUE`, `FAR`, or `NONE` (no entry).
     bucket: u32,
 }
 
-const EMPTY: Link = Link { when: 0, next: NONE, prev: NONE, bucket: NONE };
+const EMPTY: Link = Link { when: 0, next: NONE, bucket: NONE };
 
 /// An indexed set of (slot, time), at most one entry per slot (see the module docs).
 #[derive(Debug)]
@@ -142,7 +145,7 @@ impl WaitWheel {
         self.lower = self.lower.min(t);
         self.rest = self.rest.min(t);
         if t >= self.base + HORIZON_NS {
-            self.links[slot as usize] = Link { when: t, next: NONE, prev: NONE, bucket: FAR };
+            self.links[slot as usize] = Link { when: t, next: NONE, bucket: FAR };
             self.far.set_earlier(slot, t);
             return;
         }
@@ -159,16 +162,13 @@ impl WaitWheel {
     /// Puts `slot` (no entry) at the head of list `b` (a bucket or `DUE`) at time `t`.
     #[inline]
     fn link(&mut self, slot: u32, t: u64, b: usize) {
-        let head = self.heads[b];
-        self.links[slot as usize] = Link { when: t, next: head, prev: NONE, bucket: b as u32 };
-        if head != NONE {
-            self.links[head as usize].prev = slot;
-        }
+        let next = self.heads[b];
+        self.links[slot as usize] = Link { when: t, next, bucket: b as u32 };
         self.heads[b] = slot;
     }
 
-    /// Takes `slot`'s entry out (it has one).
-    #[inline(always)]
+    /// Takes `slot`'s entry out (it has one): from the middle of its list, which walks the
+    /// list to the entry before it.
     fn remove(&mut self, slot: u32) {
         let l = self.links[slot as usize];
         self.links[slot as usize].bucket = NONE;
@@ -177,7 +177,13 @@ impl WaitWheel {
             return;
         }
         let b = l.bucket as usize;
-        self.unlink(l, b);
+        let mut prev = NONE;
+        let mut i = self.heads[b];
+        while i != slot {
+            prev = i;
+            i = self.links[i as usize].next;
+        }
+        self.unlink(prev, l.next, b);
         if b != DUE {
             self.clear_if_empty(b);
         }
@@ -194,16 +200,14 @@ impl WaitWheel {
         }
     }
 
-    /// Takes the entry `l` out of list `b`'s links (its occupancy bit is the caller's).
+    /// Takes the entry after `prev` (the head when `prev` is `NONE`) out of list `b`, given
+    /// the entry after it, `next` (the occupancy bit is the caller's).
     #[inline]
-    fn unlink(&mut self, l: Link, b: usize) {
-        if l.prev == NONE {
-            self.heads[b] = l.next;
+    fn unlink(&mut self, prev: u32, next: u32, b: usize) {
+        if prev == NONE {
+            self.heads[b] = next;
         } else {
-            self.links[l.prev as usize].next = l.next;
-        }
-        if l.next != NONE {
-            self.links[l.next as usize].prev = l.prev;
+            self.links[prev as usize].next = next;
         }
     }
 
@@ -223,7 +227,9 @@ impl WaitWheel {
         if d == NONE {
             return None;
         }
-        self.remove(d);
+        let l = &mut self.links[d as usize];
+        l.bucket = NONE;
+        self.heads[DUE] = l.next;
         if self.heads[DUE] == NONE {
             self.lower = self.rest;
         }
@@ -239,13 +245,15 @@ impl WaitWheel {
                 // others bounds the rest (all else is in later buckets, from
                 // `base + GRAIN_NS` on).
                 let mut later = self.base + GRAIN_NS;
+                let mut prev = NONE;
                 while i != NONE {
                     let l = self.links[i as usize];
                     if l.when <= now {
-                        self.unlink(l, b);
+                        self.unlink(prev, l.next, b);
                         self.link(i, l.when, DUE);
                     } else {
                         later = later.min(l.when);
+                        prev = i;
                     }
                     i = l.next;
                 }
