@@ -74,7 +74,7 @@ impl Burst {
     fn bytes(self, ceil_bps: u64) -> u64 {
         match self {
             Burst::Library => ClassConfig::new(None, 1, 1).burst_bytes,
-            Burst::Daemon => ceil_bps / 8 / 250,
+            Burst::Daemon => vswitch::control::qos::default_burst(ceil_bps),
         }
     }
 }

@@ -224,9 +224,10 @@ impl QosClassSection {
     }
 }
 
-/// 4 ms at `ceil_bps`, at least 15 000 bytes: enough that a worker woken a few milliseconds
-/// late (poll(2) has millisecond resolution) loses no tokens.
-fn default_burst(ceil_bps: u64) -> u64 {
+/// A class's burst when its section gives none, bytes: 4 ms at `ceil_bps`, at least 15 000
+/// bytes: enough that a worker woken a few milliseconds late (poll(2) has millisecond
+/// resolution) loses no tokens. (Public for `benches/qos.rs`, which measures with it.)
+pub fn default_burst(ceil_bps: u64) -> u64 {
     (ceil_bps / 8 / 250).clamp(15_000, MAX_BURST_BYTES)
 }
 
