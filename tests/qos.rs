@@ -340,6 +340,19 @@ fn udp_frame(payload: f64) -> f64 {
     payload + 8.0 + 20.0 + 14.0
 }
 
+/// Mbit/s of UDP payload in `datagram`-byte datagrams when the frames go at `frames` Mbit/s.
+fn udp_payload(frames: f64, datagram: f64) -> f64 {
+    frames * datagram / udp_frame(datagram)
+}
+
+/// Pods a and then c send to pod b (10.244.1.12) with iperf3, UDP or TCP: what b
+/// received from each (see [`received`]).
+fn a_then_c_to_b(topo: &mut Topo, udp: bool) -> ((f64, f64), (f64, f64)) {
+    let proto = if udp { "udp" } else { "tcp" };
+    let a = received(&topo.iperf3("a", "b", "10.244.1.12", udp), &format!("{proto} a -> b"));
+    (a, received(&topo.iperf3("c", "b", "10.244.1.12", udp), &format!("{proto} c -> b")))
+}
+
 /// A pod's `egressRate` holds on its traffic to another pod of the same node, which the shaped
 /// uplink never sees: the worker receiving from the pod shapes it to the class's ceiling. An
 /// unlimited pod sending to the same pod is not held back, and a live change of the class
@@ -413,18 +426,15 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     let ((a_udp, size), (c_udp, _)) = measure_tries(
         "UDP to b",
         5,
-        || {
-            let a = received(&topo.iperf3("a", "b", "10.244.1.12", true), "udp a -> b");
-            (a, received(&topo.iperf3("c", "b", "10.244.1.12", true), "udp c -> b"))
-        },
+        || a_then_c_to_b(&mut topo, true),
         |((a, size), (c, _))| {
             format!("a {a:.1} Mbit/s of payload ({size:.0}-byte datagrams), c {c:.1}")
         },
         // A short a is measured again too (the upper bound, the limit, is never retried away:
         // a try over it with c at its rate ends the tries and fails below).
-        |((a, size), (c, _))| *c >= 90.0 && *a >= 0.8 * 50.0 * size / udp_frame(*size),
+        |((a, size), (c, _))| *c >= 90.0 && *a >= 0.8 * udp_payload(50.0, *size),
     );
-    let want = 50.0 * size / udp_frame(size);
+    let want = udp_payload(50.0, size);
     eprintln!("a's limit: 50M of frames is {want:.1} Mbit/s of payload");
     assert!(
         (0.8 * want..=1.05 * want).contains(&a_udp),
@@ -440,10 +450,7 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     let ((a_tcp, _), (c_tcp, _)) = measure_tries(
         "TCP to b",
         5,
-        || {
-            let a = received(&topo.iperf3("a", "b", "10.244.1.12", false), "tcp a -> b");
-            (a, received(&topo.iperf3("c", "b", "10.244.1.12", false), "tcp c -> b"))
-        },
+        || a_then_c_to_b(&mut topo, false),
         |((a, _), (c, _))| {
             format!("a {a:.1} Mbit/s of payload (ceiling {:.1}), c {c:.1}", 50.0 * GOODPUT)
         },
@@ -485,7 +492,7 @@ fn a_pods_egress_limit_holds_towards_pods_of_its_own_node() {
     assert!(ceil.is_some(), "ceil change not applied: {:?}", class(&sw));
     // Short of the limit can be stolen CPU (once 3.3 Mbit/s with another test beside it):
     // measured again then, five times at most.
-    let want = |size: f64| 20.0 * size / udp_frame(size);
+    let want = |size: f64| udp_payload(20.0, size);
     let (a_udp, size) = measure_tries(
         "UDP to b after the change",
         5,
