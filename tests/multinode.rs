@@ -798,12 +798,15 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
     }
     let sws = [&sw1, &sw2];
     reach(&topo, "a1", "10.244.2.11", &sws);
-    let qos = sw1.ctl_json(&["show", "qos"]);
-    let leaf = qos[0]["classes"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == "eeeeeeeeeeee-eth0-out"))
-        .unwrap_or_else(|| panic!("no leaf for a1: {qos}"));
-    assert_eq!(leaf["parent"], "team", "{qos}");
+    // a1's egress leaf as `show qos` lists it.
+    let a1_leaf = |sw: &Switch| {
+        let qos = sw.ctl_json(&["show", "qos"]);
+        let classes = qos[0]["classes"].as_array()?.clone();
+        classes.into_iter().find(|c| c["name"] == "eeeeeeeeeeee-eth0-out")
+    };
+    let leaf = a1_leaf(&sw1)
+        .unwrap_or_else(|| panic!("no leaf for a1: {}", sw1.ctl_json(&["show", "qos"])));
+    assert_eq!(leaf["parent"], "team", "{leaf}");
     let out = iperf3(&mut topo, "a1", "b1", "10.244.2.11", false);
     assert!(
         out < 31.5e6 && out > 18e6,
@@ -835,12 +838,8 @@ fn a_pods_egress_limit_is_enforced_on_the_shaped_uplink() {
     sw1.restart(&mut topo, "n1");
     sw1.wait_attached();
     // (The worker publishes class figures a moment after the change.)
-    let leaf = wait_for(Duration::from_secs(3), || {
-        let qos = sw1.ctl_json(&["show", "qos"]);
-        let classes = qos[0]["classes"].as_array()?.clone();
-        classes.into_iter().find(|c| c["name"] == "eeeeeeeeeeee-eth0-out")
-    })
-    .unwrap_or_else(|| panic!("a1 not re-attached: {}", sw1.log()));
+    let leaf = wait_for(Duration::from_secs(3), || a1_leaf(&sw1))
+        .unwrap_or_else(|| panic!("a1 not re-attached: {}", sw1.log()));
     let (parent, ceil) = (&leaf["parent"], &leaf["ceil_bps"]);
     assert_eq!((parent, ceil), (&"node".into(), &30_000_000.into()), "{leaf}");
     let log = sw1.log();
