@@ -271,6 +271,9 @@ fn three_pods_share_a_shaped_uplink_by_guarantee_then_borrow() {
     })
     .unwrap_or_else(|| panic!("changes not applied: {:?}", p3(&sw)));
     assert_eq!((c.burst_bytes, c.mpu, c.queue_limit), (30_000, 128, 256), "{c:?}");
+    // The guarantee's bucket: as long at the rate as the burst at the ceiling, at least ten frames.
+    let scaled = u128::from(c.burst_bytes) * u128::from(c.rate_bps) / u128::from(c.ceil_bps);
+    assert_eq!(u128::from(c.rate_burst_bytes), scaled.clamp(15_000, 30_000), "{c:?}");
     let (code, err) = set(&["--pps", "none", "--mode", "shape"]);
     assert_eq!(code, Some(0), "{err}");
     let c = wait_for(Duration::from_secs(2), || p3(&sw).filter(|c| c.pps.is_none()));

@@ -460,8 +460,12 @@ pub struct QosClassInfo {
     pub rate_bps: u64,
     /// Ceiling, bits per second.
     pub ceil_bps: u64,
-    /// Burst, bytes.
+    /// Burst, bytes: the depth of the ceiling's bucket.
     pub burst_bytes: u64,
+    /// The depth of the guarantee's bucket, bytes: as long at the rate as the burst lasts at
+    /// the ceiling, at least 15 000 (or the burst, if smaller).
+    #[serde(default)]
+    pub rate_burst_bytes: u64,
     /// Borrowing priority, 0 (first) to 7.
     pub priority: u8,
     /// Share of spare capacity among borrowers of the same priority.
@@ -518,7 +522,7 @@ pub struct QosClassUpdate {
     /// Burst of the pps limit, packets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pps_burst: Option<u64>,
-    /// Burst of the rate and ceiling buckets, bytes.
+    /// Burst of the ceiling's bucket, bytes (the guarantee's holds as long at the rate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// Minimum bytes charged per packet.

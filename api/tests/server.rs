@@ -201,6 +201,7 @@ fn canned(request: &Request) -> Response {
                 rate_bps: 150_000_000,
                 ceil_bps: 300_000_000,
                 burst_bytes: 150_000,
+                rate_burst_bytes: 75_000,
                 priority: 0,
                 weight: 1,
                 pps: None,

@@ -31,7 +31,8 @@
 //!   (exit 1, the message naming the field and value) if it does not fit.
 //! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
 //! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight,
-//!   burst, mode (with the pps limit and MPU when set), and counters (sent, queued against
+//!   burst (of the ceiling; then of the guarantee), mode (with the pps limit and MPU when
+//!   set), and counters (sent, queued against
 //!   the leaf's bound, dropped by reason, borrowed).
 //! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N|none]
 //!   [--pps-burst N] [--burst BYTES] [--mpu BYTES] [--queue-limit N] [--mode shape|police]`:
@@ -436,7 +437,8 @@ struct QosChange {
     /// Burst of the pps limit, packets.
     #[arg(long, value_name = "N")]
     pps_burst: Option<u64>,
-    /// Burst of the rate and ceiling buckets, bytes.
+    /// Burst of the ceiling's bucket, bytes (the guarantee's bucket holds as long at the
+    /// rate, at least 15000).
     #[arg(long, value_name = "BYTES")]
     burst: Option<u64>,
     /// Minimum bytes charged per packet.
@@ -1072,7 +1074,7 @@ fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
             "CEIL",
             "PRIO",
             "WEIGHT",
-            "BURST",
+            "BURST(CEIL/RATE)",
             "MODE",
             "SENT-BYTES",
             "SENT-PKTS",
@@ -1099,7 +1101,7 @@ fn qos_text(ports: Vec<vswitch_api::QosPortInfo>) -> String {
                 rate_text(c.ceil_bps),
                 c.priority.to_string(),
                 c.weight.to_string(),
-                c.burst_bytes.to_string(),
+                format!("{}/{}", c.burst_bytes, c.rate_burst_bytes),
                 mode,
                 c.sent_bytes.to_string(),
                 c.sent_packets.to_string(),

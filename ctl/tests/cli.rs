@@ -231,6 +231,7 @@ fn answer(request: &Request) -> Response {
                     rate_bps: 300_000_000,
                     ceil_bps: 300_000_000,
                     burst_bytes: 150_000,
+                    rate_burst_bytes: 150_000,
                     priority: 0,
                     weight: 1,
                     pps: None,
@@ -258,6 +259,7 @@ fn answer(request: &Request) -> Response {
                     mode: "police".into(),
                     queue_limit: 512,
                     burst_bytes: 15_000,
+                    rate_burst_bytes: 15_000,
                     queued_packets: 3,
                     drops: [("policed".to_string(), 7)].into(),
                     borrowed_bytes: 1000,
@@ -884,7 +886,7 @@ fn qos_table_and_live_class_changes() {
     );
     assert!(
         out.contains(
-            "pod-a  node    pod-a  150M  1.50G  1     2       15000   police pps<=1000 mpu=64"
+            "pod-a  node    pod-a  150M  1.50G  1     2       15000/15000       police pps<=1000"
         ),
         "{out}"
     );

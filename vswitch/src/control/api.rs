@@ -331,6 +331,7 @@ impl<const N: usize> Daemon<N> {
                                 rate_bps: c.config.rate_bps,
                                 ceil_bps: c.config.ceil_bps,
                                 burst_bytes: c.config.burst_bytes,
+                                rate_burst_bytes: crate::qos::sched::rate_burst(&c.config),
                                 priority: c.config.prio,
                                 weight: c.config.weight,
                                 pps: c.config.pps,

@@ -22,9 +22,10 @@ use super::qos::{QosClassSection, QosMode, RateSpec, DEFAULT_QUEUE_LIMIT};
 /// Names of the QoS classes a pod's CNI bandwidth limits become: `<port>-in`, `<port>-out`.
 const INGRESS_SUFFIX: &str = "-in";
 const EGRESS_SUFFIX: &str = "-out";
-/// The guarantee of a pod's egress class: a token, so that many pods fit under the uplink's
-/// rate; the pod borrows up to its egressRate ceiling.
-const POD_EGRESS_GUARANTEE: u64 = 10_000;
+/// The guarantee of a pod's egress class, bits per second, unless the pod asks for one: a
+/// token, so that many pods fit under the uplink's rate; the pod borrows up to its egressRate
+/// ceiling.
+pub const POD_EGRESS_GUARANTEE: u64 = 10_000;
 use super::daemon::Daemon;
 use crate::port::netdev;
 use crate::types::vlan_is_valid;
@@ -192,7 +193,8 @@ impl<const N: usize> Daemon<N> {
     ///   own egress at that rate (burst from `ingressBurst`).
     /// * `egressRate` (traffic out of the pod): a leaf `<port>-out` under the tree that shapes
     ///   the node's uplink (`qos_root` of the `[node]` uplink port), with a token guarantee and
-    ///   the rate as its ceiling, so the pod borrows up to its limit and never beyond. Its
+    ///   the rate as its ceiling (burst from `egressBurst`, the ceiling's, as the reference
+    ///   bandwidth plugin's), so the pod borrows up to its limit and never beyond. Its
     ///   traffic to other pods of the node, which that scheduler never sees, is shaped to the
     ///   same ceiling by the worker receiving from the pod (`pipeline::nodes::qos::limit_local`).
     ///   A node whose uplink is not shaped cannot enforce it: the limit is recorded and a note

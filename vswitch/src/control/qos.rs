@@ -118,8 +118,9 @@ pub struct QosClassSection {
     /// Ceiling, bits per second (default: the rate, no borrowing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceil: Option<RateSpec>,
-    /// Burst of the rate and ceiling buckets, bytes (default: 4 ms at the ceiling, at least
-    /// 15 000).
+    /// Burst of the ceiling's bucket, bytes (default: 4 ms at the ceiling, at least 15 000);
+    /// the guarantee's bucket holds as long at the rate, at least 15 000
+    /// ([`crate::qos::sched::rate_burst`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u64>,
     /// Borrowing priority, 0 (first) to 7.
@@ -226,7 +227,8 @@ impl QosClassSection {
 
 /// A class's burst when its section gives none, bytes: 4 ms at `ceil_bps`, at least 15 000
 /// bytes: enough that a worker woken a few milliseconds late (poll(2) has millisecond
-/// resolution) loses no tokens. (Public for `benches/qos.rs`, which measures with it.)
+/// resolution) loses no tokens; the guarantee's bucket then holds 4 ms at the rate, at least
+/// 15 000 bytes too. (Public for `benches/qos.rs`, which measures with it.)
 pub fn default_burst(ceil_bps: u64) -> u64 {
     (ceil_bps / 8 / 250).clamp(15_000, MAX_BURST_BYTES)
 }

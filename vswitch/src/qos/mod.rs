@@ -38,6 +38,10 @@
 //! * Green classes are served before borrowers (lowest level first, as in HTB), and a sent
 //!   packet is charged to every ancestor's ceil, and to the rate of every class at or above
 //!   the level it was served from; bytes sent below that level are counted as borrowed.
+//! * The burst is the depth of the ceil bucket. The rate bucket holds as long at the rate
+//!   (`burst * rate / ceil`, at least one full-size frame: [`sched::rate_burst`]), so what a
+//!   class may send at once as guaranteed follows its guarantee: a pod with a token guarantee
+//!   and a high ceiling does not get a ceiling's burst ahead of the guarantees of others.
 //! * [`Mode::Police`] classes drop (counted) at enqueue what is over their ceiling or pps limit
 //!   instead of delaying it.
 //!

@@ -109,7 +109,8 @@ pub struct ClassConfig {
     pub rate_bps: u64,
     /// Ceiling, bits per second (at least the rate).
     pub ceil_bps: u64,
-    /// Burst of the rate and ceil buckets, bytes.
+    /// Burst, bytes: the depth of the ceil bucket, what the class may send at once beyond its
+    /// ceiling's pace. The rate bucket holds as long at the rate ([`rate_burst`]).
     pub burst_bytes: u64,
     /// Borrowing priority, 0 (first) to 7.
     pub prio: u8,
@@ -316,8 +317,9 @@ const _: () = assert!(std::mem::size_of::<Hot>() == 64);
 struct Profile {
     rate: u64,
     ceil: u64,
-    /// The depth of both buckets, in units.
-    cap: i64,
+    /// The depths of the rate and ceil buckets, in units (see [`rate_burst`]).
+    rate_cap: i64,
+    ceil_cap: i64,
     /// The parent's slot, or `NONE`.
     parent: u32,
     mpu: u32,
@@ -345,12 +347,29 @@ impl Hot {
     fn refill(&mut self, p: &Profile, now: u64) {
         if now > self.last_ns {
             let dt = now - self.last_ns;
-            self.rate_tokens = refilled(self.rate_tokens, p.cap, p.rate, dt);
-            self.ceil_tokens = refilled(self.ceil_tokens, p.cap, p.ceil, dt);
+            self.rate_tokens = refilled(self.rate_tokens, p.rate_cap, p.rate, dt);
+            self.ceil_tokens = refilled(self.ceil_tokens, p.ceil_cap, p.ceil, dt);
             self.last_ns = now;
         }
     }
 }
+
+/// The depth of a class's rate bucket, bytes: the time its burst lasts at the ceiling, at the
+/// rate (`burst * rate / ceil`, as Linux HTB's default burst and cburst are each a tick at
+/// their rates), at least ten full-size frames (15 000 bytes, so that TCP's initial window
+/// leaves at once; the whole burst if that is smaller). A class whose guarantee is a small
+/// part of its ceiling, e.g. a pod with a token guarantee and a large ceiling, so never sends
+/// a ceiling's burst as if it were guaranteed, ahead of other classes' guarantees: a
+/// backlogged class loses at most the other classes' rate buckets of its guarantee.
+pub fn rate_burst(cfg: &ClassConfig) -> u64 {
+    let scaled =
+        u128::from(cfg.burst_bytes) * u128::from(cfg.rate_bps) / u128::from(cfg.ceil_bps.max(1));
+    let scaled = u64::try_from(scaled).unwrap_or(u64::MAX).min(cfg.burst_bytes);
+    scaled.max(MIN_RATE_BURST.min(cfg.burst_bytes))
+}
+
+/// The smallest rate bucket, bytes (see [`rate_burst`]).
+const MIN_RATE_BURST: u64 = 15_000;
 
 /// The bucket depth in units for `burst` bytes (as [`ByteBucket`] computes it).
 fn cap_for(burst: u64) -> i64 {
@@ -1341,18 +1360,19 @@ impl<T> Scheduler<T> {
                 }
                 None => (new_hot(cfg, now), new_cold(cfg, now), Lent::default()),
             };
-            let cap = cap_for(cfg.burst_bytes);
+            let (rate_cap, ceil_cap) = (cap_for(rate_burst(cfg)), cap_for(cfg.burst_bytes));
             if touched.contains(&id) {
                 update_class(&mut k, cfg, now);
-                // Refilled at the old rates above; now capped at the new burst.
-                h.rate_tokens = h.rate_tokens.min(cap);
-                h.ceil_tokens = h.ceil_tokens.min(cap);
+                // Refilled at the old rates above; now capped at the new bursts.
+                h.rate_tokens = h.rate_tokens.min(rate_cap);
+                h.ceil_tokens = h.ceil_tokens.min(ceil_cap);
             }
             let inner_class = inner[s] != NONE;
             let prof = Profile {
                 rate: cfg.rate_bps,
                 ceil: cfg.ceil_bps,
-                cap,
+                rate_cap,
+                ceil_cap,
                 parent: parent[s],
                 mpu: cfg.mpu,
                 quantum: quantum(cfg),
@@ -1594,10 +1614,9 @@ fn new_policer(cfg: &ClassConfig, now: u64) -> Policer {
 /// A new class's state: buckets full at `now`, nothing queued or sent (its profile, queue
 /// and tree are set by [`Scheduler::apply`]).
 fn new_hot(cfg: &ClassConfig, now: u64) -> Hot {
-    let cap = cap_for(cfg.burst_bytes);
     Hot {
-        rate_tokens: cap,
-        ceil_tokens: cap,
+        rate_tokens: cap_for(rate_burst(cfg)),
+        ceil_tokens: cap_for(cfg.burst_bytes),
         last_ns: now,
         sent_bytes: 0,
         sent_packets: 0,
@@ -1815,6 +1834,31 @@ mod tests {
         assert!((a - 0.30).abs() < 0.01 && (b - 0.70).abs() < 0.01, "shares {a} {b}");
         let total = mbps(&bytes, A, NS_PER_SEC) + mbps(&bytes, B, NS_PER_SEC);
         assert!((total - 100.0).abs() < 1.0, "total {total} Mbit/s");
+    }
+
+    #[test]
+    fn a_large_burst_on_a_small_guarantee_does_not_take_a_guarantee() {
+        // As vswitchd makes them: twenty pods with a token guarantee, the uplink as ceiling
+        // and 4 ms of it as burst; A with half the uplink guaranteed, the same burst.
+        let burst = ClassConfig { burst_bytes: 50_000, ..leaf(10_000, 100 * M) };
+        let mut classes = vec![(A, ClassConfig { burst_bytes: 50_000, ..leaf(50 * M, 100 * M) })];
+        classes.extend((0..20).map(|i| (ClassId(100 + i), burst.clone())));
+        let mut s = sched(100 * M, &classes);
+        let sources: Vec<_> = classes.iter().map(|(c, _)| (*c, 1500)).collect();
+        // A pod's rate bucket: its burst for as long at its rate, at least ten frames.
+        assert_eq!(rate_burst(&burst), 15_000);
+        assert_eq!(rate_burst(&classes[0].1), 25_000);
+        // All backlogged from the start, with full buckets. Green classes are served before
+        // borrowers, so the others' green bytes over a window are at most their rates' worth
+        // and their rate buckets: A, backlogged, gets its guarantee less those buckets (and a
+        // frame of timing). Measured at 200 ms, where that is 1.25 MB - 0.3 MB.
+        let ns = 200_000_000;
+        let (bytes, _) = run(&mut s, &sources, 100 * M, 0, ns);
+        let lost = 20 * rate_burst(&burst) + 1500;
+        let floor = (50 * M * ns / NS_PER_SEC / 8 - lost) as f64 * 8.0 / ns as f64 * 1e3;
+        let a = mbps(&bytes, A, ns);
+        assert!(a >= floor, "A {a} Mbit/s, guaranteed at least {floor}");
+        assert_eq!(rate_burst(&ClassConfig { burst_bytes: 1000, ..burst }), 1000);
     }
 
     #[test]
