@@ -14,14 +14,21 @@
 //! - `line_rate_batch32`: as `line_rate`, but 32 enqueues then one `dequeue_batch` of 32, as
 //!   a batched data path calls it.
 //! - `line_rate_batch32_4ms`: as `line_rate_batch32`, with the burst vswitchd gives a class
-//!   by default, 4 ms at its ceiling (here 50 MB). The burst absorbs the random swings around
-//!   each class's guarantee, so classes seldom change colour. (A class that keeps sending
-//!   above its guarantee drains it, at the excess rate, and then changes colour as in the
-//!   harsh case.)
+//!   by default, 4 ms at its ceiling (here 50 MB). The rate bucket holds 4 ms at the
+//!   guarantee, at least ten frames (`qos::sched::rate_burst`): 5 MB at 10 classes, 50 KB at
+//!   1 000, and ten frames at 10 000, as in the harsh case. The larger buckets absorb the
+//!   random swings around each class's guarantee, so classes seldom change colour.
 //! - `half_rate_pass32`: the data path's own calls on a port that is shaped but not
 //!   congested: no initial backlog, packets at half the parent's rate, 32
 //!   `enqueue_or_pass` (a packet the scheduler would send first is charged and handed back
 //!   at once) then one `dequeue_batch` for whatever was queued.
+//! - `borrow_batch32`: as `line_rate_batch32`, but every class has the guarantee vswitchd
+//!   gives a CNI pod that asks for none (`control::pods::POD_EGRESS_GUARANTEE`, 10 kbit/s),
+//!   and vswitchd's burst, so after its first ten frames a class only ever sends on the
+//!   parent's spare capacity: every dequeue walks from the parent's row down its feed (DRR by
+//!   weight) to a leaf. No class
+//!   keeps up with its arrivals on its own rate, so the queues fill towards their bounds, and
+//!   the head of the queue the round robin comes to is seldom in the caches.
 //!
 //! The items are `u32` handles (what a buffer index costs); no allocation happens per packet.
 //! A summary at the end prints ns per packet (enqueue + dequeue) and million packets per
@@ -33,10 +40,10 @@
 //! Instructions per packet, a figure that does not move with the machine's load: with
 //! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 3 000 000
 //! packets (as the summary does) and then runs PACKETS more of that case (`line_rate`,
-//! `half_rate`, `line_rate_batch32`, `line_rate_batch32_4ms` or `half_rate_pass32`). Under
-//! `valgrind --tool=callgrind`, the difference
-//! between the totals of two runs (e.g. 0 and 200 000 packets) divided by the difference in
-//! packets cancels the set-up and the warm-up:
+//! `half_rate`, `line_rate_batch32`, `line_rate_batch32_4ms`, `half_rate_pass32` or
+//! `borrow_batch32`). Under `valgrind --tool=callgrind`, the difference between the totals
+//! of two runs (e.g. 0 and 200 000 packets) divided by the difference in packets cancels the
+//! set-up and the warm-up:
 //!
 //! ```sh
 //! cargo bench --bench qos --no-run   # prints the binary's path
@@ -62,6 +69,22 @@ struct Rig {
     x: u32,
 }
 
+/// A leaf's guarantee: an equal share of the parent's rate, or the token vswitchd gives a pod.
+#[derive(Clone, Copy)]
+enum Guarantee {
+    Share,
+    Pod,
+}
+
+impl Guarantee {
+    fn bps(self, n: u32) -> u64 {
+        match self {
+            Guarantee::Share => ROOT_BPS / u64::from(n),
+            Guarantee::Pod => vswitch::control::pods::POD_EGRESS_GUARANTEE,
+        }
+    }
+}
+
 /// A class's burst, bytes: the library's default (ten packets), or vswitchd's (4 ms at the
 /// ceiling).
 #[derive(Clone, Copy)]
@@ -81,7 +104,7 @@ impl Burst {
 
 impl Rig {
     /// `n` classes with a backlog of 4 packets each (none when `!backlog`).
-    fn new(n: u32, step_ns: u64, backlog: bool, burst: Burst) -> Self {
+    fn new(n: u32, step_ns: u64, backlog: bool, guarantee: Guarantee, burst: Burst) -> Self {
         let mut s = Scheduler::new();
         let root = ClassId(1);
         let root_cfg = ClassConfig {
@@ -93,7 +116,7 @@ impl Rig {
             let c = ClassConfig {
                 queue_limit: 64,
                 burst_bytes: burst.bytes(ROOT_BPS),
-                ..ClassConfig::new(Some(root), ROOT_BPS / u64::from(n), ROOT_BPS)
+                ..ClassConfig::new(Some(root), guarantee.bps(n), ROOT_BPS)
             };
             ch.push(Change::Set(ClassId(100 + i), c));
         }
@@ -170,31 +193,37 @@ fn line_step() -> u64 {
     u64::from(LEN) * 8 * 1_000_000_000 / ROOT_BPS
 }
 
-/// A case: its name, the ns between arrivals, how it calls the scheduler, the classes' burst.
+/// A case: its name, the ns between arrivals, how it calls the scheduler, the leaves'
+/// guarantee and the classes' burst.
 #[derive(Clone, Copy)]
 struct Case {
     name: &'static str,
     step_ns: u64,
     calls: Calls,
+    guarantee: Guarantee,
     burst: Burst,
 }
 
 /// The cases (see the module docs).
-fn cases() -> [Case; 5] {
-    let case = |name, step_ns, calls, burst| Case { name, step_ns, calls, burst };
+fn cases() -> [Case; 6] {
+    let case =
+        |name, step_ns, calls, guarantee, burst| Case { name, step_ns, calls, guarantee, burst };
+    use {Burst::*, Calls::*, Guarantee::*};
     [
-        case("line_rate", line_step(), Calls::Single, Burst::Library),
-        case("half_rate", 2 * line_step(), Calls::Single, Burst::Library),
-        case("line_rate_batch32", line_step(), Calls::Batch32, Burst::Library),
-        case("line_rate_batch32_4ms", line_step(), Calls::Batch32, Burst::Daemon),
-        case("half_rate_pass32", 2 * line_step(), Calls::Pass32, Burst::Library),
+        case("line_rate", line_step(), Single, Share, Library),
+        case("half_rate", 2 * line_step(), Single, Share, Library),
+        case("line_rate_batch32", line_step(), Batch32, Share, Library),
+        case("line_rate_batch32_4ms", line_step(), Batch32, Share, Daemon),
+        case("half_rate_pass32", 2 * line_step(), Pass32, Share, Library),
+        case("borrow_batch32", line_step(), Batch32, Pod, Daemon),
     ]
 }
 
 impl Case {
     /// A rig with `n` classes for this case.
     fn rig(&self, n: u32) -> Rig {
-        Rig::new(n, self.step_ns, !matches!(self.calls, Calls::Pass32), self.burst)
+        let backlog = !matches!(self.calls, Calls::Pass32);
+        Rig::new(n, self.step_ns, backlog, self.guarantee, self.burst)
     }
 
     /// Packets handled per call of [`Case::run`]'s step.
@@ -277,7 +306,11 @@ fn fixed_run(spec: &str) {
     let mut rig = case.rig(n);
     case.run(&mut rig, WARM_UP);
     case.run(&mut rig, pkts);
-    println!("{name}: {n} classes, {pkts} packets after {WARM_UP}, backlog {}", rig.s.backlog());
+    println!(
+        "{name}: {n} classes, {pkts} packets after {WARM_UP}, backlog {}, {:?}",
+        rig.s.backlog(),
+        rig.s.stats()
+    );
 }
 
 criterion_group! {
