@@ -1194,6 +1194,14 @@ impl<T> Scheduler<T> {
             // green class sits in a row of a lower level than any lender's, and rows are
             // served lowest level first, so it is recoloured before any walk could reach it.
             let stays_green = h.color == Color::Green && !p.has_pps;
+            // A yellow class paying only with its ceiling (it borrowed) stays yellow while it is
+            // under its ceiling and its rate is still in debt, and its wait entry stands: what
+            // `recolor` would find, without the call (nearly every packet of a class whose
+            // guarantee is a token, as a pod's is).
+            let stays_yellow = !own
+                && h.color == Color::Yellow
+                && !p.has_pps
+                && (h.ceil_tokens | !h.rate_tokens) >= 0;
             h.sent_bytes += u64::from(len);
             h.sent_packets += 1;
             if !own {
@@ -1201,7 +1209,8 @@ impl<T> Scheduler<T> {
             } else if lender {
                 self.lent[c as usize].lent += u64::from(cost);
             }
-            if !stays_green {
+            let settled = stays_green || (stays_yellow && self.wait.contains(c));
+            if !settled {
                 self.charge_slow(c, now);
             }
             c = parent;
