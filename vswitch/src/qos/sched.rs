@@ -1193,15 +1193,7 @@ impl<T> Scheduler<T> {
             // its row, a wait entry and putting it back. Borrowing is unaffected: a stale
             // green class sits in a row of a lower level than any lender's, and rows are
             // served lowest level first, so it is recoloured before any walk could reach it.
-            let stays_green = h.color == Color::Green && !p.has_pps;
-            // A yellow class paying only with its ceiling (it borrowed) stays yellow while it is
-            // under its ceiling and its rate is still in debt, and its wait entry stands: what
-            // `recolor` would find, without the call (nearly every packet of a class whose
-            // guarantee is a token, as a pod's is).
-            let stays_yellow = !own
-                && h.color == Color::Yellow
-                && !p.has_pps
-                && (h.ceil_tokens | !h.rate_tokens) >= 0;
+            let (has_pps, stays_green) = (p.has_pps, h.color == Color::Green && !p.has_pps);
             h.sent_bytes += u64::from(len);
             h.sent_packets += 1;
             if !own {
@@ -1209,22 +1201,24 @@ impl<T> Scheduler<T> {
             } else if lender {
                 self.lent[c as usize].lent += u64::from(cost);
             }
-            let settled = stays_green || (stays_yellow && self.wait.contains(c));
-            if !settled {
-                self.charge_slow(c, now);
+            if has_pps {
+                self.charge_pps(c, now);
+            } else if !stays_green {
+                // Inline: a yellow class that borrowed (nearly every packet of a class whose
+                // guarantee is a token, as a pod's is) stays yellow, and `recolor`'s common
+                // case is a comparison.
+                self.recolor(c, now);
             }
             c = parent;
         }
     }
 
-    /// The rest of a charge to `c` when its colour may change or it has a pps limit.
+    /// The rest of a charge to `c`, a class with a pps limit: its packet, and its colour.
     #[inline(never)]
-    fn charge_slow(&mut self, c: u32, now: u64) {
-        if self.prof(c).has_pps {
-            let p = self.cold[c as usize].pps.as_mut().expect("pps class");
-            p.refill(now);
-            p.consume(1);
-        }
+    fn charge_pps(&mut self, c: u32, now: u64) {
+        let p = self.cold[c as usize].pps.as_mut().expect("pps class");
+        p.refill(now);
+        p.consume(1);
         self.recolor(c, now);
     }
 
