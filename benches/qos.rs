@@ -28,8 +28,12 @@
 //!   parent's spare capacity: every dequeue walks from the parent's row down its feed (DRR by
 //!   weight) to a leaf. The parent's 50 MB burst covers each batch, so the backlog stays at
 //!   its start (4 packets a class) and nothing is dropped.
+//! - `line_rate_batch32_meta`: as `line_rate_batch32`, but each item is the size of what the
+//!   data path queues (a packet handle and its `Meta`, 52 bytes: 60 with the pool's links,
+//!   against 16), so a class's queued packets take four times the memory.
 //!
-//! The items are `u32` handles (what a buffer index costs); no allocation happens per packet.
+//! The items of the other cases are `u32` handles (what a buffer index costs); no allocation
+//! happens per packet.
 //! A summary at the end prints ns per packet (enqueue + dequeue) and million packets per
 //! second for each case, once the case has settled (after 3 million packets; at 10 000
 //! classes the leaves' initial bursts carry them through the first million, and until then
@@ -39,8 +43,8 @@
 //! Instructions per packet, a figure that does not move with the machine's load: with
 //! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 3 000 000
 //! packets (as the summary does) and then runs PACKETS more of that case (`line_rate`,
-//! `half_rate`, `line_rate_batch32`, `line_rate_batch32_4ms`, `half_rate_pass32` or
-//! `borrow_batch32`). Under `valgrind --tool=callgrind`, the difference between the totals
+//! `half_rate`, `line_rate_batch32`, `line_rate_batch32_4ms`, `half_rate_pass32`,
+//! `borrow_batch32` or `line_rate_batch32_meta`). Under `valgrind --tool=callgrind`, the difference between the totals
 //! of two runs (e.g. 0 and 200 000 packets) divided by the difference in packets cancels the
 //! set-up and the warm-up:
 //!
@@ -54,14 +58,45 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use vswitch::packet::Meta;
 use vswitch::qos::{Change, ClassConfig, ClassId, Scheduler};
 
 const ROOT_BPS: u64 = 100_000_000_000;
 const LEN: u32 = 1500;
 const SIZES: [u32; 3] = [10, 1_000, 10_000];
 
-struct Rig {
-    s: Scheduler<u32>,
+/// What a case queues: made from the arrival's pseudo-random number.
+trait Item: Copy + std::fmt::Debug {
+    fn new(x: u32) -> Self;
+}
+
+/// A buffer handle.
+impl Item for u32 {
+    #[inline(always)]
+    fn new(x: u32) -> Self {
+        x
+    }
+}
+
+/// The size of the data path's item (`(Pkt, Meta)`: a packet handle is three `u32`s).
+type Frame = ([u32; 3], Meta);
+
+impl Item for Frame {
+    #[inline(always)]
+    fn new(x: u32) -> Self {
+        ([x, 0, 1500], Meta { hash: x, class: x, ..Meta::default() })
+    }
+}
+
+/// Which [`Item`] a case queues.
+#[derive(Clone, Copy)]
+enum Items {
+    Handle,
+    Frame,
+}
+
+struct Rig<T> {
+    s: Scheduler<T>,
     n: u32,
     t: u64,
     step_ns: u64,
@@ -101,7 +136,7 @@ impl Burst {
     }
 }
 
-impl Rig {
+impl<T: Item> Rig<T> {
     /// `n` classes with a backlog of 4 packets each (none when `!backlog`).
     fn new(n: u32, step_ns: u64, backlog: bool, guarantee: Guarantee, burst: Burst) -> Self {
         let mut s = Scheduler::new();
@@ -122,14 +157,14 @@ impl Rig {
         s.apply(ch, 0).expect("valid config");
         for k in 0..if backlog { 4 } else { 0 } {
             for i in 0..n {
-                s.enqueue(ClassId(100 + i), k, LEN, 0).expect("room");
+                s.enqueue(ClassId(100 + i), T::new(k), LEN, 0).expect("room");
             }
         }
         Rig { s, n, t: 0, step_ns, x: 1 }
     }
 
     /// The next arrival: the clock moves one step, and a pseudo-random class (the item is
-    /// `self.x`).
+    /// made from `self.x`).
     #[inline(always)]
     fn arrival(&mut self) -> ClassId {
         self.x ^= self.x << 13;
@@ -144,7 +179,7 @@ impl Rig {
     #[inline]
     fn step(&mut self) {
         let class = self.arrival();
-        let _ = black_box(self.s.enqueue(class, self.x, LEN, self.t));
+        let _ = black_box(self.s.enqueue(class, T::new(self.x), LEN, self.t));
         black_box(self.s.dequeue(self.t));
     }
 
@@ -154,7 +189,7 @@ impl Rig {
     fn step_batch32(&mut self) {
         for _ in 0..32 {
             let class = self.arrival();
-            let _ = black_box(self.s.enqueue(class, self.x, LEN, self.t));
+            let _ = black_box(self.s.enqueue(class, T::new(self.x), LEN, self.t));
         }
         self.s.dequeue_batch(self.t, 32, |c, x, l| {
             black_box((c, x, l));
@@ -167,7 +202,7 @@ impl Rig {
     fn step_pass32(&mut self) {
         for _ in 0..32 {
             let class = self.arrival();
-            let _ = black_box(self.s.enqueue_or_pass(class, self.x, LEN, self.t));
+            let _ = black_box(self.s.enqueue_or_pass(class, T::new(self.x), LEN, self.t));
         }
         if self.s.backlog() > 0 {
             self.s.dequeue_batch(self.t, 32, |c, x, l| {
@@ -193,7 +228,7 @@ fn line_step() -> u64 {
 }
 
 /// A case: its name, the ns between arrivals, how it calls the scheduler, the leaves'
-/// guarantee and the classes' burst.
+/// guarantee, the classes' burst and what it queues.
 #[derive(Clone, Copy)]
 struct Case {
     name: &'static str,
@@ -201,12 +236,19 @@ struct Case {
     calls: Calls,
     guarantee: Guarantee,
     burst: Burst,
+    items: Items,
 }
 
 /// The cases (see the module docs).
-fn cases() -> [Case; 6] {
-    let case =
-        |name, step_ns, calls, guarantee, burst| Case { name, step_ns, calls, guarantee, burst };
+fn cases() -> [Case; 7] {
+    let case = |name, step_ns, calls, guarantee, burst| Case {
+        name,
+        step_ns,
+        calls,
+        guarantee,
+        burst,
+        items: Items::Handle,
+    };
     use {Burst::*, Calls::*, Guarantee::*};
     [
         case("line_rate", line_step(), Single, Share, Library),
@@ -215,12 +257,16 @@ fn cases() -> [Case; 6] {
         case("line_rate_batch32_4ms", line_step(), Batch32, Share, Daemon),
         case("half_rate_pass32", 2 * line_step(), Pass32, Share, Library),
         case("borrow_batch32", line_step(), Batch32, Pod, Daemon),
+        Case {
+            items: Items::Frame,
+            ..case("line_rate_batch32_meta", line_step(), Batch32, Share, Library)
+        },
     ]
 }
 
 impl Case {
     /// A rig with `n` classes for this case.
-    fn rig(&self, n: u32) -> Rig {
+    fn rig<T: Item>(&self, n: u32) -> Rig<T> {
         let backlog = !matches!(self.calls, Calls::Pass32);
         Rig::new(n, self.step_ns, backlog, self.guarantee, self.burst)
     }
@@ -234,7 +280,7 @@ impl Case {
     }
 
     /// Runs `pkts` packets (a multiple of 32 when batched).
-    fn run(&self, rig: &mut Rig, pkts: u32) {
+    fn run<T: Item>(&self, rig: &mut Rig<T>, pkts: u32) {
         match self.calls {
             Calls::Single => (0..pkts).for_each(|_| rig.step()),
             Calls::Batch32 => (0..pkts / 32).for_each(|_| rig.step_batch32()),
@@ -248,13 +294,18 @@ fn bench(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("qos_enqueue_dequeue/{}", case.name));
         g.throughput(Throughput::Elements(case.per_step()));
         for n in SIZES {
-            g.bench_function(BenchmarkId::from_parameter(n), |b| {
-                let mut rig = case.rig(n);
-                b.iter(|| case.run(&mut rig, case.per_step() as u32));
+            g.bench_function(BenchmarkId::from_parameter(n), |b| match case.items {
+                Items::Handle => bench_one::<u32>(b, case, n),
+                Items::Frame => bench_one::<Frame>(b, case, n),
             });
         }
         g.finish();
     }
+}
+
+fn bench_one<T: Item>(b: &mut criterion::Bencher, case: Case, n: u32) {
+    let mut rig = case.rig::<T>(n);
+    b.iter(|| case.run(&mut rig, case.per_step() as u32));
 }
 
 /// Packets run before measuring (see the module docs).
@@ -265,7 +316,14 @@ const WARM_UP: u32 = 3_000_000;
 /// and the best run (on this VM the median of a case at 10 000 classes moves by half between
 /// runs, with the caches shared with other guests).
 fn measure(n: u32, case: Case) -> (f64, f64) {
-    let mut rig = case.rig(n);
+    match case.items {
+        Items::Handle => measure_with::<u32>(n, case),
+        Items::Frame => measure_with::<Frame>(n, case),
+    }
+}
+
+fn measure_with<T: Item>(n: u32, case: Case) -> (f64, f64) {
+    let mut rig = case.rig::<T>(n);
     case.run(&mut rig, WARM_UP);
     let pkts = 50_000;
     let mut ns: Vec<f64> = (0..40)
@@ -289,7 +347,7 @@ fn summary(_c: &mut Criterion) {
                 format!("{n:>6} classes {ns:6.1} ns ({:5.1} Mpps, best {best:5.1} ns)", 1e3 / ns)
             })
             .collect();
-        println!("{:<21} {}", case.name, figures.join("   "));
+        println!("{:<22} {}", case.name, figures.join("   "));
     }
 }
 
@@ -302,7 +360,15 @@ fn fixed_run(spec: &str) {
     };
     let case =
         cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no case {name}"));
-    let mut rig = case.rig(n);
+    match case.items {
+        Items::Handle => fixed_run_with::<u32>(case, n, pkts),
+        Items::Frame => fixed_run_with::<Frame>(case, n, pkts),
+    }
+}
+
+fn fixed_run_with<T: Item>(case: Case, n: u32, pkts: u32) {
+    let name = case.name;
+    let mut rig = case.rig::<T>(n);
     case.run(&mut rig, WARM_UP);
     case.run(&mut rig, pkts);
     println!(
