@@ -44,9 +44,9 @@
 //! `QOS_PACKETS=CASE:CLASSES:PACKETS` the binary skips criterion, warms up with 3 000 000
 //! packets (as the summary does) and then runs PACKETS more of that case (`line_rate`,
 //! `half_rate`, `line_rate_batch32`, `line_rate_batch32_4ms`, `half_rate_pass32`,
-//! `borrow_batch32` or `line_rate_batch32_meta`). Under `valgrind --tool=callgrind`, the difference between the totals
-//! of two runs (e.g. 0 and 200 000 packets) divided by the difference in packets cancels the
-//! set-up and the warm-up:
+//! `borrow_batch32` or `line_rate_batch32_meta`). Under `valgrind --tool=callgrind`, the
+//! difference between the totals of two runs (e.g. 0 and 200 000 packets) divided by the
+//! difference in packets cancels the set-up and the warm-up:
 //!
 //! ```sh
 //! cargo bench --bench qos --no-run   # prints the binary's path
@@ -58,7 +58,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use vswitch::packet::Meta;
+use vswitch::packet::{Meta, Pkt};
 use vswitch::qos::{Change, ClassConfig, ClassId, Scheduler};
 
 const ROOT_BPS: u64 = 100_000_000_000;
@@ -80,6 +80,8 @@ impl Item for u32 {
 
 /// The size of the data path's item (`(Pkt, Meta)`: a packet handle is three `u32`s).
 type Frame = ([u32; 3], Meta);
+
+const _: () = assert!(std::mem::size_of::<Frame>() == std::mem::size_of::<(Pkt, Meta)>());
 
 impl Item for Frame {
     #[inline(always)]
