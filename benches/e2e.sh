@@ -12,6 +12,10 @@
 #   busypoll   the same with idle "busy-poll"
 #   tap        vswitchd (adaptive) creating each pod's eth0 as a TAP port with TSO and checksum offload
 #   tap-readv  the same with tap_io = "readv": one readv/writev per packet instead of io_uring batches
+#   qos        adaptive with QoS on: both ports' egress shaped by one tree, each pod a class
+#              (see qos_toml), limits well above the load, so every packet goes through a
+#              scheduler and none waits: what QoS costs; compare with adaptive in the same run
+#   tap-qos    tap with the same QoS
 # Client and load generator run on CPU 0 in vsb-p1, servers on CPU 1 in vsb-p2; the vswitchd
 # worker is pinned to WORKER_CORE.
 #
@@ -82,9 +86,16 @@ trap 'log "interrupted"; exit 130' INT TERM
 # ------------------------------------------------------------------ packages and binaries
 mkdir -p "$RES"
 ensure_rust
-PKGS=(iproute2 iputils-ping iperf3 netsniff-ng ethtool procps util-linux python3)
-if apt-cache policy sockperf 2>/dev/null | grep -q 'Candidate: [0-9]'; then PKGS+=(sockperf); fi
-ensure_packages "${PKGS[@]}"
+ensure_packages iproute2 iputils-ping iperf3 netsniff-ng ethtool procps util-linux python3
+# sockperf is optional (not every Debian release has it): install it if the package index has
+# it, refreshing the index first if it does not (on a fresh machine the index is empty). Not
+# `grep -q`: it exits at the first match, apt-cache dies of SIGPIPE, and under pipefail the
+# test failed even with the package there, so sockperf was always skipped.
+has_sockperf_pkg() { apt-cache policy sockperf 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; }
+if ! command -v sockperf >/dev/null; then
+  has_sockperf_pkg || DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  has_sockperf_pkg && ensure_packages sockperf
+fi
 HAVE_SOCKPERF=0; command -v sockperf >/dev/null && HAVE_SOCKPERF=1
 for t in ip ping iperf3 trafgen taskset timeout python3; do
   command -v "$t" >/dev/null || { echo "missing tool: $t" >&2; exit 1; }
@@ -155,8 +166,25 @@ start_vswitchd() {  # config dir: start vswitchd in the node and wait until ever
   fi
 }
 
-setup_vswitchd_tap() {  # [tap_io]: vswitchd creates each pod's eth0 as a TAP device with offloads
-  local dir=$RES/$VAR cfg p io=${1:-}
+# QoS for the qos variants: a root "node" of 100 Gbit/s shapes the egress of both pod ports,
+# each pod is a class guaranteed 40 Gbit/s with a ceiling of 100 (the rest is the default
+# leaf's), so each packet is classified, charged and passed by its exit's scheduler (or
+# queued, if its class were over its guarantee) and the limits never bind at these rates.
+# Printed inside a port's table: qos_toml port NAME; after the ports: qos_toml classes.
+qos_toml() {
+  case $1 in
+    port) printf 'qos_root = "node"\nqos_class = "pod-%s"\n' "$2" ;;
+    classes)
+      printf '\n[[qos_class]]\nname = "node"\nrate = "100G"\n'
+      local p
+      for p in p1 p2; do
+        printf '\n[[qos_class]]\nname = "pod-%s"\nparent = "node"\nrate = "40G"\nceil = "100G"\n' "$p"
+      done ;;
+  esac
+}
+
+setup_vswitchd_tap() {  # tap_io qos: vswitchd creates each pod's eth0 as a TAP device with offloads
+  local dir=$RES/$VAR cfg p io=${1:-} qos=${2:-0}
   ip netns add "$NODE"; ip -n "$NODE" link set lo up
   for p in "$POD1" "$POD2"; do
     ip netns add "$p"; ip -n "$p" link set lo up
@@ -172,11 +200,13 @@ setup_vswitchd_tap() {  # [tap_io]: vswitchd creates each pod's eth0 as a TAP de
       printf '\n[[port]]\nname = "%s"\ntype = "tap"\n' "$p"
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
       [ -n "$io" ] && printf 'tap_io = "%s"\n' "$io"
+      [ "$qos" = 1 ] && qos_toml port "$p"
     done
     for p in $(seq 0 $((IDLE_TAPS - 1))); do
       printf '\n[[port]]\nname = "idle%s"\ntype = "tap"\n' "$p"
       printf 'pod_netns = "/var/run/netns/%sidle"\npod_interface = "t%s"\n' "$NS_PREFIX" "$p"
     done
+    [ "$qos" = 1 ] && qos_toml classes
   } > "$cfg"
   if [ "$IDLE_TAPS" -gt 0 ]; then ip netns add "${NS_PREFIX}idle"; fi
   start_vswitchd "$cfg" "$dir" || return 1
@@ -188,8 +218,8 @@ setup_vswitchd_tap() {  # [tap_io]: vswitchd creates each pod's eth0 as a TAP de
 
 SOCK=
 ctl() { timeout 5 "$BIN/vswitchctl" --socket "$SOCK" "$@"; }
-setup_vswitchd() {  # idle policy
-  local idle=$1 dir=$RES/$VAR cfg
+setup_vswitchd() {  # idle-policy qos
+  local idle=$1 qos=${2:-0} dir=$RES/$VAR cfg
   mk_topology
   cfg=$dir/vswitchd.toml
   SOCK=$dir/vswitchd.sock
@@ -202,7 +232,9 @@ setup_vswitchd() {  # idle policy
       printf '\n[[port]]\nname = "%s"\ninterface = "%s%s"\n' "$p" "$NS_PREFIX" "$p"
       [ -n "${RING_SIZE:-}" ] && printf 'ring_size = %s\n' "$RING_SIZE"
       printf 'pod_netns = "/var/run/netns/%s%s"\npod_interface = "eth0"\n' "$NS_PREFIX" "$p"
+      [ "$qos" = 1 ] && qos_toml port "$p"
     done
+    [ "$qos" = 1 ] && qos_toml classes
   } > "$cfg"
   start_vswitchd "$cfg" "$dir" || return 1
   ip -n "$NODE" -d link show > "$dir/node_links.txt" 2>&1
@@ -386,6 +418,8 @@ run_variant() {
     busypoll) setup_vswitchd busy-poll || ok=0 ;;
     tap) setup_vswitchd_tap || ok=0 ;;
     tap-readv) setup_vswitchd_tap readv || ok=0 ;;
+    qos) setup_vswitchd adaptive 1 || ok=0 ;;
+    tap-qos) setup_vswitchd_tap "" 1 || ok=0 ;;
     *) log "unknown variant $VAR"; return 1 ;;
   esac
   REP=1
@@ -428,7 +462,9 @@ python3 - "$RES" "$VARIANTS" <<'PY' | tee "$RES/table.txt"
 import glob, json, os, statistics, sys
 
 res, variants = sys.argv[1], sys.argv[2].split()
-NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll", "tap": "vswitchd-tap", "tap-readv": "vswitchd-tap-readv"}
+NAMES = {"bridge": "kernel-bridge", "adaptive": "vswitchd-adaptive", "busypoll": "vswitchd-busypoll", "tap": "vswitchd-tap", "tap-readv": "vswitchd-tap-readv", "qos": "vswitchd-qos", "tap-qos": "vswitchd-tap-qos"}
+# QoS on against off, in the same run: (variant with QoS, variant without)
+QOS_PAIRS = [(q, o) for q, o in (("qos", "adaptive"), ("tap-qos", "tap")) if q in variants and o in variants]
 
 vals = {}
 for line in open(os.path.join(res, "results.tsv")):
@@ -543,7 +579,7 @@ def fmt(v, f):
 cols = [v for v in variants]
 base = "bridge" if "bridge" in cols else None
 others = [c for c in cols if c != base]
-hdr = ["metric"] + [NAMES.get(c, c) for c in cols] + [f"{NAMES.get(c, c).replace('vswitchd-', '')}/bridge" for c in others if base]
+hdr = ["metric"] + [NAMES.get(c, c) for c in cols] + [f"{NAMES.get(c, c).replace('vswitchd-', '')}/bridge" for c in others if base] + [f"{q}/{o}" for q, o in QOS_PAIRS]
 table = []
 for label, key, _, f in ROWS:
     row = [label]
@@ -561,6 +597,11 @@ for label, key, _, f in ROWS:
             b, v = got.get(base), got.get(c)
             ratio = b and v is not None and key and not key.startswith(("sw_", "idle", "other")) and "loss" not in key
             row.append("{:.2f}x".format(v / b) if ratio else "")
+    for q, o in QOS_PAIRS:
+        b, v = got.get(o), got.get(q)
+        # the switch's own ns/pkt compares too: what QoS adds per packet
+        ratio = b and v is not None and key and not key.startswith(("sw_busy", "sw_drops", "idle", "other")) and "loss" not in key
+        row.append("{:.2f}x".format(v / b) if ratio else "")
     table.append(row)
 
 w = [max(len(r[i]) for r in [hdr] + table) for i in range(len(hdr))]

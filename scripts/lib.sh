@@ -2,11 +2,14 @@
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
+# No `cmd | grep -q` here: grep -q exits at the first match, cmd may then die of SIGPIPE, and
+# the scripts' pipefail turns that into a failed test. `grep PATTERN >/dev/null` reads it all.
+
 # Installs the Debian packages among "$@" that are not installed yet.
 ensure_packages() {
   local missing=()
   for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" -ne 0 ]; then
@@ -27,7 +30,7 @@ ensure_rust() {
     echo "cargo not found: install the Rust toolchain (https://rustup.rs) first" >&2
     exit 1
   fi
-  rustup component list --installed 2>/dev/null | grep -q clippy || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+  rustup component list --installed 2>/dev/null | grep clippy >/dev/null || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 }
 
 # Ends one process the caller started, by PID (never by name).
