@@ -1193,7 +1193,7 @@ impl<T> Scheduler<T> {
             // its row, a wait entry and putting it back. Borrowing is unaffected: a stale
             // green class sits in a row of a lower level than any lender's, and rows are
             // served lowest level first, so it is recoloured before any walk could reach it.
-            let (has_pps, stays_green) = (p.has_pps, h.color == Color::Green && !p.has_pps);
+            let (has_pps, green) = (p.has_pps, h.color == Color::Green);
             h.sent_bytes += u64::from(len);
             h.sent_packets += 1;
             if !own {
@@ -1203,7 +1203,7 @@ impl<T> Scheduler<T> {
             }
             if has_pps {
                 self.charge_pps(c, now);
-            } else if !stays_green {
+            } else if !green {
                 // Inline: a yellow class that borrowed (nearly every packet of a class whose
                 // guarantee is a token, as a pod's is) stays yellow, and `recolor`'s common
                 // case is a comparison.
