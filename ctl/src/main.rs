@@ -32,8 +32,7 @@
 //! - `peer del NAME`: remove a peer node, live (exit 1 if there is none).
 //! - `show qos`: every shaped port's QoS classes: guarantee, ceiling, priority, weight,
 //!   burst (of the ceiling; then of the guarantee), mode (with the pps limit and MPU when
-//!   set), and counters (sent, queued against
-//!   the leaf's bound, dropped by reason, borrowed).
+//!   set), and counters (sent, queued against the leaf's bound, dropped by reason, borrowed).
 //! - `qos set CLASS [--rate R] [--ceil C] [--priority P] [--weight W] [--pps N|none]
 //!   [--pps-burst N] [--burst BYTES] [--mpu BYTES] [--queue-limit N] [--mode shape|police]`:
 //!   change a class live (its queue is kept); rates as in the configuration (`300M`, `1G`,

@@ -39,9 +39,10 @@
 //!   packet is charged to every ancestor's ceil, and to the rate of every class at or above
 //!   the level it was served from; bytes sent below that level are counted as borrowed.
 //! * The burst is the depth of the ceil bucket. The rate bucket holds as long at the rate
-//!   (`burst * rate / ceil`, at least one full-size frame: [`sched::rate_burst`]), so what a
-//!   class may send at once as guaranteed follows its guarantee: a pod with a token guarantee
-//!   and a high ceiling does not get a ceiling's burst ahead of the guarantees of others.
+//!   (`burst * rate / ceil`, at least ten full-size frames, 15 000 bytes, or the whole burst
+//!   if smaller: [`sched::rate_burst`]), so what a class may send at once as guaranteed
+//!   follows its guarantee: a pod with a token guarantee and a high ceiling does not get a
+//!   ceiling's burst ahead of the guarantees of others.
 //! * [`Mode::Police`] classes drop (counted) at enqueue what is over their ceiling or pps limit
 //!   instead of delaying it.
 //!
