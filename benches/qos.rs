@@ -556,17 +556,10 @@ fn fixed_run(spec: &str) {
         [c, n, p] => (c, n.parse().expect("CLASSES"), p.parse().expect("PACKETS")),
         _ => panic!("QOS_PACKETS={spec}: want CASE:CLASSES:PACKETS"),
     };
-    let floor_items = match name {
-        "floor" => Some(Items::Handle),
-        "floor_meta" => Some(Items::Frame),
-        _ => None,
-    };
-    if let Some(items) = floor_items {
-        match items {
-            Items::Handle => fixed_floor::<u32>(n, pkts),
-            Items::Frame => fixed_floor::<Frame>(n, pkts),
-        }
-        return;
+    match name {
+        "floor" => return fixed_floor::<u32>(n, pkts),
+        "floor_meta" => return fixed_floor::<Frame>(n, pkts),
+        _ => {}
     }
     let case =
         cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no case {name}"));
